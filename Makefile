@@ -1,0 +1,131 @@
+# Parley: one Makefile for every binary, the tests and the benchmarks.
+#
+#   make          build bin/parley-rest (and the other binaries as they land)
+#   make deps     install the Debian packages the build, run and tests need
+#   make run      build, then start REST (:8000) and the broker (:8001) in the foreground
+#   make test     build release and sanitizer binaries, run every test on both
+#   make bench    benchmarks (not tests: they print figures, they do not fail on them)
+#   make format   clang-format every C file in place
+#   make clean    remove build output
+
+VERSION := 0.1.0
+
+# Debian 12 packages: build, run, test and bench.
+DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
+	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libjansson-dev \
+	libcurl4-openssl-dev libsqlite3-dev sqlite3 libuv1-dev \
+	python3 python3-websockets wrk curl
+
+PKGS := libmicrohttpd jansson sqlite3
+CC ?= cc
+CSTD := -std=c11 -D_GNU_SOURCE
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS_COMMON = $(CSTD) $(WARN) -MMD -MP -Icommon -Ibuild/gen \
+	-DPARLEY_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+
+# Two builds of the same sources: release (bin/) and sanitizers (build/asan/bin/).
+REL_DIR := build/release
+ASAN_DIR := build/asan
+REL_CFLAGS := -O2 -g
+ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_CC := clang
+
+COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
+	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c \
+	common/notify.c build/gen/schema_sql.c
+REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_static.c \
+	rest/main_mhd.c
+UNIT_TESTS := test_config test_clock test_db test_notify
+
+SCHEMA := $(sort $(wildcard schema/*.sql))
+
+objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
+
+.PHONY: all deps run test test-release test-asan bench format format-check clean asan
+all: bin/parley-rest
+
+# ---- dependencies --------------------------------------------------------------
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "make deps: installing$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else \
+		echo "make deps: missing Debian packages. Install them with:"; \
+		echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	fi
+
+# ---- generated sources ---------------------------------------------------------
+build/gen/schema_sql.c: $(SCHEMA) tools/embed_schema.sh | deps
+	@mkdir -p $(@D)
+	sh tools/embed_schema.sh $(SCHEMA) > $@.tmp && mv $@.tmp $@
+
+# ---- release build -------------------------------------------------------------
+$(REL_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $(CFLAGS_COMMON) -c $< -o $@
+
+bin/parley-rest: $(call objs,$(REL_DIR),$(COMMON_SRC) $(REST_SRC))
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
+
+$(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC))
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
+
+# ---- sanitizer build (same sources, clang, ASan + UBSan) -----------------------
+$(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(CFLAGS_COMMON) -c $< -o $@
+
+$(ASAN_DIR)/bin/parley-rest: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(REST_SRC))
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
+
+$(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
+
+asan: $(ASAN_DIR)/bin/parley-rest $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
+
+# ---- run -----------------------------------------------------------------------
+run: all
+	@sh tools/run.sh
+
+# ---- tests ---------------------------------------------------------------------
+# The whole suite runs twice: on the release binaries and under ASan + UBSan.
+# The runner's last line is "N passed, M failed" over both passes.
+TEST_BUILD := all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) asan
+test: $(TEST_BUILD) format-check
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
+	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	 /usr/bin/python3 tests/run.py --pass release=bin --pass asan=$(ASAN_DIR)/bin
+
+test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS))
+	@/usr/bin/python3 tests/run.py --pass release=bin $(T)
+
+test-asan: asan
+	@ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	 /usr/bin/python3 tests/run.py --pass asan=$(ASAN_DIR)/bin $(T)
+
+# ---- benchmarks ----------------------------------------------------------------
+bench: all
+	@sh bench/rest_bench.sh
+
+# ---- formatting ----------------------------------------------------------------
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(C_FILES)
+
+format-check: | deps
+	@out=$$(clang-format --dry-run $(C_FILES) 2>&1); \
+	if [ -n "$$out" ]; then echo "$$out" | head -20; \
+		echo "format-check: run 'make format' to fix the files above"; exit 1; fi
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

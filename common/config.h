@@ -1,0 +1,98 @@
+/* config: every setting of every Parley program, from one table.
+ *
+ * Precedence: built-in default < environment (PARLEY_*) < command-line flag. Each flag
+ * --some-name reads PARLEY_SOME_NAME unless the table names another variable (the
+ * broker's --port reads PARLEY_WS_PORT; the client's --url reads PARLEY_WS_URL).
+ * --help is generated from the same table, so it can never disagree with the parser. */
+#ifndef PARLEY_CONFIG_H
+#define PARLEY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+/* Which program is loading; an option applies to the programs in its mask. */
+enum cfg_prog {
+    CFG_REST = 1 << 0,   /* parley-rest */
+    CFG_FCGI = 1 << 1,   /* parley-fcgi */
+    CFG_BROKER = 1 << 2, /* parley-broker */
+    CFG_CLIENT = 1 << 3, /* parley */
+};
+
+#define CFG_MAX_LIST 16
+
+struct cfg_list {
+    size_t n;
+    char *v[CFG_MAX_LIST]; /* owned */
+};
+
+struct cfg {
+    /* where and how to serve */
+    char *db_path;
+    char *bind;
+    int port;
+    int ws_port; /* REST: the broker's port, for ws_url */
+    char *public_ws_url;
+    char *notify_socket;
+    char *www_dir;
+    enum log_level log_level;
+    int threads;
+    int max_connections;
+    char *tls_cert;
+    char *tls_key;
+    /* the assistant */
+    char *llm;
+    char *llm_url;
+    char *llm_model;
+    char *llm_api_key;
+    char *system_prompt;
+    int context_messages;
+    int llm_timeout_s;
+    char *templates_dir;
+    /* limits */
+    int64_t max_message_size;
+    int max_conns_per_ip;
+    double rate_limit;
+    int rate_burst;
+    struct cfg_list allowed_origin;
+    int ping_interval_s;
+    int idle_timeout_s;
+    /* authentication */
+    bool require_auth;
+    bool insecure_no_auth;
+    /* client */
+    char *url;
+    char *rest_url;
+    char *api_key;
+    char *session;
+    bool json;
+    /* positional arguments left after the flags (borrowed from argv) */
+    int argc;
+    char **argv;
+};
+
+/* Outcome of cfg_load. */
+enum cfg_result {
+    CFG_OK = 0,    /* run */
+    CFG_EXIT = 1,  /* --help or --version was printed: exit 0 */
+    CFG_ERROR = 2, /* a message was printed to stderr: exit 2 */
+};
+
+/* Loads defaults, then the environment, then argv (argv[0] is skipped) into cfg.
+ * prog names the program for --help and --version. On CFG_ERROR the message says what is
+ * wrong and how to see the valid flags. cfg owns its strings: free with cfg_cleanup. */
+enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog, int argc,
+                         char **argv);
+void cfg_cleanup(struct cfg *cfg);
+
+/* The model name the assistant answers as: "echo", "none", or the LLM model. */
+const char *cfg_model_name(const struct cfg *cfg);
+
+/* Parses a byte size: "65536", "64K", "64KiB", "1M", "1MiB". Returns 0 or -1. */
+int cfg_parse_size(const char *s, int64_t *out);
+/* Parses a whole number in [min, max] with strtoll and an end check. Returns 0 or -1. */
+int cfg_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
+
+#endif

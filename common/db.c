@@ -1,0 +1,310 @@
+/* db: opening the database, migrations, the prepared-statement cache and transactions.
+ * The queries themselves live in db_sessions.c, db_messages.c and db_live.c. */
+#include "db.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "db_internal.h"
+#include "log.h"
+
+/* Generated from the schema/ migrations by tools/embed_schema.sh. */
+extern const char *const parley_migrations[];
+extern const size_t parley_migrations_count;
+
+#define DB_STMT_CACHE 64
+#define DB_BUSY_TIMEOUT_MS 5000
+
+struct db {
+    sqlite3 *conn;
+    int tx_depth;
+    size_t n_stmts;
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmts[DB_STMT_CACHE];
+};
+
+enum perr db_fail(struct db *db, const char *func, const char *what)
+{
+    log_write(LOG_LEVEL_ERROR, func, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db->conn),
+              sqlite3_extended_errcode(db->conn));
+    return PERR_UNAVAILABLE;
+}
+
+sqlite3_stmt *db_stmt(struct db *db, const char *sql)
+{
+    sqlite3_stmt *st;
+
+    for (size_t i = 0; i < db->n_stmts; i++)
+        if (db->stmts[i].sql == sql)
+            return db->stmts[i].st;
+    if (sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        db_fail(db, __func__, "prepare");
+        log_error("the statement was: %s", sql);
+        return NULL;
+    }
+    if (db->n_stmts == DB_STMT_CACHE) {
+        /* Every query of the project fits; a full cache is a bug, not a load condition. */
+        log_error("statement cache full (%d); raise DB_STMT_CACHE", DB_STMT_CACHE);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    db->stmts[db->n_stmts].sql = sql;
+    db->stmts[db->n_stmts].st = st;
+    db->n_stmts++;
+    return st;
+}
+
+void db_stmt_done(sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+int db_bind_text(sqlite3_stmt *st, int idx, const char *s)
+{
+    if (!s)
+        return sqlite3_bind_null(st, idx);
+    return sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT);
+}
+
+char *db_column_strdup(sqlite3_stmt *st, int col)
+{
+    const unsigned char *s = sqlite3_column_text(st, col);
+
+    return s ? strdup((const char *)s) : NULL;
+}
+
+void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size)
+{
+    const unsigned char *s = sqlite3_column_text(st, col);
+    size_t n = s ? strlen((const char *)s) : 0;
+
+    if (n >= size)
+        n = size - 1;
+    if (n)
+        memcpy(buf, s, n);
+    buf[n] = '\0';
+}
+
+int db_step_done(sqlite3_stmt *st)
+{
+    int rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    return rc;
+}
+
+/* Runs one statement (or several, for migrations) with no parameters. */
+static int exec(struct db *db, const char *sql, const char *what)
+{
+    char *err = NULL;
+
+    if (sqlite3_exec(db->conn, sql, NULL, NULL, &err) != SQLITE_OK) {
+        log_error("%s: %s", what, err ? err : sqlite3_errmsg(db->conn));
+        sqlite3_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+int db_user_version(struct db *db)
+{
+    static const char sql[] = "PRAGMA user_version";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int v = -1;
+
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    db_stmt_done(st);
+    return v;
+}
+
+int db_schema_version(void)
+{
+    return (int)parley_migrations_count;
+}
+
+/* Brings the schema forward. BEGIN IMMEDIATE makes two processes opening a new file at
+ * once take turns; the version is read inside the transaction, so the second one finds
+ * the work done. */
+static int migrate(struct db *db)
+{
+    int have, want = db_schema_version();
+    char pragma[64];
+
+    if (exec(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
+        return -1;
+    have = db_user_version(db);
+    if (have > want) {
+        log_error("the database is at schema version %d but this binary knows only %d: "
+                  "run a newer Parley, or point --db at another file",
+                  have, want);
+        exec(db, "ROLLBACK", "migration: rollback");
+        return -1;
+    }
+    for (int v = have; v < want; v++) {
+        if (exec(db, parley_migrations[v], "migration") < 0) {
+            log_error("migration to schema version %d failed; the database is unchanged", v + 1);
+            exec(db, "ROLLBACK", "migration: rollback");
+            return -1;
+        }
+        log_info("database migrated to schema version %d", v + 1);
+    }
+    snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", want);
+    if (exec(db, pragma, "migration: version") < 0 || exec(db, "COMMIT", "migration") < 0) {
+        exec(db, "ROLLBACK", "migration: rollback");
+        return -1;
+    }
+    return 0;
+}
+
+struct db *db_open(const char *path)
+{
+    struct db *db = calloc(1, sizeof *db);
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+
+    if (!db)
+        return NULL;
+    if (sqlite3_open_v2(path, &db->conn, flags, NULL) != SQLITE_OK) {
+        log_error("cannot open database '%s': %s; check that its folder exists and is "
+                  "writable, or set --db",
+                  path, db->conn ? sqlite3_errmsg(db->conn) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(db->conn, 1);
+    if (exec(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
+        exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys") < 0 ||
+        exec(db, "PRAGMA synchronous = FULL", "setting synchronous") < 0) {
+        log_error("database '%s' is not usable", path);
+        goto fail;
+    }
+    if (migrate(db) < 0)
+        goto fail;
+    return db;
+fail:
+    db_close(db);
+    return NULL;
+}
+
+void db_close(struct db *db)
+{
+    if (!db)
+        return;
+    for (size_t i = 0; i < db->n_stmts; i++)
+        sqlite3_finalize(db->stmts[i].st);
+    sqlite3_close(db->conn);
+    free(db);
+}
+
+enum perr db_ping(struct db *db)
+{
+    static const char sql[] = "SELECT count(*) FROM sessions WHERE 0";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    rc = sqlite3_step(st);
+    db_stmt_done(st);
+    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "ping");
+}
+
+/* ---- transactions ---- */
+
+enum perr db_tx_begin(struct db *db)
+{
+    static const char begin[] = "BEGIN IMMEDIATE";
+    static const char savepoint[] = "SAVEPOINT nested";
+    sqlite3_stmt *st = db_stmt(db, db->tx_depth ? savepoint : begin);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, __func__, "begin");
+    db->tx_depth++;
+    return PERR_OK;
+}
+
+enum perr db_tx_commit(struct db *db)
+{
+    static const char commit[] = "COMMIT";
+    static const char release[] = "RELEASE nested";
+    sqlite3_stmt *st;
+    int rc;
+
+    assert(db->tx_depth > 0);
+    st = db_stmt(db, db->tx_depth > 1 ? release : commit);
+    if (!st)
+        return PERR_UNAVAILABLE;
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        db_fail(db, __func__, "commit");
+        db_tx_rollback(db);
+        return PERR_UNAVAILABLE;
+    }
+    db->tx_depth--;
+    return PERR_OK;
+}
+
+void db_tx_rollback(struct db *db)
+{
+    if (db->tx_depth <= 0)
+        return;
+    if (db->tx_depth > 1)
+        exec(db, "ROLLBACK TO nested; RELEASE nested", "rollback to savepoint");
+    else if (!sqlite3_get_autocommit(db->conn))
+        exec(db, "ROLLBACK", "rollback");
+    db->tx_depth--;
+}
+
+enum perr db_counter_add(struct db *db, const char *name, int64_t delta)
+{
+    static const char sql[] = "UPDATE counters SET value = value + ?2 WHERE name = ?1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, delta);
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, name);
+}
+
+enum perr db_stats_read(struct db *db, struct db_stats *out)
+{
+    static const char sql[] =
+        "SELECT (SELECT value FROM counters WHERE name = 'sessions_created'),"
+        " (SELECT coalesce(sum(message_count), 0) FROM sessions),"
+        " (SELECT value FROM counters WHERE name = 'replies_total'),"
+        " (SELECT value FROM counters WHERE name = 'reply_ms_total')";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    enum perr e = PERR_OK;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        out->sessions_created = sqlite3_column_int64(st, 0);
+        out->messages_total = sqlite3_column_int64(st, 1);
+        out->replies_total = sqlite3_column_int64(st, 2);
+        out->reply_ms_total = sqlite3_column_int64(st, 3);
+    } else {
+        e = db_fail(db, __func__, "read counters");
+    }
+    db_stmt_done(st);
+    return e;
+}

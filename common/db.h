@@ -1,0 +1,179 @@
+/* db: the one database layer of Parley. All SQL lives here and in schema/.
+ *
+ * A struct db is one SQLite connection with its prepared statements; use it from one
+ * thread at a time (each REST worker and the broker's database thread open their own).
+ * Every function returns PERR_OK, PERR_SESSION_NOT_FOUND where a session is named and
+ * absent, or PERR_UNAVAILABLE when SQLite fails (logged here, with the SQLite message).
+ * Writes that touch several rows run in one transaction; they nest inside db_tx_begin /
+ * db_tx_commit, so the broker can commit many writes at once (group commit). */
+#ifndef PARLEY_DB_H
+#define PARLEY_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "perr.h"
+
+#define DB_ID_HEX 16 /* session ids: 16 lowercase hex characters */
+#define DB_ID_LEN (DB_ID_HEX + 1)
+
+struct db;
+
+struct db_session {
+    char id[DB_ID_LEN];
+    char *title;   /* NULL when unset */
+    char *model;   /* never NULL after a successful read */
+    char *channel; /* envelope channel name, NULL for plain sessions */
+    char created_at[CLOCK_ISO_LEN];
+    char updated_at[CLOCK_ISO_LEN];
+    int64_t message_count;
+    int64_t clients; /* live members as the broker last published; 0 when it is down */
+};
+
+struct db_message {
+    int64_t id;
+    char session_id[DB_ID_LEN];
+    char role[12]; /* user, assistant, system, event */
+    char *content;
+    char created_at[CLOCK_ISO_LEN];
+    char *connection_id; /* NULL when absent, like the three below */
+    char *client_msg_id;
+    char *thread_id;
+    char *status; /* assistant replies: complete, stopped, error, incomplete */
+};
+
+struct db_message_list {
+    struct db_message *v;
+    size_t n;
+};
+
+/* A new message to store. Strings are borrowed for the call. */
+struct db_message_in {
+    const char *session_id;
+    const char *role;
+    const char *content;
+    const char *connection_id;
+    const char *client_msg_id;
+    const char *thread_id;
+    bool want_reply; /* queue it for an assistant reply (reply_queue) */
+};
+
+/* A finished assistant reply to store. Strings are borrowed for the call. */
+struct db_reply_in {
+    const char *session_id;
+    const char *content;
+    const char *model;
+    const char *status; /* complete, stopped, error, incomplete */
+    const char *reasoning;
+    const char *error;
+    int64_t prompt_tokens; /* -1 when unknown */
+    int64_t completion_tokens;
+    int64_t duration_ms;
+    int64_t reply_to; /* the user message it answers: removed from reply_queue; 0 none */
+};
+
+struct db_stats {
+    int64_t sessions_created;
+    int64_t messages_total;
+    int64_t replies_total;
+    int64_t reply_ms_total;
+};
+
+/* What REST knows of the broker, from its last publish. */
+struct db_live {
+    bool up; /* published within DB_LIVE_FRESH_MS */
+    int64_t connections;
+    int64_t active_sessions; /* sessions with at least one member */
+    int64_t heartbeat_ms;
+};
+
+/* One session's member count, as the broker publishes it. */
+struct db_live_member {
+    const char *session_id;
+    int64_t clients; /* 0 removes the row */
+};
+
+/* A broker heartbeat older than this means the broker is down. It publishes every second. */
+#define DB_LIVE_FRESH_MS 3000
+
+/* ---- connection ---- */
+/* Opens (creating if needed) the database at path: WAL, foreign keys, busy timeout,
+ * migrations up to the newest embedded schema. Returns a new handle, or NULL after
+ * logging why (with what to do). Free with db_close. */
+struct db *db_open(const char *path);
+void db_close(struct db *db);
+/* The schema version the file is at (PRAGMA user_version). */
+int db_user_version(struct db *db);
+/* The number of migrations embedded in this binary. */
+int db_schema_version(void);
+/* A cheap query, for /health. */
+enum perr db_ping(struct db *db);
+
+/* ---- transactions (nestable: the outermost is BEGIN IMMEDIATE) ---- */
+enum perr db_tx_begin(struct db *db);
+enum perr db_tx_commit(struct db *db);
+void db_tx_rollback(struct db *db);
+
+/* ---- sessions ---- */
+/* Creates a session; channel may be NULL. Fills out (caller cleans up). */
+enum perr db_session_create(struct db *db, const char *model, const char *title,
+                            const char *channel, struct db_session *out);
+enum perr db_session_get(struct db *db, const char *id, struct db_session *out);
+enum perr db_session_by_channel(struct db *db, const char *channel, struct db_session *out);
+/* Newest updated_at first. *out is a new array of *n sessions: free with
+ * db_session_list_free. *total counts every session. */
+enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out,
+                          size_t *n, int64_t *total);
+void db_session_list_free(struct db_session *v, size_t n);
+enum perr db_session_delete(struct db *db, const char *id);
+/* Deletes the session's messages; *cleared counts them. */
+enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared);
+void db_session_cleanup(struct db_session *s);
+
+/* ---- messages ---- */
+/* Stores a message and bumps the session's count and updated_at, in one transaction.
+ * A client_msg_id already stored in the session is not stored again: *duplicate is set
+ * and out is the stored message. *message_count (may be NULL) is the session's count. */
+enum perr db_message_add(struct db *db, const struct db_message_in *in,
+                         struct db_message *out, bool *duplicate, int64_t *message_count);
+enum perr db_message_get(struct db *db, int64_t id, struct db_message *out);
+/* The newest limit messages with id < before (before <= 0: no bound), ascending.
+ * *has_more tells whether older ones exist. */
+enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
+                           struct db_message_list *out, bool *has_more);
+/* Messages with id > since, ascending, at most limit. */
+enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
+                            struct db_message_list *out);
+/* The last n user and assistant messages, ascending: the assistant's context. */
+enum perr db_messages_context(struct db *db, const char *session_id, int n,
+                              struct db_message_list *out);
+void db_message_cleanup(struct db_message *m);
+void db_message_list_cleanup(struct db_message_list *l);
+
+/* ---- assistant replies ---- */
+/* Stores a finished reply, counts it for /stats and drops reply_to from the reply queue,
+ * in one transaction. */
+enum perr db_reply_add(struct db *db, const struct db_reply_in *in, struct db_message *out,
+                       int64_t *message_count);
+/* User messages still waiting for a reply, oldest first (message ids and sessions). */
+enum perr db_reply_queue(struct db *db, struct db_message_list *out);
+/* Drops a message from the reply queue without a reply (e.g. the assistant is none). */
+enum perr db_reply_queue_drop(struct db *db, int64_t message_id);
+
+/* ---- figures ---- */
+enum perr db_stats_read(struct db *db, struct db_stats *out);
+
+/* ---- the broker's live figures (db_live.c) ---- */
+/* Broker side: reset at start (forget every member count of a previous run). */
+enum perr db_live_reset(struct db *db, int pid, const char *model);
+/* Broker side: heartbeat with the connection count, plus the member counts that changed. */
+enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
+                          const struct db_live_member *changed, size_t n_changed);
+/* Broker side, at clean shutdown: mark the broker down at once. */
+enum perr db_live_down(struct db *db);
+/* REST side. */
+enum perr db_live_read(struct db *db, int64_t now_ms, struct db_live *out);
+
+#endif

@@ -1,0 +1,387 @@
+/* db_messages: storing messages and replies, and reading history pages. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_internal.h"
+#include "log.h"
+
+/* Columns every message read selects, in this order (see read_message). */
+#define MESSAGE_COLS                                                                           \
+    "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status"
+
+static void read_message(sqlite3_stmt *st, struct db_message *m)
+{
+    memset(m, 0, sizeof *m);
+    m->id = sqlite3_column_int64(st, 0);
+    db_column_copy(st, 1, m->session_id, sizeof m->session_id);
+    db_column_copy(st, 2, m->role, sizeof m->role);
+    m->content = db_column_strdup(st, 3);
+    if (!m->content)
+        m->content = strdup("");
+    db_column_copy(st, 4, m->created_at, sizeof m->created_at);
+    m->connection_id = db_column_strdup(st, 5);
+    m->client_msg_id = db_column_strdup(st, 6);
+    m->thread_id = db_column_strdup(st, 7);
+    m->status = db_column_strdup(st, 8);
+}
+
+void db_message_cleanup(struct db_message *m)
+{
+    if (!m)
+        return;
+    free(m->content);
+    free(m->connection_id);
+    free(m->client_msg_id);
+    free(m->thread_id);
+    free(m->status);
+    memset(m, 0, sizeof *m);
+}
+
+void db_message_list_cleanup(struct db_message_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        db_message_cleanup(&l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static void reverse_list(struct db_message_list *l)
+{
+    for (size_t i = 0; i < l->n / 2; i++) {
+        struct db_message t = l->v[i];
+        l->v[i] = l->v[l->n - 1 - i];
+        l->v[l->n - 1 - i] = t;
+    }
+}
+
+/* Reads up to limit rows of st (bound by the caller) into out. Resets st. */
+static enum perr read_list(struct db *db, sqlite3_stmt *st, int limit,
+                           struct db_message_list *out)
+{
+    size_t got = 0;
+    int rc = SQLITE_DONE;
+
+    out->n = 0;
+    out->v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *out->v);
+    if (!out->v) {
+        db_stmt_done(st);
+        return PERR_INTERNAL;
+    }
+    while (got < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        read_message(st, &out->v[got++]);
+    db_stmt_done(st);
+    out->n = got;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_message_list_cleanup(out);
+        return db_fail(db, __func__, "read messages");
+    }
+    return PERR_OK;
+}
+
+enum perr db_message_get(struct db *db, int64_t id, struct db_message *out)
+{
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE id = ?1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        read_message(st, out);
+    db_stmt_done(st);
+    if (rc == SQLITE_ROW)
+        return PERR_OK;
+    return rc == SQLITE_DONE ? PERR_NOT_FOUND : db_fail(db, __func__, "read message");
+}
+
+/* Finds a message of the session with this client_msg_id: PERR_OK and out filled,
+ * PERR_NOT_FOUND, or a failure. */
+static enum perr find_client_msg(struct db *db, const char *session_id, const char *cmid,
+                                 struct db_message *out)
+{
+    static const char sql[] = "SELECT " MESSAGE_COLS
+                              " FROM messages WHERE session_id = ?1 AND client_msg_id = ?2";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, cmid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        read_message(st, out);
+    db_stmt_done(st);
+    if (rc == SQLITE_ROW)
+        return PERR_OK;
+    return rc == SQLITE_DONE ? PERR_NOT_FOUND : db_fail(db, __func__, "find client_msg_id");
+}
+
+/* Bumps the session's message count and updated_at; reads back the new count.
+ * PERR_SESSION_NOT_FOUND when the session is gone. */
+static enum perr touch_session(struct db *db, const char *session_id, const char *now,
+                               int64_t *count)
+{
+    static const char sql[] = "UPDATE sessions SET message_count = message_count + 1,"
+                              " updated_at = ?2 WHERE id = ?1 RETURNING message_count";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) { /* no row updated: the session is gone */
+        db_stmt_done(st);
+        return PERR_SESSION_NOT_FOUND;
+    }
+    if (rc == SQLITE_ROW && count)
+        *count = sqlite3_column_int64(st, 0);
+    if (rc == SQLITE_ROW)
+        rc = db_step_done(st); /* RETURNING: the update completes on the last step */
+    db_stmt_done(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "update session");
+}
+
+static enum perr session_count(struct db *db, const char *session_id, int64_t *count)
+{
+    static const char sql[] = "SELECT message_count FROM sessions WHERE id = ?1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && count)
+        *count = sqlite3_column_int64(st, 0);
+    db_stmt_done(st);
+    if (rc == SQLITE_ROW)
+        return PERR_OK;
+    return rc == SQLITE_DONE ? PERR_SESSION_NOT_FOUND : db_fail(db, __func__, "count");
+}
+
+/* Inserts the row; *id is its new id. */
+static enum perr insert_row(struct db *db, const struct db_message_in *in,
+                            const struct db_reply_in *reply, const char *now, int64_t *id)
+{
+    static const char sql[] =
+        "INSERT INTO messages(session_id, role, content, created_at, connection_id,"
+        " client_msg_id, thread_id, model, status, prompt_tokens, completion_tokens,"
+        " duration_ms, reasoning, error)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, in->session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, in->role, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, in->content, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
+    db_bind_text(st, 5, in->connection_id);
+    db_bind_text(st, 6, in->client_msg_id);
+    db_bind_text(st, 7, in->thread_id);
+    if (reply) {
+        db_bind_text(st, 8, reply->model);
+        db_bind_text(st, 9, reply->status);
+        if (reply->prompt_tokens >= 0)
+            sqlite3_bind_int64(st, 10, reply->prompt_tokens);
+        if (reply->completion_tokens >= 0)
+            sqlite3_bind_int64(st, 11, reply->completion_tokens);
+        sqlite3_bind_int64(st, 12, reply->duration_ms);
+        db_bind_text(st, 13, reply->reasoning);
+        db_bind_text(st, 14, reply->error);
+    }
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, __func__, "insert message");
+    *id = sqlite3_last_insert_rowid(sqlite3_db_handle(st));
+    return PERR_OK;
+}
+
+static enum perr queue_reply(struct db *db, int64_t message_id, const char *session_id,
+                             const char *now)
+{
+    static const char sql[] = "INSERT OR IGNORE INTO reply_queue(message_id, session_id,"
+                              " created_at) VALUES (?1, ?2, ?3)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_int64(st, 1, message_id);
+    sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "queue reply");
+}
+
+/* Stores in (and reply, for assistant rows) in one transaction. */
+static enum perr add(struct db *db, const struct db_message_in *in,
+                     const struct db_reply_in *reply, struct db_message *out, bool *duplicate,
+                     int64_t *message_count)
+{
+    char now[CLOCK_ISO_LEN];
+    int64_t id = 0;
+    enum perr e;
+
+    if (duplicate)
+        *duplicate = false;
+    clock_now_iso(now);
+    if ((e = db_tx_begin(db)))
+        return e;
+    if (in->client_msg_id) {
+        e = find_client_msg(db, in->session_id, in->client_msg_id, out);
+        if (e == PERR_OK) {
+            if (duplicate)
+                *duplicate = true;
+            e = session_count(db, in->session_id, message_count);
+            if (e) {
+                db_message_cleanup(out);
+                goto fail;
+            }
+            return db_tx_commit(db);
+        }
+        if (e != PERR_NOT_FOUND)
+            goto fail;
+    }
+    if ((e = touch_session(db, in->session_id, now, message_count)))
+        goto fail;
+    if ((e = insert_row(db, in, reply, now, &id)))
+        goto fail;
+    if (in->want_reply && (e = queue_reply(db, id, in->session_id, now)))
+        goto fail;
+    if (reply) {
+        if (reply->reply_to > 0 && (e = db_reply_queue_drop(db, reply->reply_to)))
+            goto fail;
+        if ((e = db_counter_add(db, "replies_total", 1)) ||
+            (e = db_counter_add(db, "reply_ms_total", reply->duration_ms)))
+            goto fail;
+    }
+    if ((e = db_tx_commit(db)))
+        return e;
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    snprintf(out->session_id, sizeof out->session_id, "%s", in->session_id);
+    snprintf(out->role, sizeof out->role, "%s", in->role);
+    memcpy(out->created_at, now, sizeof now);
+    out->content = strdup(in->content);
+    out->connection_id = in->connection_id ? strdup(in->connection_id) : NULL;
+    out->client_msg_id = in->client_msg_id ? strdup(in->client_msg_id) : NULL;
+    out->thread_id = in->thread_id ? strdup(in->thread_id) : NULL;
+    out->status = reply && reply->status ? strdup(reply->status) : NULL;
+    return PERR_OK;
+fail:
+    db_tx_rollback(db);
+    return e;
+}
+
+enum perr db_message_add(struct db *db, const struct db_message_in *in,
+                         struct db_message *out, bool *duplicate, int64_t *message_count)
+{
+    return add(db, in, NULL, out, duplicate, message_count);
+}
+
+enum perr db_reply_add(struct db *db, const struct db_reply_in *r, struct db_message *out,
+                       int64_t *message_count)
+{
+    struct db_message_in in = {.session_id = r->session_id, .role = "assistant",
+                               .content = r->content};
+
+    return add(db, &in, r, out, NULL, message_count);
+}
+
+enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
+                           struct db_message_list *out, bool *has_more)
+{
+    /* One row more than asked tells whether older messages exist. */
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    enum perr e;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
+    sqlite3_bind_int(st, 3, limit + 1);
+    if ((e = read_list(db, st, limit + 1, out)))
+        return e;
+    *has_more = out->n > (size_t)limit;
+    if (*has_more) {
+        out->n--;
+        db_message_cleanup(&out->v[out->n]);
+    }
+    reverse_list(out);
+    return PERR_OK;
+}
+
+enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
+                            struct db_message_list *out)
+{
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+    sqlite3_stmt *st = db_stmt(db, sql);
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, since);
+    sqlite3_bind_int(st, 3, limit);
+    return read_list(db, st, limit, out);
+}
+
+enum perr db_messages_context(struct db *db, const char *session_id, int n,
+                              struct db_message_list *out)
+{
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1"
+                              " AND role IN ('user', 'assistant') ORDER BY id DESC LIMIT ?2";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    enum perr e;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, n);
+    if ((e = read_list(db, st, n, out)))
+        return e;
+    reverse_list(out);
+    return PERR_OK;
+}
+
+enum perr db_reply_queue(struct db *db, struct db_message_list *out)
+{
+    static const char sql[] = "SELECT m.id, m.session_id, m.role, m.content, m.created_at,"
+                              " m.connection_id, m.client_msg_id, m.thread_id, m.status"
+                              " FROM reply_queue q JOIN messages m ON m.id = q.message_id"
+                              " ORDER BY q.message_id LIMIT 10000";
+    sqlite3_stmt *st = db_stmt(db, sql);
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    return read_list(db, st, 10000, out);
+}
+
+enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
+{
+    static const char sql[] = "DELETE FROM reply_queue WHERE message_id = ?1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_int64(st, 1, message_id);
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "drop from reply queue");
+}

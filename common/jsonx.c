@@ -1,0 +1,111 @@
+/* jsonx: jansson helpers shared by REST and the broker. Not a JSON library. */
+#include "jsonx.h"
+
+#include <stdio.h>
+#include <string.h>
+
+char *jx_dump(const json_t *v, size_t *len)
+{
+    char *s = json_dumps(v, JSON_COMPACT);
+
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+/* Counts UTF-8 code points; jansson has already rejected invalid UTF-8. */
+static size_t utf8_len(const char *s, size_t bytes)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < bytes; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+enum perr jx_string(const json_t *obj, const char *name, bool required, size_t min_len,
+                    size_t max_len, const char **out, char *why)
+{
+    json_t *v = json_object_get(obj, name);
+    size_t n;
+
+    if (!v || (json_is_null(v) && !required)) {
+        if (!required)
+            return PERR_OK;
+        snprintf(why, JX_WHY_LEN, "field '%s' is required", name);
+        return PERR_INVALID_FIELD;
+    }
+    if (!json_is_string(v)) {
+        snprintf(why, JX_WHY_LEN, "field '%s' must be a string", name);
+        return PERR_INVALID_FIELD;
+    }
+    n = utf8_len(json_string_value(v), json_string_length(v));
+    if (n < min_len || n > max_len) {
+        if (min_len > 0 && n < min_len && min_len == 1)
+            snprintf(why, JX_WHY_LEN, "field '%s' must be a non-empty string", name);
+        else
+            snprintf(why, JX_WHY_LEN, "field '%s' must be %zu to %zu characters long", name,
+                     min_len, max_len);
+        return PERR_INVALID_FIELD;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        snprintf(why, JX_WHY_LEN, "field '%s' must not contain NUL characters", name);
+        return PERR_INVALID_FIELD;
+    }
+    *out = json_string_value(v);
+    return PERR_OK;
+}
+
+enum perr jx_bool(const json_t *obj, const char *name, bool *out, char *why)
+{
+    json_t *v = json_object_get(obj, name);
+
+    if (!v || json_is_null(v))
+        return PERR_OK;
+    if (!json_is_boolean(v)) {
+        snprintf(why, JX_WHY_LEN, "field '%s' must be true or false", name);
+        return PERR_INVALID_FIELD;
+    }
+    *out = json_is_true(v);
+    return PERR_OK;
+}
+
+enum perr jx_int(const json_t *obj, const char *name, bool required, int64_t min, int64_t max,
+                 int64_t *out, char *why)
+{
+    json_t *v = json_object_get(obj, name);
+
+    if (!v || json_is_null(v)) {
+        if (!required)
+            return PERR_OK;
+        snprintf(why, JX_WHY_LEN, "field '%s' is required", name);
+        return PERR_INVALID_FIELD;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        snprintf(why, JX_WHY_LEN, "field '%s' must be an integer from %lld to %lld", name,
+                 (long long)min, (long long)max);
+        return PERR_INVALID_FIELD;
+    }
+    *out = json_integer_value(v);
+    return PERR_OK;
+}
+
+enum perr jx_parse_object(const char *body, size_t len, json_t **out, char *why)
+{
+    json_error_t err;
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+
+    if (!v) {
+        snprintf(why, JX_WHY_LEN, "invalid JSON at line %d, column %d: %s", err.line,
+                 err.column, err.text);
+        return PERR_BAD_REQUEST;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        snprintf(why, JX_WHY_LEN, "the body must be a JSON object");
+        return PERR_BAD_REQUEST;
+    }
+    *out = v;
+    return PERR_OK;
+}

@@ -1,0 +1,44 @@
+/* notify: the notification socket from REST to the broker.
+ *
+ * A Unix-domain datagram socket: the broker binds it and reads it inside its own event
+ * loop; each datagram is one small JSON object naming what changed, e.g.
+ *   {"event":"message_added","session_id":"0123456789abcdef","message_id":42,"reply":true}
+ *   {"event":"session_deleted","session_id":"..."}
+ *   {"event":"history_cleared","session_id":"..."}
+ *   {"event":"session_created","session_id":"..."}
+ * Events are hints: the database is the truth, so the broker reads what it needs from it,
+ * and a broker that was down catches up from the database when it starts.
+ * The sender never blocks: when the broker is absent or its queue is full the event is
+ * dropped (logged at debug) and the caller carries on. */
+#ifndef PARLEY_NOTIFY_H
+#define PARLEY_NOTIFY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define NOTIFY_MAX_DATAGRAM 4096
+
+/* ---- sender (REST): safe to share between threads ---- */
+struct notify_sender;
+/* Returns a new sender for the socket at path (which need not exist yet), or NULL when
+ * the path is too long for a Unix socket (logged). Free with notify_sender_free. */
+struct notify_sender *notify_sender_new(const char *path);
+void notify_sender_free(struct notify_sender *s);
+/* Sends event (borrowed). Returns 0 if the broker got it, -1 if it was dropped. */
+int notify_send(struct notify_sender *s, const json_t *event);
+int notify_message_added(struct notify_sender *s, const char *session_id, int64_t message_id,
+                         bool reply);
+int notify_session_event(struct notify_sender *s, const char *event, const char *session_id);
+
+/* ---- receiver (broker) ---- */
+/* Binds a non-blocking datagram socket at path, replacing a stale socket file but
+ * refusing to replace anything else. Returns the fd, or -1 (logged). */
+int notify_listen(const char *path);
+/* Reads one datagram. Returns a new JSON object, or NULL when nothing is waiting
+ * (*again set) or the datagram was not a JSON object (logged, *again clear). */
+json_t *notify_recv(int fd, bool *again);
+/* Closes fd and removes the socket file. */
+void notify_close(int fd, const char *path);
+
+#endif

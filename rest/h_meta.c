@@ -1,0 +1,97 @@
+/* h_meta: GET /, GET /health and GET /stats: what the service is and how it is doing. */
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "rest.h"
+
+/* Copies the host part of a Host header ("example.com:8000", "[::1]:8000") into out.
+ * Returns 0, or -1 when there is none or it has characters a hostname cannot have. */
+static int host_only(const char *host, char *out, size_t size)
+{
+    size_t n;
+
+    if (!host || !*host)
+        return -1;
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+        if (!end)
+            return -1;
+        n = (size_t)(end - host) + 1;
+    } else {
+        n = strcspn(host, ":");
+    }
+    if (n == 0 || n >= size)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char ch = host[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']'))
+            return -1;
+    }
+    memcpy(out, host, n);
+    out[n] = '\0';
+    return 0;
+}
+
+void h_root(struct rt_ctx *c)
+{
+    const struct cfg *cfg = c->r->cfg;
+    char host[256], url[320];
+
+    if (cfg->public_ws_url) {
+        snprintf(url, sizeof url, "%s", cfg->public_ws_url);
+    } else {
+        if (host_only(c->req->host, host, sizeof host) < 0)
+            snprintf(host, sizeof host, "%s", cfg->bind ? cfg->bind : "127.0.0.1");
+        snprintf(url, sizeof url, "ws://%s:%d/ws", host, cfg->ws_port);
+    }
+    rt_json(c, 200, json_pack("{s:s, s:s, s:o, s:s}", "name", "parley", "version",
+                              PARLEY_VERSION, "endpoints", router_endpoints(), "ws_url", url));
+}
+
+static int64_t uptime_s(const struct router *r)
+{
+    return (clock_mono_ms() - r->started_mono_ms) / 1000;
+}
+
+void h_health(struct rt_ctx *c)
+{
+    struct db_live live = {0};
+    bool db_ok = c->db && db_ping(c->db) == PERR_OK &&
+                 db_live_read(c->db, clock_now_ms(), &live) == PERR_OK;
+
+    rt_json(c, db_ok ? 200 : 503,
+            json_pack("{s:s, s:s, s:{s:b, s:I}, s:I}", "status",
+                      db_ok && live.up ? "healthy" : "degraded", "database",
+                      db_ok ? "ok" : "error", "broker", "up", live.up, "connections",
+                      (json_int_t)live.connections, "uptime_s", (json_int_t)uptime_s(c->r)));
+}
+
+void h_stats(struct rt_ctx *c)
+{
+    struct router *r = c->r;
+    struct db_stats st = {0};
+    struct db_live live = {0};
+    enum perr e;
+
+    if (rt_need_db(c))
+        return;
+    if ((e = db_stats_read(c->db, &st)) || (e = db_live_read(c->db, clock_now_ms(), &live))) {
+        rt_db_error(c, e);
+        return;
+    }
+    /* This request counts as one of the total; it is successful unless it fails here. */
+    rt_json(c, 200,
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "uptime_s",
+                      (json_int_t)uptime_s(r), "total_requests",
+                      (json_int_t)atomic_load(&r->total_requests) + 1, "successful",
+                      (json_int_t)atomic_load(&r->successful) + 1, "failed",
+                      (json_int_t)atomic_load(&r->failed), "active_sessions",
+                      (json_int_t)live.active_sessions, "websocket_connections",
+                      (json_int_t)live.connections, "total_sessions_created",
+                      (json_int_t)st.sessions_created, "messages_total",
+                      (json_int_t)st.messages_total, "avg_response_time",
+                      st.replies_total ? st.reply_ms_total / 1000.0 / st.replies_total : 0.0,
+                      "model", cfg_model_name(r->cfg)));
+}

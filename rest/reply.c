@@ -1,0 +1,135 @@
+/* reply: building answers (JSON bodies, the contract's error body) and reading request
+ * input (body object, query arguments) for the handlers. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "jsonx.h"
+#include "log.h"
+#include "rest.h"
+
+void rt_json(struct rt_ctx *c, int status, json_t *v)
+{
+    struct rt_response *res = c->res;
+
+    free(res->body);
+    res->body = v ? jx_dump(v, &res->body_len) : NULL;
+    json_decref(v);
+    if (!res->body) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        res->body = strdup(oom);
+        res->body_len = res->body ? strlen(oom) : 0;
+        status = 500;
+    }
+    res->status = status;
+    res->content_type = "application/json";
+}
+
+void rt_error(struct rt_ctx *c, enum perr e, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rt_json(c, perr_http_status(e),
+            json_pack("{s:{s:s, s:s}}", "error", "code", perr_code(e), "message", msg));
+}
+
+void rt_db_error(struct rt_ctx *c, enum perr e)
+{
+    if (e == PERR_SESSION_NOT_FOUND)
+        rt_error(c, e, "no session with id '%s'; GET /sessions lists them", c->id ? c->id : "");
+    else if (e == PERR_INTERNAL)
+        rt_error(c, e, "internal error; the server log has the details");
+    else
+        rt_error(c, PERR_UNAVAILABLE, "the database is not available; try again shortly "
+                 "(the server log says why)");
+}
+
+int rt_need_db(struct rt_ctx *c)
+{
+    if (c->db)
+        return 0;
+    rt_db_error(c, PERR_UNAVAILABLE);
+    return -1;
+}
+
+/* Whether the Content-Type is application/json, parameters (charset) aside. */
+static int is_json_type(const char *ct)
+{
+    size_t n = strcspn(ct, ";");
+
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return n == 16 && strncasecmp(ct, "application/json", 16) == 0;
+}
+
+int rt_body_object(struct rt_ctx *c, json_t **out)
+{
+    const struct rt_request *req = c->req;
+    char why[JX_WHY_LEN];
+    enum perr e;
+
+    if (req->body_len == 0) {
+        *out = json_object();
+        return 0;
+    }
+    if (!req->content_type || !is_json_type(req->content_type)) {
+        rt_error(c, PERR_UNSUPPORTED_MEDIA, "send the body as JSON with Content-Type: "
+                 "application/json (got %s)", req->content_type ? req->content_type : "none");
+        return -1;
+    }
+    if ((e = jx_parse_object(req->body, req->body_len, out, why))) {
+        rt_error(c, e, "%s", why);
+        return -1;
+    }
+    return 0;
+}
+
+const char *rt_arg(const struct rt_ctx *c, const char *name)
+{
+    for (size_t i = 0; i < c->req->n_args; i++)
+        if (strcmp(c->req->args[i].name, name) == 0)
+            return c->req->args[i].value;
+    return NULL;
+}
+
+int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int64_t def,
+               int64_t *out)
+{
+    const char *v = rt_arg(c, name);
+
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (cfg_parse_int(v, min, max, out) < 0) {
+        rt_error(c, PERR_INVALID_FIELD, "query parameter '%s' must be an integer from %lld "
+                 "to %lld", name, (long long)min, (long long)max);
+        return -1;
+    }
+    return 0;
+}
+
+json_t *rt_session_json(const struct db_session *s)
+{
+    json_t *o = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",
+                          s->title, "model", s->model ? s->model : "",
+                          "message_count", (json_int_t)s->message_count, "clients",
+                          (json_int_t)s->clients, "created_at", s->created_at, "updated_at",
+                          s->updated_at);
+
+    if (o && s->channel)
+        json_object_set_new(o, "channel", json_string(s->channel));
+    return o;
+}
+
+json_t *rt_message_json(const struct db_message *m)
+{
+    return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "role", m->role,
+                     "content", m->content, "created_at", m->created_at);
+}
