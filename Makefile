@@ -17,12 +17,14 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	python3 python3-websockets wrk curl
 
 PKGS := libmicrohttpd jansson sqlite3
+BROKER_PKGS := libwebsockets jansson sqlite3
 CC ?= cc
 CSTD := -std=c11 -D_GNU_SOURCE
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS_COMMON = $(CSTD) $(WARN) -MMD -MP -Icommon -Ibuild/gen \
-	-DPARLEY_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+	-DPARLEY_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) $(BROKER_PKGS) 2>/dev/null)
 LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+BROKER_LIBS = $(shell pkg-config --libs $(BROKER_PKGS) 2>/dev/null) -lpthread
 
 # Two builds of the same sources: release (bin/) and sanitizers (build/asan/bin/).
 REL_DIR := build/release
@@ -36,6 +38,9 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	common/notify.c build/gen/schema_sql.c
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_static.c \
 	rest/main_mhd.c
+BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
+	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/notify_in.c broker/dbq.c \
+	broker/map.c
 UNIT_TESTS := test_config test_clock test_db test_notify
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
@@ -43,7 +48,8 @@ SCHEMA := $(sort $(wildcard schema/*.sql))
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
 .PHONY: all deps run test test-release test-asan bench format format-check clean asan
-all: bin/parley-rest
+BINS := parley-rest parley-broker
+all: $(addprefix bin/,$(BINS))
 
 # ---- dependencies --------------------------------------------------------------
 deps:
@@ -72,6 +78,10 @@ bin/parley-rest: $(call objs,$(REL_DIR),$(COMMON_SRC) $(REST_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
 
+bin/parley-broker: $(call objs,$(REL_DIR),$(COMMON_SRC) $(BROKER_SRC))
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(BROKER_LIBS)
+
 $(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
@@ -85,11 +95,15 @@ $(ASAN_DIR)/bin/parley-rest: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(REST_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
 
+$(ASAN_DIR)/bin/parley-broker: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(BROKER_SRC))
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(BROKER_LIBS)
+
 $(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
 
-asan: $(ASAN_DIR)/bin/parley-rest $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
+asan: $(addprefix $(ASAN_DIR)/bin/,$(BINS)) $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
 
 # ---- run -----------------------------------------------------------------------
 run: all

@@ -26,9 +26,9 @@ struct cfg_option {
 };
 
 #define OFF(f) offsetof(struct cfg, f)
-#define SRV (CFG_REST | CFG_FCGI | CFG_BROKER)
-#define HTTP (CFG_REST | CFG_FCGI)
-#define ALL (SRV | CFG_CLIENT)
+#define SRV    (CFG_REST | CFG_FCGI | CFG_BROKER)
+#define HTTP   (CFG_REST | CFG_FCGI)
+#define ALL    (SRV | CFG_CLIENT)
 
 static const struct cfg_option cfg_options[] = {
     {"db", NULL, NULL, T_STR, OFF(db_path), "var/parley.db", 0, 0, SRV, "PATH",
@@ -43,16 +43,16 @@ static const struct cfg_option cfg_options[] = {
      "the broker's port, used to build ws_url"},
     {"public-ws-url", NULL, NULL, T_STR, OFF(public_ws_url), NULL, 0, 0, HTTP, "URL",
      "ws_url to announce (e.g. wss://chat.example.com/ws behind a proxy)"},
-    {"notify-socket", NULL, NULL, T_STR, OFF(notify_socket), "var/broker.sock", 0, 0, SRV,
-     "PATH", "Unix socket on which the broker hears about REST changes"},
+    {"notify-socket", NULL, NULL, T_STR, OFF(notify_socket), "var/broker.sock", 0, 0, SRV, "PATH",
+     "Unix socket on which the broker hears about REST changes"},
     {"www-dir", NULL, NULL, T_STR, OFF(www_dir), "www", 0, 0, HTTP, "DIR",
      "static files (demo page, API docs)"},
     {"log-level", NULL, NULL, T_LEVEL, OFF(log_level), "info", 0, 0, ALL, "LEVEL",
      "debug, info, warn or error"},
     {"threads", NULL, NULL, T_INT, OFF(threads), "0", 0, 256, HTTP, "N",
      "worker threads (0: one per CPU core)"},
-    {"max-connections", NULL, NULL, T_INT, OFF(max_connections), "1024", 1, 100000, CFG_REST,
-     "N", "concurrent HTTP connections"},
+    {"max-connections", NULL, NULL, T_INT, OFF(max_connections), "1024", 1, 100000, CFG_REST, "N",
+     "concurrent HTTP connections"},
     {"tls-cert", NULL, NULL, T_STR, OFF(tls_cert), NULL, 0, 0, CFG_REST | CFG_BROKER, "PATH",
      "PEM certificate: serve https:// or wss://"},
     {"tls-key", NULL, NULL, T_STR, OFF(tls_key), NULL, 0, 0, CFG_REST | CFG_BROKER, "PATH",
@@ -67,22 +67,22 @@ static const struct cfg_option cfg_options[] = {
      "LLM API key"},
     {"system-prompt", NULL, NULL, T_STR, OFF(system_prompt), NULL, 0, 0, CFG_BROKER, "TEXT",
      "system prompt sent first"},
-    {"context-messages", NULL, NULL, T_INT, OFF(context_messages), "20", 0, 10000, CFG_BROKER,
-     "N", "stored messages sent as context"},
+    {"context-messages", NULL, NULL, T_INT, OFF(context_messages), "20", 0, 10000, CFG_BROKER, "N",
+     "stored messages sent as context"},
     {"llm-timeout-s", NULL, NULL, T_INT, OFF(llm_timeout_s), "120", 1, 86400, CFG_BROKER, "S",
      "longest a whole reply may take"},
     {"templates-dir", NULL, NULL, T_STR, OFF(templates_dir), NULL, 0, 0, CFG_BROKER, "DIR",
      "prompt templates, one NAME.txt system prompt each"},
     {"max-message-size", NULL, NULL, T_SIZE, OFF(max_message_size), "64KiB", 16, 16777216, SRV,
      "BYTES", "largest WebSocket message and REST body"},
-    {"max-conns-per-ip", NULL, NULL, T_INT, OFF(max_conns_per_ip), "256", 1, 1000000,
-     CFG_BROKER, "N", "concurrent WebSocket connections from one address"},
+    {"max-conns-per-ip", NULL, NULL, T_INT, OFF(max_conns_per_ip), "256", 1, 1000000, CFG_BROKER,
+     "N", "concurrent WebSocket connections from one address"},
     {"rate-limit", NULL, NULL, T_DOUBLE, OFF(rate_limit), "20", 0, 0, CFG_BROKER, "PER_S",
      "client messages per second per connection"},
     {"rate-burst", NULL, NULL, T_INT, OFF(rate_burst), "40", 1, 1000000, CFG_BROKER, "N",
      "burst allowed above --rate-limit"},
-    {"allowed-origin", NULL, NULL, T_LIST, OFF(allowed_origin), NULL, 0, 0, CFG_BROKER,
-     "ORIGIN", "allowed Origin (repeatable; '*' any; default REST and loopback origins)"},
+    {"allowed-origin", NULL, NULL, T_LIST, OFF(allowed_origin), NULL, 0, 0, CFG_BROKER, "ORIGIN",
+     "allowed Origin (repeatable; '*' any; default REST and loopback origins)"},
     {"ping-interval", NULL, NULL, T_INT, OFF(ping_interval_s), "25", 1, 3600, CFG_BROKER, "S",
      "ping an idle connection this often"},
     {"idle-timeout", NULL, NULL, T_INT, OFF(idle_timeout_s), "60", 2, 86400, CFG_BROKER, "S",
@@ -93,14 +93,13 @@ static const struct cfg_option cfg_options[] = {
      CFG_REST | CFG_BROKER, NULL, "allow a non-loopback bind without API keys"},
     {"url", "PARLEY_WS_URL", NULL, T_STR, OFF(url), "ws://127.0.0.1:8001/ws", 0, 0, CFG_CLIENT,
      "URL", "broker WebSocket URL"},
-    {"rest-url", NULL, NULL, T_STR, OFF(rest_url), "http://127.0.0.1:8000", 0, 0, CFG_CLIENT,
-     "URL", "REST service URL"},
+    {"rest-url", NULL, NULL, T_STR, OFF(rest_url), "http://127.0.0.1:8000", 0, 0, CFG_CLIENT, "URL",
+     "REST service URL"},
     {"api-key", NULL, NULL, T_STR, OFF(api_key), NULL, 0, 0, CFG_CLIENT, "KEY",
      "API key for the service"},
     {"session", NULL, NULL, T_STR, OFF(session), NULL, 0, 0, CFG_CLIENT, "ID",
      "join this session instead of creating one"},
-    {"json", NULL, NULL, T_BOOL, OFF(json), "0", 0, 0, CFG_CLIENT, NULL,
-     "machine-readable output"},
+    {"json", NULL, NULL, T_BOOL, OFF(json), "0", 0, 0, CFG_CLIENT, NULL, "machine-readable output"},
 };
 
 #define N_OPTIONS (sizeof cfg_options / sizeof cfg_options[0])
@@ -257,8 +256,8 @@ static const struct cfg_option *find_flag(enum cfg_prog which, const char *name,
 static enum cfg_result bad(const char *prog, const char *what, const char *value,
                            const char *source)
 {
-    fprintf(stderr, "%s: invalid value '%s' for %s%s; see '%s --help'\n", prog, value, what,
-            source, prog);
+    fprintf(stderr, "%s: invalid value '%s' for %s%s; see '%s --help'\n", prog, value, what, source,
+            prog);
     return CFG_ERROR;
 }
 
@@ -354,13 +353,14 @@ enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog,
     cfg->argv = argv + i;
     if ((which & SRV) && strcmp(cfg->llm, "echo") && strcmp(cfg->llm, "none") &&
         strcmp(cfg->llm, "openai") && strcmp(cfg->llm, "gemini")) {
-        fprintf(stderr, "%s: unknown assistant '%s' for --llm/PARLEY_LLM; use echo, none, "
-                "openai or gemini\n", prog, cfg->llm);
+        fprintf(stderr,
+                "%s: unknown assistant '%s' for --llm/PARLEY_LLM; use echo, none, "
+                "openai or gemini\n",
+                prog, cfg->llm);
         return CFG_ERROR;
     }
     if (!!cfg->tls_cert != !!cfg->tls_key && (which & (CFG_REST | CFG_BROKER))) {
-        fprintf(stderr, "%s: --tls-cert and --tls-key go together; give both or neither\n",
-                prog);
+        fprintf(stderr, "%s: --tls-cert and --tls-key go together; give both or neither\n", prog);
         return CFG_ERROR;
     }
     return CFG_OK;

@@ -15,7 +15,7 @@
 extern const char *const parley_migrations[];
 extern const size_t parley_migrations_count;
 
-#define DB_STMT_CACHE 64
+#define DB_STMT_CACHE      64
 #define DB_BUSY_TIMEOUT_MS 5000
 
 struct db {
@@ -287,11 +287,10 @@ enum perr db_counter_add(struct db *db, const char *name, int64_t delta)
 
 enum perr db_stats_read(struct db *db, struct db_stats *out)
 {
-    static const char sql[] =
-        "SELECT (SELECT value FROM counters WHERE name = 'sessions_created'),"
-        " (SELECT coalesce(sum(message_count), 0) FROM sessions),"
-        " (SELECT value FROM counters WHERE name = 'replies_total'),"
-        " (SELECT value FROM counters WHERE name = 'reply_ms_total')";
+    static const char sql[] = "SELECT (SELECT value FROM counters WHERE name = 'sessions_created'),"
+                              " (SELECT coalesce(sum(message_count), 0) FROM sessions),"
+                              " (SELECT value FROM counters WHERE name = 'replies_total'),"
+                              " (SELECT value FROM counters WHERE name = 'reply_ms_total')";
     sqlite3_stmt *st = db_stmt(db, sql);
     enum perr e = PERR_OK;
 

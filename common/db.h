@@ -124,8 +124,8 @@ enum perr db_session_get(struct db *db, const char *id, struct db_session *out);
 enum perr db_session_by_channel(struct db *db, const char *channel, struct db_session *out);
 /* Newest updated_at first. *out is a new array of *n sessions: free with
  * db_session_list_free. *total counts every session. */
-enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out,
-                          size_t *n, int64_t *total);
+enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out, size_t *n,
+                          int64_t *total);
 void db_session_list_free(struct db_session *v, size_t n);
 enum perr db_session_delete(struct db *db, const char *id);
 /* Deletes the session's messages; *cleared counts them. */
@@ -136,8 +136,8 @@ void db_session_cleanup(struct db_session *s);
 /* Stores a message and bumps the session's count and updated_at, in one transaction.
  * A client_msg_id already stored in the session is not stored again: *duplicate is set
  * and out is the stored message. *message_count (may be NULL) is the session's count. */
-enum perr db_message_add(struct db *db, const struct db_message_in *in,
-                         struct db_message *out, bool *duplicate, int64_t *message_count);
+enum perr db_message_add(struct db *db, const struct db_message_in *in, struct db_message *out,
+                         bool *duplicate, int64_t *message_count);
 enum perr db_message_get(struct db *db, int64_t id, struct db_message *out);
 /* The newest limit messages with id < before (before <= 0: no bound), ascending.
  * *has_more tells whether older ones exist. */

@@ -7,7 +7,7 @@
 #include "log.h"
 
 /* Columns every message read selects, in this order (see read_message). */
-#define MESSAGE_COLS                                                                           \
+#define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status"
 
 static void read_message(sqlite3_stmt *st, struct db_message *m)
@@ -59,8 +59,7 @@ static void reverse_list(struct db_message_list *l)
 }
 
 /* Reads up to limit rows of st (bound by the caller) into out. Resets st. */
-static enum perr read_list(struct db *db, sqlite3_stmt *st, int limit,
-                           struct db_message_list *out)
+static enum perr read_list(struct db *db, sqlite3_stmt *st, int limit, struct db_message_list *out)
 {
     size_t got = 0;
     int rc = SQLITE_DONE;
@@ -105,8 +104,8 @@ enum perr db_message_get(struct db *db, int64_t id, struct db_message *out)
 static enum perr find_client_msg(struct db *db, const char *session_id, const char *cmid,
                                  struct db_message *out)
 {
-    static const char sql[] = "SELECT " MESSAGE_COLS
-                              " FROM messages WHERE session_id = ?1 AND client_msg_id = ?2";
+    static const char sql[] =
+        "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1 AND client_msg_id = ?2";
     sqlite3_stmt *st = db_stmt(db, sql);
     int rc;
 
@@ -227,9 +226,8 @@ static enum perr queue_reply(struct db *db, int64_t message_id, const char *sess
 }
 
 /* Stores in (and reply, for assistant rows) in one transaction. */
-static enum perr add(struct db *db, const struct db_message_in *in,
-                     const struct db_reply_in *reply, struct db_message *out, bool *duplicate,
-                     int64_t *message_count)
+static enum perr add(struct db *db, const struct db_message_in *in, const struct db_reply_in *reply,
+                     struct db_message *out, bool *duplicate, int64_t *message_count)
 {
     char now[CLOCK_ISO_LEN];
     int64_t id = 0;
@@ -286,8 +284,8 @@ fail:
     return e;
 }
 
-enum perr db_message_add(struct db *db, const struct db_message_in *in,
-                         struct db_message *out, bool *duplicate, int64_t *message_count)
+enum perr db_message_add(struct db *db, const struct db_message_in *in, struct db_message *out,
+                         bool *duplicate, int64_t *message_count)
 {
     return add(db, in, NULL, out, duplicate, message_count);
 }
@@ -295,8 +293,8 @@ enum perr db_message_add(struct db *db, const struct db_message_in *in,
 enum perr db_reply_add(struct db *db, const struct db_reply_in *r, struct db_message *out,
                        int64_t *message_count)
 {
-    struct db_message_in in = {.session_id = r->session_id, .role = "assistant",
-                               .content = r->content};
+    struct db_message_in in = {
+        .session_id = r->session_id, .role = "assistant", .content = r->content};
 
     return add(db, &in, r, out, NULL, message_count);
 }

@@ -7,10 +7,10 @@
 
 /* Columns every session read selects, in this order (see read_session). The member
  * count is the broker's last publish, or 0 when its heartbeat is stale (?9). */
-#define SESSION_COLS                                                                           \
-    "s.id, s.title, s.model, s.channel, s.created_at, s.updated_at, s.message_count,"         \
-    " CASE WHEN (SELECT heartbeat_ms FROM broker_state WHERE id = 1) >= ?9"                   \
-    " THEN coalesce((SELECT clients FROM live_members m WHERE m.session_id = s.id), 0)"        \
+#define SESSION_COLS                                                                               \
+    "s.id, s.title, s.model, s.channel, s.created_at, s.updated_at, s.message_count,"              \
+    " CASE WHEN (SELECT heartbeat_ms FROM broker_state WHERE id = 1) >= ?9"                        \
+    " THEN coalesce((SELECT clients FROM live_members m WHERE m.session_id = s.id), 0)"            \
     " ELSE 0 END"
 
 static void read_session(sqlite3_stmt *st, struct db_session *s)
@@ -129,8 +129,8 @@ enum perr db_session_create(struct db *db, const char *model, const char *title,
     return PERR_OK;
 }
 
-enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out,
-                          size_t *n, int64_t *total)
+enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out, size_t *n,
+                          int64_t *total)
 {
     static const char sql_count[] = "SELECT count(*) FROM sessions";
     static const char sql[] = "SELECT " SESSION_COLS " FROM sessions s"

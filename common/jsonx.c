@@ -6,7 +6,7 @@
 
 char *jx_dump(const json_t *v, size_t *len)
 {
-    char *s = json_dumps(v, JSON_COMPACT);
+    char *s = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(6));
 
     if (s && len)
         *len = strlen(s);
@@ -97,8 +97,8 @@ enum perr jx_parse_object(const char *body, size_t len, json_t **out, char *why)
     json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
 
     if (!v) {
-        snprintf(why, JX_WHY_LEN, "invalid JSON at line %d, column %d: %s", err.line,
-                 err.column, err.text);
+        snprintf(why, JX_WHY_LEN, "invalid JSON at line %d, column %d: %s", err.line, err.column,
+                 err.text);
         return PERR_BAD_REQUEST;
     }
     if (!json_is_object(v)) {

@@ -21,8 +21,8 @@ void log_write(enum log_level level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define log_debug(...) log_write(LOG_LEVEL_DEBUG, __func__, __VA_ARGS__)
-#define log_info(...) log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__)
-#define log_warn(...) log_write(LOG_LEVEL_WARN, __func__, __VA_ARGS__)
+#define log_info(...)  log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__)
+#define log_warn(...)  log_write(LOG_LEVEL_WARN, __func__, __VA_ARGS__)
 #define log_error(...) log_write(LOG_LEVEL_ERROR, __func__, __VA_ARGS__)
 
 #endif

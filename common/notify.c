@@ -150,8 +150,7 @@ json_t *notify_recv(int fd, bool *again)
         return NULL;
     }
     if ((size_t)n > sizeof buf) {
-        log_warn("dropped a %zd-byte notification: larger than %d bytes", n,
-                 NOTIFY_MAX_DATAGRAM);
+        log_warn("dropped a %zd-byte notification: larger than %d bytes", n, NOTIFY_MAX_DATAGRAM);
         return NULL;
     }
     if (jx_parse_object(buf, (size_t)n, &ev, why)) {

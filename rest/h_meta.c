@@ -46,8 +46,9 @@ void h_root(struct rt_ctx *c)
             snprintf(host, sizeof host, "%s", cfg->bind ? cfg->bind : "127.0.0.1");
         snprintf(url, sizeof url, "ws://%s:%d/ws", host, cfg->ws_port);
     }
-    rt_json(c, 200, json_pack("{s:s, s:s, s:o, s:s}", "name", "parley", "version",
-                              PARLEY_VERSION, "endpoints", router_endpoints(), "ws_url", url));
+    rt_json(c, 200,
+            json_pack("{s:s, s:s, s:o, s:s}", "name", "parley", "version", PARLEY_VERSION,
+                      "endpoints", router_endpoints(), "ws_url", url));
 }
 
 static int64_t uptime_s(const struct router *r)
@@ -58,14 +59,14 @@ static int64_t uptime_s(const struct router *r)
 void h_health(struct rt_ctx *c)
 {
     struct db_live live = {0};
-    bool db_ok = c->db && db_ping(c->db) == PERR_OK &&
-                 db_live_read(c->db, clock_now_ms(), &live) == PERR_OK;
+    bool db_ok =
+        c->db && db_ping(c->db) == PERR_OK && db_live_read(c->db, clock_now_ms(), &live) == PERR_OK;
 
     rt_json(c, db_ok ? 200 : 503,
             json_pack("{s:s, s:s, s:{s:b, s:I}, s:I}", "status",
-                      db_ok && live.up ? "healthy" : "degraded", "database",
-                      db_ok ? "ok" : "error", "broker", "up", live.up, "connections",
-                      (json_int_t)live.connections, "uptime_s", (json_int_t)uptime_s(c->r)));
+                      db_ok && live.up ? "healthy" : "degraded", "database", db_ok ? "ok" : "error",
+                      "broker", "up", live.up, "connections", (json_int_t)live.connections,
+                      "uptime_s", (json_int_t)uptime_s(c->r)));
 }
 
 void h_stats(struct rt_ctx *c)

@@ -37,8 +37,8 @@ void h_session_new(struct rt_ctx *c)
         goto out;
     }
     notify_session_event(c->r->notify, "session_created", s.id);
-    out = json_pack("{s:s, s:s, s:s?, s:s}", "session_id", s.id, "model", s.model, "title",
-                    s.title, "created_at", s.created_at);
+    out = json_pack("{s:s, s:s, s:s?, s:s}", "session_id", s.id, "model", s.model, "title", s.title,
+                    "created_at", s.created_at);
     db_session_cleanup(&s);
     rt_json(c, 201, out);
 out:
@@ -64,9 +64,9 @@ void h_session_list(struct rt_ctx *c)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(list, rt_session_json(&v[i]));
     db_session_list_free(v, n);
-    rt_json(c, 200, json_pack("{s:o, s:I, s:I, s:I}", "sessions", list, "total",
-                              (json_int_t)total, "limit", (json_int_t)limit, "offset",
-                              (json_int_t)offset));
+    rt_json(c, 200,
+            json_pack("{s:o, s:I, s:I, s:I}", "sessions", list, "total", (json_int_t)total, "limit",
+                      (json_int_t)limit, "offset", (json_int_t)offset));
 }
 
 void h_session_get(struct rt_ctx *c)
@@ -147,16 +147,17 @@ void h_message_post(struct rt_ctx *c)
         rt_error(c, e, "%s", why);
         goto out;
     }
-    struct db_message_in in = {.session_id = c->id, .role = "user", .content = content,
-                               .want_reply = reply};
+    struct db_message_in in = {
+        .session_id = c->id, .role = "user", .content = content, .want_reply = reply};
     if ((e = db_message_add(c->db, &in, &m, NULL, NULL))) {
         rt_db_error(c, e);
         goto out;
     }
     notify_message_added(c->r->notify, c->id, m.id, reply);
-    rt_json(c, 201, json_pack("{s:I, s:s, s:s, s:s, s:s}", "id", (json_int_t)m.id, "session_id",
-                              m.session_id, "role", m.role, "content", m.content, "created_at",
-                              m.created_at));
+    rt_json(c, 201,
+            json_pack("{s:I, s:s, s:s, s:s, s:s}", "id", (json_int_t)m.id, "session_id",
+                      m.session_id, "role", m.role, "content", m.content, "created_at",
+                      m.created_at));
     db_message_cleanup(&m);
 out:
     json_decref(body);

@@ -90,8 +90,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct rt_resp
     return ret;
 }
 
-static enum MHD_Result answer(struct server *srv, struct MHD_Connection *conn,
-                              const char *url, const char *method, struct request_state *rs)
+static enum MHD_Result answer(struct server *srv, struct MHD_Connection *conn, const char *url,
+                              const char *method, struct request_state *rs)
 {
     struct rt_request req = {0};
     struct rt_response res;
@@ -243,17 +243,16 @@ int main(int argc, char **argv)
     if (pthread_key_create(&srv.db_key, close_thread_db) != 0 ||
         !(srv.router = router_new(&srv.cfg)))
         goto out;
-    threads = srv.cfg.threads > 0 ? (unsigned)srv.cfg.threads
-                                  : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-            (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-        (uint16_t)srv.cfg.port, NULL, NULL, access_handler, &srv, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)srv.cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, request_completed, &srv,
-        MHD_OPTION_END);
+    threads =
+        srv.cfg.threads > 0 ? (unsigned)srv.cfg.threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                             (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+                         (uint16_t)srv.cfg.port, NULL, NULL, access_handler, &srv,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
+                         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)srv.cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+                         request_completed, &srv, MHD_OPTION_END);
     if (!d) {
         log_error("cannot listen on %s port %d: is the port in use? choose another with --port",
                   srv.cfg.bind, srv.cfg.port);

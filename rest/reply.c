@@ -18,7 +18,8 @@ void rt_json(struct rt_ctx *c, int status, json_t *v)
     res->body = v ? jx_dump(v, &res->body_len) : NULL;
     json_decref(v);
     if (!res->body) {
-        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
         res->body = strdup(oom);
         res->body_len = res->body ? strlen(oom) : 0;
         status = 500;
@@ -46,7 +47,8 @@ void rt_db_error(struct rt_ctx *c, enum perr e)
     else if (e == PERR_INTERNAL)
         rt_error(c, e, "internal error; the server log has the details");
     else
-        rt_error(c, PERR_UNAVAILABLE, "the database is not available; try again shortly "
+        rt_error(c, PERR_UNAVAILABLE,
+                 "the database is not available; try again shortly "
                  "(the server log says why)");
 }
 
@@ -79,8 +81,10 @@ int rt_body_object(struct rt_ctx *c, json_t **out)
         return 0;
     }
     if (!req->content_type || !is_json_type(req->content_type)) {
-        rt_error(c, PERR_UNSUPPORTED_MEDIA, "send the body as JSON with Content-Type: "
-                 "application/json (got %s)", req->content_type ? req->content_type : "none");
+        rt_error(c, PERR_UNSUPPORTED_MEDIA,
+                 "send the body as JSON with Content-Type: "
+                 "application/json (got %s)",
+                 req->content_type ? req->content_type : "none");
         return -1;
     }
     if ((e = jx_parse_object(req->body, req->body_len, out, why))) {
@@ -108,8 +112,10 @@ int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int
         return 0;
     }
     if (cfg_parse_int(v, min, max, out) < 0) {
-        rt_error(c, PERR_INVALID_FIELD, "query parameter '%s' must be an integer from %lld "
-                 "to %lld", name, (long long)min, (long long)max);
+        rt_error(c, PERR_INVALID_FIELD,
+                 "query parameter '%s' must be an integer from %lld "
+                 "to %lld",
+                 name, (long long)min, (long long)max);
         return -1;
     }
     return 0;
@@ -118,10 +124,9 @@ int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int
 json_t *rt_session_json(const struct db_session *s)
 {
     json_t *o = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",
-                          s->title, "model", s->model ? s->model : "",
-                          "message_count", (json_int_t)s->message_count, "clients",
-                          (json_int_t)s->clients, "created_at", s->created_at, "updated_at",
-                          s->updated_at);
+                          s->title, "model", s->model ? s->model : "", "message_count",
+                          (json_int_t)s->message_count, "clients", (json_int_t)s->clients,
+                          "created_at", s->created_at, "updated_at", s->updated_at);
 
     if (o && s->channel)
         json_object_set_new(o, "channel", json_string(s->channel));
@@ -130,6 +135,6 @@ json_t *rt_session_json(const struct db_session *s)
 
 json_t *rt_message_json(const struct db_message *m)
 {
-    return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "role", m->role,
-                     "content", m->content, "created_at", m->created_at);
+    return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "role", m->role, "content",
+                     m->content, "created_at", m->created_at);
 }

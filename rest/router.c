@@ -119,8 +119,10 @@ void router_handle(struct router *r, struct db *db, const struct rt_request *req
 
     memset(res, 0, sizeof *res);
     if (req->body_too_large) {
-        rt_error(&c, PERR_TOO_LARGE, "the request body is larger than %lld bytes "
-                 "(--max-message-size)", (long long)r->cfg->max_message_size);
+        rt_error(&c, PERR_TOO_LARGE,
+                 "the request body is larger than %lld bytes "
+                 "(--max-message-size)",
+                 (long long)r->cfg->max_message_size);
         goto out;
     }
     for (size_t i = 0; i < N_ROUTES; i++) {

@@ -1,0 +1,360 @@
+/* assistant: the reply lifecycle of assistant.h, shared by every driver. */
+#include "assistant.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "dbq.h"
+#include "log.h"
+
+const struct asst_driver *asst_driver_for(const char *llm)
+{
+    if (strcmp(llm, "echo") == 0)
+        return &asst_echo;
+    return NULL; /* none (openai and gemini arrive with their drivers) */
+}
+
+static void reply_free(struct reply *r)
+{
+    if (!r)
+        return;
+    free(r->text);
+    free(r);
+}
+
+/* Sends ev (steals it) to every member of the reply's session. */
+static void broadcast(struct reply *r, json_t *ev)
+{
+    fanout_session(r->vhd, r->s, ev, NULL);
+    json_decref(ev);
+}
+
+static void kick(struct per_vhost_data__chat *vhd, struct live_session *s);
+
+/* The reply is over (stored, or abandoned): the session may start the next one. */
+static void finished(struct reply *r)
+{
+    struct per_vhost_data__chat *vhd = r->vhd;
+    struct live_session *s = r->s;
+
+    if (s->reply == r)
+        s->reply = NULL;
+    reply_free(r);
+    kick(vhd, s);
+    sess_release(vhd, s);
+}
+
+/* ---- LOADING ---- */
+
+struct load_job {
+    struct dbjob job;
+    struct reply *r;
+    char session_id[DB_ID_LEN];
+    int context_n;
+    struct db_session session;
+    struct db_message prompt;
+    struct db_message_list context;
+};
+
+static void load_run(struct dbjob *job, struct db *db)
+{
+    struct load_job *j = (struct load_job *)job;
+
+    job->err = db_session_get(db, j->session_id, &j->session);
+    if (job->err == PERR_OK)
+        job->err = db_message_get(db, j->r->reply_to, &j->prompt);
+    if (job->err == PERR_OK)
+        job->err = db_messages_context(db, j->session_id, j->context_n, &j->context);
+}
+
+static void load_done(struct dbjob *job)
+{
+    struct load_job *j = (struct load_job *)job;
+    struct reply *r = j->r;
+    const struct asst_driver *drv = r->vhd->driver;
+
+    if (r->aborted || r->vhd->stopping) {
+        reply_free(r); /* detached from its session by asst_abort */
+    } else if (job->err) {
+        /* The message was deleted (history cleared) or the database failed: skip it. */
+        log_warn("no reply to message %lld in session %s: %s", (long long)r->reply_to,
+                 r->s->id, perr_code(job->err));
+        finished(r);
+    } else {
+        if (j->session.model && strcmp(r->s->model, j->session.model) != 0) {
+            free(r->s->model); /* a session made live by a notification has no model yet */
+            r->s->model = strdup(j->session.model);
+        }
+        r->state = REPLY_STREAMING;
+        r->started_mono = clock_mono_ms();
+        broadcast(r, json_pack("{s:s, s:s, s:s, s:I}", "type", "status", "session_id",
+                               r->s->id, "message", "the assistant is replying",
+                               "context_messages", (json_int_t)j->context.n));
+        if (!drv || drv->start(r, &j->prompt, &j->context) < 0)
+            reply_end(r, "error", "the assistant could not start; the server log says why");
+    }
+    db_session_cleanup(&j->session);
+    db_message_cleanup(&j->prompt);
+    db_message_list_cleanup(&j->context);
+    free(j);
+}
+
+static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    struct load_job *j;
+    struct reply *r;
+
+    if (s->reply || s->n_pending == 0 || vhd->stopping)
+        return;
+    r = calloc(1, sizeof *r);
+    j = calloc(1, sizeof *j);
+    if (!r || !j || clock_random_hex(r->response_id, 8) < 0) {
+        free(r);
+        free(j);
+        log_error("out of memory starting a reply in session %s", s->id);
+        return;
+    }
+    r->vhd = vhd;
+    r->s = s;
+    r->state = REPLY_LOADING;
+    r->reply_to = s->pending[0];
+    memmove(s->pending, s->pending + 1, --s->n_pending * sizeof *s->pending);
+    s->reply = r;
+    j->r = r;
+    snprintf(j->session_id, sizeof j->session_id, "%s", s->id);
+    j->context_n = vhd->cfg->context_messages;
+    j->job.run = load_run;
+    j->job.done = load_done;
+    dbq_push(vhd->dbq, &j->job);
+}
+
+void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id)
+{
+    if (!vhd->driver)
+        return;
+    if (s->reply && s->reply->reply_to == message_id)
+        return;
+    for (size_t i = 0; i < s->n_pending; i++)
+        if (s->pending[i] == message_id)
+            return; /* already asked for (the notification and the reconcile can meet) */
+    if (s->n_pending == s->cap_pending) {
+        size_t cap = s->cap_pending ? s->cap_pending * 2 : 4;
+        int64_t *p = realloc(s->pending, cap * sizeof *p);
+        if (!p)
+            return;
+        s->pending = p;
+        s->cap_pending = cap;
+    }
+    s->pending[s->n_pending++] = message_id;
+    kick(vhd, s);
+}
+
+/* ---- STREAMING ---- */
+
+void reply_chunk(struct reply *r, const char *text, size_t len)
+{
+    char *grown;
+
+    if (r->state != REPLY_STREAMING || len == 0)
+        return;
+    if (r->len + len + 1 > r->cap) {
+        size_t cap = (r->len + len + 1) * 2;
+        if (!(grown = realloc(r->text, cap)))
+            return;
+        r->text = grown;
+        r->cap = cap;
+    }
+    memcpy(r->text + r->len, text, len);
+    r->len += len;
+    r->text[r->len] = '\0';
+    if (!r->begun) {
+        r->begun = true;
+        broadcast(r, json_pack("{s:s, s:s, s:s}", "type", "response_start", "session_id",
+                               r->s->id, "response_id", r->response_id));
+    }
+    r->chunks++;
+    broadcast(r, json_pack("{s:s, s:s, s:s, s:s%, s:I, s:b}", "type", "chunk", "session_id",
+                           r->s->id, "response_id", r->response_id, "text", text, len,
+                           "chunk_number", (json_int_t)r->chunks, "is_final", 0));
+}
+
+/* ---- STORING ---- */
+
+struct store_job {
+    struct dbjob job;
+    struct reply *r;
+    char session_id[DB_ID_LEN];
+    char status[16];
+    char *error;
+    char *model;
+    int64_t duration_ms;
+    bool store; /* false: nothing was said; only drop the request from the queue */
+    struct db_message stored;
+    int64_t message_count;
+};
+
+static void store_run(struct dbjob *job, struct db *db)
+{
+    struct store_job *j = (struct store_job *)job;
+    struct reply *r = j->r;
+
+    if (!j->store) {
+        job->err = db_reply_queue_drop(db, r->reply_to);
+        return;
+    }
+    struct db_reply_in in = {.session_id = j->session_id,
+                             .content = r->text ? r->text : "",
+                             .model = j->model,
+                             .status = j->status,
+                             .error = j->error,
+                             .prompt_tokens = -1,
+                             .completion_tokens = -1,
+                             .duration_ms = j->duration_ms,
+                             .reply_to = r->reply_to};
+    job->err = db_reply_add(db, &in, &j->stored, &j->message_count);
+}
+
+static void store_done(struct dbjob *job)
+{
+    struct store_job *j = (struct store_job *)job;
+    struct reply *r = j->r;
+
+    if (r->aborted || r->vhd->stopping) {
+        reply_free(r);
+    } else {
+        if (job->err)
+            log_error("reply %s in session %s was not stored: %s", r->response_id, r->s->id,
+                      perr_code(job->err));
+        else if (j->store)
+            r->s->message_count = j->message_count;
+        if (j->store && !job->err)
+            broadcast(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b}", "type",
+                                   "response_complete", "session_id", r->s->id, "response_id",
+                                   r->response_id, "message_id", (json_int_t)j->stored.id,
+                                   "total_chunks", (json_int_t)r->chunks, "processing_time",
+                                   j->duration_ms / 1000.0, "message_count",
+                                   (json_int_t)j->message_count, "stopped",
+                                   strcmp(j->status, "stopped") == 0));
+        finished(r);
+    }
+    db_message_cleanup(&j->stored);
+    free(j->error);
+    free(j->model);
+    free(j);
+}
+
+void reply_end(struct reply *r, const char *status, const char *error)
+{
+    struct store_job *j;
+    bool failed = strcmp(status, "error") == 0;
+
+    if (r->state != REPLY_STREAMING)
+        return;
+    r->state = REPLY_STORING;
+    if (failed)
+        broadcast(r, json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "code", "llm_error",
+                               "message", error ? error : "the assistant failed",
+                               "session_id", r->s->id));
+    if (r->begun) {
+        r->chunks++;
+        broadcast(r, json_pack("{s:s, s:s, s:s, s:s, s:I, s:b}", "type", "chunk", "session_id",
+                               r->s->id, "response_id", r->response_id, "text", "",
+                               "chunk_number", (json_int_t)r->chunks, "is_final", 1));
+    }
+    j = calloc(1, sizeof *j);
+    if (!j) {
+        finished(r);
+        return;
+    }
+    j->r = r;
+    snprintf(j->session_id, sizeof j->session_id, "%s", r->s->id);
+    /* A failed reply keeps what was said, marked incomplete; one that said nothing stores
+     * nothing. A stopped reply is stored even when empty, so response_complete has its id. */
+    snprintf(j->status, sizeof j->status, "%s", failed ? "incomplete" : status);
+    j->store = r->len > 0 || !failed;
+    j->error = error ? strdup(error) : NULL;
+    j->model = strdup(r->s->model);
+    j->duration_ms = clock_mono_ms() - r->started_mono;
+    j->job.run = store_run;
+    j->job.done = store_done;
+    dbq_push(r->vhd->dbq, &j->job);
+}
+
+/* ---- commands ---- */
+
+void asst_stop(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    struct reply *r = s->reply;
+
+    if (!r || r->state != REPLY_STREAMING)
+        return;
+    if (vhd->driver)
+        vhd->driver->cancel(r);
+    reply_end(r, "stopped", NULL);
+}
+
+void asst_abort(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    struct reply *r = s->reply;
+
+    s->n_pending = 0;
+    if (!r)
+        return;
+    s->reply = NULL;
+    if (r->state == REPLY_STREAMING) {
+        if (vhd->driver)
+            vhd->driver->cancel(r);
+        reply_free(r);
+    } else {
+        r->aborted = true; /* its job's done callback frees it */
+    }
+}
+
+/* ---- reconcile ---- */
+
+struct reconcile_job {
+    struct dbjob job;
+    struct per_vhost_data__chat *vhd;
+    struct db_message_list queued;
+};
+
+static void reconcile_run(struct dbjob *job, struct db *db)
+{
+    struct reconcile_job *j = (struct reconcile_job *)job;
+
+    job->err = db_reply_queue(db, &j->queued);
+}
+
+static void reconcile_done(struct dbjob *job)
+{
+    struct reconcile_job *j = (struct reconcile_job *)job;
+    struct per_vhost_data__chat *vhd = j->vhd;
+
+    if (job->err == PERR_OK && !vhd->stopping) {
+        if (j->queued.n)
+            log_info("resuming %zu replies that were asked for while the broker was away",
+                     j->queued.n);
+        for (size_t i = 0; i < j->queued.n; i++) {
+            struct live_session *s = sess_get(vhd, j->queued.v[i].session_id, NULL);
+            if (s) {
+                asst_request(vhd, s, j->queued.v[i].id);
+                sess_release(vhd, s);
+            }
+        }
+    }
+    db_message_list_cleanup(&j->queued);
+    free(j);
+}
+
+void asst_reconcile(struct per_vhost_data__chat *vhd)
+{
+    struct reconcile_job *j;
+
+    if (!vhd->driver || !(j = calloc(1, sizeof *j)))
+        return;
+    j->vhd = vhd;
+    j->job.run = reconcile_run;
+    j->job.done = reconcile_done;
+    dbq_push(vhd->dbq, &j->job);
+}

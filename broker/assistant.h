@@ -1,0 +1,62 @@
+/* assistant: replies in a session, one at a time, and the drivers that produce them.
+ *
+ * A reply goes LOADING (its context is read from the database) -> STREAMING (the driver
+ * produces text with reply_chunk and finishes with reply_end) -> STORING (the reply is
+ * committed) -> gone, after response_complete. Replies asked for while one is under way
+ * wait in the session's pending list, which mirrors the database's reply_queue, so none
+ * is lost if the broker stops. */
+#ifndef PARLEY_ASSISTANT_H
+#define PARLEY_ASSISTANT_H
+
+#include "broker.h"
+
+enum reply_state { REPLY_LOADING, REPLY_STREAMING, REPLY_STORING };
+
+struct reply {
+    lws_sorted_usec_list_t sul; /* for drivers that pace themselves on the loop */
+    struct per_vhost_data__chat *vhd;
+    struct live_session *s;
+    enum reply_state state;
+    bool aborted; /* the session was deleted or cleared: store nothing, say nothing */
+    char response_id[17];
+    int64_t reply_to; /* the user message answered */
+    char *text;       /* what was said so far */
+    size_t len, cap;
+    unsigned chunks;
+    int64_t started_mono;
+    bool begun; /* response_start was sent */
+    void *drv;  /* the driver's state */
+};
+
+struct asst_driver {
+    const char *name;
+    /* Starts producing a reply to prompt, with context (the session's recent history,
+     * ascending, ending with prompt), both borrowed for the call. Returns 0, or -1 if it
+     * could not start (the caller ends the reply). */
+    int (*start)(struct reply *r, const struct db_message *prompt,
+                 const struct db_message_list *context);
+    /* Stops at once: no reply_chunk or reply_end for r after it returns. */
+    void (*cancel)(struct reply *r);
+};
+
+extern const struct asst_driver asst_echo;
+
+/* The driver for --llm, or NULL for "none". */
+const struct asst_driver *asst_driver_for(const char *llm);
+
+/* ---- the session side (loop thread) ---- */
+/* Queues a reply to message_id in s and starts it when s is idle. */
+void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id);
+/* `stop`: ends the reply under way, keeping what was said (stopped: true). */
+void asst_stop(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* The session was deleted or cleared: drop the reply under way and those pending. */
+void asst_abort(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* At start: asks again for every reply the database still has queued. */
+void asst_reconcile(struct per_vhost_data__chat *vhd);
+
+/* ---- the driver side (loop thread) ---- */
+void reply_chunk(struct reply *r, const char *text, size_t len);
+/* Ends the reply: status "complete", "stopped" or "error" (error says why, for people). */
+void reply_end(struct reply *r, const char *status, const char *error);
+
+#endif

@@ -1,0 +1,198 @@
+/* broker: what the files of parley-broker share.
+ *
+ * Threads. Everything here runs on the lws service thread (the loop) unless it says
+ * otherwise. Two other threads exist: the database thread (dbq.c), which runs jobs and
+ * hands them back through a queue and lws_cancel_service(), and, with a real LLM, the
+ * HTTP thread of the assistant drivers. Nothing on the loop blocks on the database or
+ * the network.
+ *
+ * Data. A connection (struct per_session_data__chat, "pss") is a member of up to
+ * BROKER_MAX_JOINED live sessions. A live session (struct live_session) exists while it
+ * has members, a reply streaming or replies waiting; the database is the truth for
+ * everything else. Events are rendered once per dialect into reference-counted frames
+ * (struct frame) that every receiver's bounded queue shares. */
+#ifndef PARLEY_BROKER_H
+#define PARLEY_BROKER_H
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "db.h"
+
+#define BROKER_MAX_JOINED 16       /* sessions one connection may be a member of */
+#define BROKER_CONN_ID_HEX 12      /* connection ids: 12 lowercase hex characters */
+#define BROKER_TYPING_MS 10000     /* a typing indicator expires by itself after this */
+#define BROKER_REPLAY_MAX 1000     /* messages replayed by join_session with since */
+#define FANOUT_MAX_BYTES (256 * 1024) /* queued for one connection before it is culled */
+#define FANOUT_MAX_FRAMES 4096
+
+enum dialect { DIALECT_FLAT, DIALECT_ENVELOPE };
+
+struct live_session;
+struct reply;
+struct dbq;
+struct map;
+
+/* ---- frames and queues (fanout.c) ---- */
+
+/* One serialized message, shared by every connection it is queued on. */
+struct frame {
+    unsigned refs;
+    size_t len;
+    unsigned char data[]; /* LWS_PRE bytes of headroom, then len bytes of text */
+};
+
+/* A connection's bounded queue of frames waiting for SERVER_WRITEABLE. */
+struct outq {
+    struct frame **v; /* ring of cap entries, allocated on first use */
+    unsigned head, len, cap;
+    size_t bytes;
+};
+
+/* ---- connections (ws.c) ---- */
+
+struct per_session_data__chat {
+    struct lws *wsi;
+    struct per_session_data__chat *next, *prev; /* vhd->conns */
+    char id[BROKER_CONN_ID_HEX + 1];
+    enum dialect dialect;
+    bool dialect_known;
+    char *rx; /* a message being reassembled from fragments */
+    size_t rx_len;
+    bool rx_binary;
+    bool rx_oversize;
+    struct live_session *joined[BROKER_MAX_JOINED]; /* the last is the current session */
+    int64_t typing_until[BROKER_MAX_JOINED];       /* monotonic ms, 0 when not typing */
+    unsigned n_joined;
+    struct outq q;
+    bool culled;          /* dropped as a slow consumer: nothing more is queued */
+    uint16_t close_code;  /* non-zero: close with this code at the next writeable */
+};
+
+/* ---- live sessions (sessions.c) ---- */
+
+struct live_session {
+    char id[DB_ID_LEN];
+    char *model;
+    struct per_session_data__chat **members;
+    size_t n_members, cap_members;
+    bool live_dirty; /* member count changed since the last publish */
+    int64_t message_count;
+    /* the assistant (assistant.c) */
+    struct reply *reply;    /* streaming now, or being stored */
+    int64_t *pending;       /* user message ids waiting for a reply, oldest first */
+    size_t n_pending, cap_pending;
+};
+
+/* ---- the vhost (ws.c) ---- */
+
+struct per_vhost_data__chat {
+    struct lws_context *context;
+    struct lws_vhost *vhost;
+    const struct cfg *cfg;
+    struct dbq *dbq;
+    struct map *sessions; /* id -> struct live_session */
+    struct map *conns;    /* connection id -> pss */
+    struct per_session_data__chat *conns_list;
+    int64_t n_conns;
+    char **dirty; /* ids of sessions whose member count changed since the last publish */
+    size_t n_dirty, cap_dirty;
+    lws_sorted_usec_list_t tick; /* once a second: typing expiry, live figures */
+    struct lws *notify_wsi;
+    int notify_fd;
+    bool publishing; /* a live-figures job is in flight */
+    bool stopping;   /* shutting down: no new work */
+    const struct asst_driver *driver;
+};
+
+/* ---- fanout.c ---- */
+/* Returns a new frame holding text (copied), one reference; NULL when out of memory. */
+struct frame *frame_new(const char *text, size_t len);
+void frame_unref(struct frame *f);
+/* Queues f (takes a new reference) on pss and asks for a writeable callback. A queue over
+ * FANOUT_MAX_BYTES or FANOUT_MAX_FRAMES culls the connection (see fanout.c). */
+void fanout_push(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                 struct frame *f);
+/* Writes the oldest queued frame. Returns -1 when the connection must close. */
+int fanout_write(struct per_session_data__chat *pss);
+void fanout_clear(struct outq *q);
+/* Sends ev (borrowed, flat form) to one connection, rendered in its dialect. */
+void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                 const json_t *ev);
+/* Sends ev (borrowed) to every member of s except `except` (may be NULL), rendering it
+ * at most once per dialect. */
+void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
+                    const struct per_session_data__chat *except);
+/* Sends an error event to one connection. request_type may be NULL. */
+void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                  enum perr e, const char *request_type, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* ---- proto.c: the wire formats ---- */
+/* Renders ev (flat form: {"type": ..., fields...}) for dialect d into a new string
+ * (caller frees) of *len bytes. */
+char *proto_render(const json_t *ev, enum dialect d, size_t *len);
+/* A new flat event {"type": type} to add fields to. */
+json_t *proto_event(const char *type);
+/* The message object of message_added, new reference. */
+json_t *proto_message(const struct db_message *m);
+
+/* ---- ws.c ---- */
+struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const char *id);
+/* Asks the connection to close with code at its next writeable callback. */
+void ws_close(struct per_session_data__chat *pss, uint16_t code);
+/* lws protocol callbacks, for the protocol table in main.c. */
+int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+int ws_callback_notify(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len);
+/* Starts the graceful close of every connection (close 1001). Returns how many remain. */
+int64_t ws_shutdown(struct per_vhost_data__chat *vhd);
+
+/* ---- sessions.c: live sessions, membership, presence, typing ---- */
+/* The live session for id, created (empty) when absent. NULL when out of memory. */
+struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id,
+                              const char *model);
+struct live_session *sess_find(struct per_vhost_data__chat *vhd, const char *id);
+/* Frees s when nothing needs it any more (no members, reply or pending replies). */
+void sess_release(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* Adds pss as a member (makes s its current session). Returns 0, or -1 when pss is in
+ * too many sessions. Tells the others user_joined. */
+int sess_join(struct per_vhost_data__chat *vhd, struct live_session *s,
+              struct per_session_data__chat *pss);
+/* Removes pss from s; tells the others user_left when `announce`. */
+void sess_leave(struct per_vhost_data__chat *vhd, struct live_session *s,
+                struct per_session_data__chat *pss, bool announce);
+/* The session a message names (session_id) or the connection's current one. On failure
+ * sends not_in_session / invalid_field and returns NULL. */
+struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
+                                  struct per_session_data__chat *pss, const json_t *msg,
+                                  const char *request_type);
+/* Sets pss's typing state in s and tells the others when it changes. */
+void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
+                 struct per_session_data__chat *pss, bool typing);
+/* Detaches every member without telling them (session_deleted has been sent), then
+ * frees s when nothing else needs it. */
+void sess_drop_members(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* Once a second: expires typing indicators. */
+void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
+/* Publishes the live figures (heartbeat, changed member counts) through the DB thread. */
+void sess_publish(struct per_vhost_data__chat *vhd);
+
+/* ---- handlers.c: client messages ---- */
+/* Handles one complete text message from pss. */
+void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                    const char *text, size_t len);
+/* A stored message reached the broker (chat, or REST through the notification socket):
+ * tell the members and ask for a reply if wanted. */
+void handle_message_stored(struct per_vhost_data__chat *vhd, struct live_session *s,
+                           const struct db_message *m, int64_t message_count, bool want_reply);
+
+/* ---- notify_in.c ---- */
+/* Handles one event from the notification socket (borrowed). */
+void notify_in_event(struct per_vhost_data__chat *vhd, const json_t *ev);
+
+#endif

@@ -1,0 +1,15 @@
+/* broker_main: what main hands the vhost through the lws context's user pointer. */
+#ifndef PARLEY_BROKER_MAIN_H
+#define PARLEY_BROKER_MAIN_H
+
+#include "broker.h"
+
+struct broker_init {
+    const struct cfg *cfg;
+    struct db *db;  /* stolen by PROTOCOL_INIT for the database thread */
+    int notify_fd;
+    struct per_vhost_data__chat *vhd; /* set by PROTOCOL_INIT when it succeeds */
+    bool failed;                      /* set by PROTOCOL_INIT when it fails */
+};
+
+#endif

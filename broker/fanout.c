@@ -1,0 +1,181 @@
+/* fanout: reference-counted frames and each connection's bounded queue.
+ *
+ * An event for a session is rendered at most once per dialect; every receiver's queue
+ * holds a reference to the same frame, written from its SERVER_WRITEABLE callback, one
+ * lws_write per callback.
+ *
+ * Slow consumers: a connection whose queue would exceed FANOUT_MAX_BYTES (256 KiB) or
+ * FANOUT_MAX_FRAMES is culled: its queue is dropped, nothing more is queued for it, and
+ * lws closes it (PENDING_TIMEOUT_LAGGING, asynchronously, since we may be inside another
+ * connection's callback). A client that cannot keep up reconnects and catches up with
+ * join_session's `since`; it never makes the broker's memory grow without bound. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "log.h"
+
+struct frame *frame_new(const char *text, size_t len)
+{
+    struct frame *f = malloc(sizeof *f + LWS_PRE + len);
+
+    if (!f)
+        return NULL;
+    f->refs = 1;
+    f->len = len;
+    memcpy(f->data + LWS_PRE, text, len);
+    return f;
+}
+
+void frame_unref(struct frame *f)
+{
+    if (f && --f->refs == 0)
+        free(f);
+}
+
+void fanout_clear(struct outq *q)
+{
+    for (unsigned i = 0; i < q->len; i++)
+        frame_unref(q->v[(q->head + i) % q->cap]);
+    free(q->v);
+    memset(q, 0, sizeof *q);
+}
+
+static void cull(struct per_session_data__chat *pss)
+{
+    log_warn("connection %s is not reading (%u frames, %zu bytes queued): closing it",
+             pss->id, pss->q.len, pss->q.bytes);
+    pss->culled = true;
+    fanout_clear(&pss->q);
+    lws_set_timeout(pss->wsi, PENDING_TIMEOUT_LAGGING, LWS_TO_KILL_ASYNC);
+}
+
+/* Makes room for one more entry; returns -1 when the queue may not grow. */
+static int reserve(struct outq *q)
+{
+    struct frame **v;
+    unsigned cap;
+
+    if (q->len < q->cap)
+        return 0;
+    if (q->cap >= FANOUT_MAX_FRAMES)
+        return -1;
+    cap = q->cap ? q->cap * 2 : 4;
+    v = malloc(cap * sizeof *v);
+    if (!v)
+        return -1;
+    for (unsigned i = 0; i < q->len; i++)
+        v[i] = q->v[(q->head + i) % q->cap];
+    free(q->v);
+    q->v = v;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
+
+void fanout_push(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                 struct frame *f)
+{
+    struct outq *q = &pss->q;
+
+    if (pss->culled || pss->close_code || !f)
+        return;
+    if (q->bytes + f->len > FANOUT_MAX_BYTES || reserve(q) < 0) {
+        cull(pss);
+        return;
+    }
+    f->refs++;
+    q->v[(q->head + q->len) % q->cap] = f;
+    q->len++;
+    q->bytes += f->len;
+    lws_callback_on_writable(pss->wsi);
+}
+
+int fanout_write(struct per_session_data__chat *pss)
+{
+    struct outq *q = &pss->q;
+    struct frame *f;
+    int n;
+
+    if (pss->culled || q->len == 0)
+        return 0; /* an unexpected writeable callback is a no-op */
+    f = q->v[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    q->bytes -= f->len;
+    n = lws_write(pss->wsi, f->data + LWS_PRE, f->len, LWS_WRITE_TEXT);
+    frame_unref(f);
+    if (n < 0) {
+        log_debug("write to connection %s failed: closing it", pss->id);
+        return -1;
+    }
+    if (q->len)
+        lws_callback_on_writable(pss->wsi);
+    else if (q->cap > 64) {
+        /* Give back what a burst made us allocate. */
+        free(q->v);
+        q->v = NULL;
+        q->cap = q->head = 0;
+    }
+    return 0;
+}
+
+static struct frame *render(const json_t *ev, enum dialect d)
+{
+    size_t len;
+    char *text = proto_render(ev, d, &len);
+    struct frame *f;
+
+    if (!text) {
+        log_error("cannot render a %s event", json_string_value(json_object_get(ev, "type")));
+        return NULL;
+    }
+    f = frame_new(text, len);
+    free(text);
+    return f;
+}
+
+void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                 const json_t *ev)
+{
+    struct frame *f = render(ev, pss->dialect);
+
+    fanout_push(vhd, pss, f);
+    frame_unref(f);
+}
+
+void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
+                    const struct per_session_data__chat *except)
+{
+    struct frame *frames[2] = {NULL, NULL};
+
+    for (size_t i = 0; i < s->n_members; i++) {
+        struct per_session_data__chat *pss = s->members[i];
+        if (pss == except)
+            continue;
+        if (!frames[pss->dialect])
+            frames[pss->dialect] = render(ev, pss->dialect);
+        fanout_push(vhd, pss, frames[pss->dialect]);
+    }
+    frame_unref(frames[0]);
+    frame_unref(frames[1]);
+}
+
+void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                  enum perr e, const char *request_type, const char *fmt, ...)
+{
+    char msg[512];
+    json_t *ev;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ev = json_pack("{s:s, s:s, s:s}", "type", "error", "code", perr_code(e), "message", msg);
+    if (ev && request_type)
+        json_object_set_new(ev, "request_type", json_string(request_type));
+    fanout_send(vhd, pss, ev);
+    json_decref(ev);
+}

@@ -1,0 +1,152 @@
+/* main: parley-broker. Loads the configuration, opens the database (migrating it) and the
+ * notification socket, runs the lws event loop, and on SIGINT or SIGTERM closes every
+ * client with 1001, commits what is pending and exits 0. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "broker_main.h"
+#include "clock.h"
+#include "config.h"
+#include "dbq.h"
+#include "log.h"
+#include "notify.h"
+
+#define SHUTDOWN_GRACE_MS 2000
+#define RX_BUFFER_SIZE 4096
+
+static volatile sig_atomic_t stop_requested;
+static struct lws_context *the_context;
+
+static void on_signal(int sig)
+{
+    stop_requested = sig;
+    if (the_context)
+        lws_cancel_service(the_context); /* wakes lws_service: async-signal-safe (a pipe) */
+}
+
+static void lws_log(int level, const char *line)
+{
+    char msg[512];
+    size_t n;
+
+    snprintf(msg, sizeof msg, "%s", line);
+    n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_write(level == LLL_ERR ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, "libwebsockets", "%s", msg);
+}
+
+static const struct lws_protocols protocols[] = {
+    /* first: the protocol a client that names none gets */
+    {"parley-chat", ws_callback_chat, sizeof(struct per_session_data__chat), RX_BUFFER_SIZE, 0,
+     NULL, 0},
+    {"parley-notify", ws_callback_notify, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
+};
+
+int main(int argc, char **argv)
+{
+    struct lws_context_creation_info info;
+    struct broker_init init = {.notify_fd = -1};
+    struct cfg cfg;
+    lws_retry_bo_t retry = {0};
+    struct sigaction sa;
+    struct db *db = NULL;
+    int rc = 1;
+
+    switch (cfg_load(&cfg, CFG_BROKER, "parley-broker", argc, argv)) {
+    case CFG_OK:
+        break;
+    case CFG_EXIT:
+        cfg_cleanup(&cfg);
+        return 0;
+    case CFG_ERROR:
+        cfg_cleanup(&cfg);
+        return 2;
+    }
+    log_init("parley-broker", cfg.log_level);
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+    if (cfg.argc > 0) {
+        log_error("unexpected argument '%s'; see 'parley-broker --help'", cfg.argv[0]);
+        cfg_cleanup(&cfg);
+        return 2;
+    }
+    if (cfg.ping_interval_s >= cfg.idle_timeout_s) {
+        log_error("--ping-interval (%d s) must be shorter than --idle-timeout (%d s)",
+                  cfg.ping_interval_s, cfg.idle_timeout_s);
+        cfg_cleanup(&cfg);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    if (!(db = db_open(cfg.db_path)))
+        goto out;
+    if (db_live_reset(db, (int)getpid(), cfg_model_name(&cfg)) != PERR_OK)
+        goto out;
+    if ((init.notify_fd = notify_listen(cfg.notify_socket)) < 0)
+        goto out;
+    init.cfg = &cfg;
+    init.db = db;
+
+    /* libwebsockets' validity policy: ping after ping_interval of silence, hang up after
+     * idle_timeout without a pong or a message. */
+    retry.secs_since_valid_ping = (uint16_t)cfg.ping_interval_s;
+    retry.secs_since_valid_hangup = (uint16_t)cfg.idle_timeout_s;
+
+    memset(&info, 0, sizeof info);
+    info.port = cfg.port;
+    info.iface = cfg.bind;
+    info.protocols = protocols;
+    info.user = &init;
+    info.retry_and_idle_policy = &retry;
+    info.timeout_secs = 10; /* handshakes */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    the_context = lws_create_context(&info);
+    if (!the_context) {
+        log_error("cannot start the WebSocket server on %s port %d: is the port in use? "
+                  "choose another with --port or PARLEY_WS_PORT",
+                  cfg.bind, cfg.port);
+        goto out;
+    }
+    /* lws runs PROTOCOL_INIT from a timer on its first service pass. */
+    for (int i = 0; i < 100 && !init.vhd && !init.failed; i++)
+        lws_service(the_context, 0);
+    if (!init.vhd) {
+        log_error("the broker could not initialise (see above); it is not serving");
+        goto out;
+    }
+    db = NULL; /* owned by the database thread */
+    log_info("listening on ws://%s:%d/ws (database %s, assistant %s)", cfg.bind, cfg.port,
+             cfg.db_path, cfg.llm);
+
+    while (!stop_requested)
+        if (lws_service(the_context, 0) < 0)
+            break;
+
+    log_info("%s received, closing connections", stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
+    int64_t deadline = clock_mono_ms() + SHUTDOWN_GRACE_MS;
+    ws_shutdown(init.vhd);
+    while (init.vhd->n_conns > 0 && clock_mono_ms() < deadline)
+        if (lws_service(the_context, 0) < 0)
+            break;
+    dbq_stop(init.vhd->dbq); /* commits what is pending */
+    init.vhd->dbq = NULL;
+    rc = 0;
+out:
+    if (the_context)
+        lws_context_destroy(the_context);
+    else if (init.notify_fd >= 0)
+        close(init.notify_fd);
+    if (init.notify_fd >= 0)
+        unlink(cfg.notify_socket);
+    db_close(db ? db : init.db);
+    cfg_cleanup(&cfg);
+    return rc;
+}

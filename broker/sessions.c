@@ -1,0 +1,287 @@
+/* sessions: the broker's live view of sessions: who is in each, who is typing, and the
+ * member counts it publishes for REST. The database holds the sessions themselves. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "assistant.h"
+#include "broker.h"
+#include "clock.h"
+#include "dbq.h"
+#include "log.h"
+#include "map.h"
+
+static void mark_dirty(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    char **grown;
+
+    if (s->live_dirty)
+        return;
+    if (vhd->n_dirty == vhd->cap_dirty) {
+        size_t cap = vhd->cap_dirty ? vhd->cap_dirty * 2 : 16;
+        grown = realloc(vhd->dirty, cap * sizeof *grown);
+        if (!grown)
+            return;
+        vhd->dirty = grown;
+        vhd->cap_dirty = cap;
+    }
+    vhd->dirty[vhd->n_dirty] = strdup(s->id);
+    if (!vhd->dirty[vhd->n_dirty])
+        return;
+    vhd->n_dirty++;
+    s->live_dirty = true;
+}
+
+struct live_session *sess_find(struct per_vhost_data__chat *vhd, const char *id)
+{
+    return map_get(vhd->sessions, id);
+}
+
+struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id,
+                              const char *model)
+{
+    struct live_session *s = map_get(vhd->sessions, id);
+
+    if (s)
+        return s;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    s->model = strdup(model ? model : "");
+    if (!s->model || map_put(vhd->sessions, s->id, s) < 0) {
+        free(s->model);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void sess_release(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    if (!s || s->n_members || s->reply || s->n_pending)
+        return;
+    map_del(vhd->sessions, s->id);
+    free(s->members);
+    free(s->pending);
+    free(s->model);
+    free(s);
+}
+
+static int member_index(const struct per_session_data__chat *pss, const struct live_session *s)
+{
+    for (unsigned i = 0; i < pss->n_joined; i++)
+        if (pss->joined[i] == s)
+            return (int)i;
+    return -1;
+}
+
+static json_t *presence(const char *type, const struct live_session *s,
+                        const struct per_session_data__chat *pss)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id", s->id,
+                     "update_type", type, "connection_id", pss->id, "clients",
+                     (json_int_t)s->n_members);
+}
+
+int sess_join(struct per_vhost_data__chat *vhd, struct live_session *s,
+              struct per_session_data__chat *pss)
+{
+    int idx = member_index(pss, s);
+    json_t *ev;
+
+    if (idx >= 0) {
+        /* Already a member: make it the current session again. */
+        struct live_session *cur = pss->joined[idx];
+        int64_t typing = pss->typing_until[idx];
+        memmove(&pss->joined[idx], &pss->joined[idx + 1],
+                (pss->n_joined - (unsigned)idx - 1) * sizeof pss->joined[0]);
+        memmove(&pss->typing_until[idx], &pss->typing_until[idx + 1],
+                (pss->n_joined - (unsigned)idx - 1) * sizeof pss->typing_until[0]);
+        pss->joined[pss->n_joined - 1] = cur;
+        pss->typing_until[pss->n_joined - 1] = typing;
+        return 0;
+    }
+    if (pss->n_joined == BROKER_MAX_JOINED)
+        return -1;
+    if (s->n_members == s->cap_members) {
+        size_t cap = s->cap_members ? s->cap_members * 2 : 4;
+        struct per_session_data__chat **m = realloc(s->members, cap * sizeof *m);
+        if (!m)
+            return -1;
+        s->members = m;
+        s->cap_members = cap;
+    }
+    s->members[s->n_members++] = pss;
+    pss->joined[pss->n_joined] = s;
+    pss->typing_until[pss->n_joined] = 0;
+    pss->n_joined++;
+    mark_dirty(vhd, s);
+    ev = presence("user_joined", s, pss);
+    fanout_session(vhd, s, ev, pss);
+    json_decref(ev);
+    return 0;
+}
+
+/* Removes pss from s without telling anyone and without freeing s. */
+static void detach(struct per_vhost_data__chat *vhd, struct live_session *s,
+                   struct per_session_data__chat *pss, int idx)
+{
+    memmove(&pss->joined[idx], &pss->joined[idx + 1],
+            (pss->n_joined - (unsigned)idx - 1) * sizeof pss->joined[0]);
+    memmove(&pss->typing_until[idx], &pss->typing_until[idx + 1],
+            (pss->n_joined - (unsigned)idx - 1) * sizeof pss->typing_until[0]);
+    pss->n_joined--;
+    for (size_t i = 0; i < s->n_members; i++) {
+        if (s->members[i] == pss) {
+            s->members[i] = s->members[--s->n_members];
+            break;
+        }
+    }
+    mark_dirty(vhd, s);
+}
+
+void sess_leave(struct per_vhost_data__chat *vhd, struct live_session *s,
+                struct per_session_data__chat *pss, bool announce)
+{
+    int idx = member_index(pss, s);
+
+    if (idx < 0)
+        return;
+    if (pss->typing_until[idx])
+        sess_typing(vhd, s, pss, false);
+    detach(vhd, s, pss, idx);
+    if (announce) {
+        json_t *ev = presence("user_left", s, pss);
+        fanout_session(vhd, s, ev, NULL);
+        json_decref(ev);
+    }
+    sess_release(vhd, s);
+}
+
+struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
+                                  struct per_session_data__chat *pss, const json_t *msg,
+                                  const char *request_type)
+{
+    json_t *named = json_object_get(msg, "session_id");
+    const char *id;
+
+    if (!named || json_is_null(named)) {
+        if (pss->n_joined == 0) {
+            fanout_error(vhd, pss, PERR_NOT_IN_SESSION, request_type,
+                         "join or create a session first (join_session or create_session)");
+            return NULL;
+        }
+        return pss->joined[pss->n_joined - 1];
+    }
+    if (!json_is_string(named)) {
+        fanout_error(vhd, pss, PERR_INVALID_FIELD, request_type,
+                     "field 'session_id' must be a string");
+        return NULL;
+    }
+    id = json_string_value(named);
+    for (unsigned i = 0; i < pss->n_joined; i++)
+        if (strcmp(pss->joined[i]->id, id) == 0)
+            return pss->joined[i];
+    fanout_error(vhd, pss, PERR_NOT_IN_SESSION, request_type,
+                 "not a member of session '%s'; join it first with join_session", id);
+    return NULL;
+}
+
+void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
+                 struct per_session_data__chat *pss, bool typing)
+{
+    int idx = member_index(pss, s);
+    bool was;
+    json_t *ev;
+
+    if (idx < 0)
+        return;
+    was = pss->typing_until[idx] != 0;
+    pss->typing_until[idx] = typing ? clock_mono_ms() + BROKER_TYPING_MS : 0;
+    if (was == typing)
+        return; /* a repeated typing_start only extends the expiry */
+    ev = json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "session_update", "session_id", s->id,
+                   "update_type", "user_typing", "connection_id", pss->id, "typing", typing);
+    fanout_session(vhd, s, ev, pss);
+    json_decref(ev);
+}
+
+void sess_drop_members(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    while (s->n_members) {
+        struct per_session_data__chat *pss = s->members[s->n_members - 1];
+        detach(vhd, s, pss, member_index(pss, s));
+    }
+    sess_release(vhd, s);
+}
+
+void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono)
+{
+    for (struct per_session_data__chat *pss = vhd->conns_list; pss; pss = pss->next)
+        for (unsigned i = 0; i < pss->n_joined; i++)
+            if (pss->typing_until[i] && pss->typing_until[i] <= now_mono)
+                sess_typing(vhd, pss->joined[i], pss, false);
+}
+
+/* ---- live figures ---- */
+
+struct publish_job {
+    struct dbjob job;
+    struct per_vhost_data__chat *vhd;
+    int64_t connections;
+    struct db_live_member *members;
+    char **ids; /* owned copies backing members[].session_id */
+    size_t n;
+};
+
+static void publish_run(struct dbjob *job, struct db *db)
+{
+    struct publish_job *p = (struct publish_job *)job;
+
+    job->err = db_live_publish(db, clock_now_ms(), p->connections, p->members, p->n);
+}
+
+static void publish_done(struct dbjob *job)
+{
+    struct publish_job *p = (struct publish_job *)job;
+
+    p->vhd->publishing = false;
+    for (size_t i = 0; i < p->n; i++)
+        free(p->ids[i]);
+    free(p->ids);
+    free(p->members);
+    free(p);
+}
+
+void sess_publish(struct per_vhost_data__chat *vhd)
+{
+    struct publish_job *p;
+
+    if (vhd->publishing || vhd->stopping)
+        return; /* the previous publish is still being written */
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return;
+    p->vhd = vhd;
+    p->connections = vhd->n_conns;
+    p->n = vhd->n_dirty;
+    p->ids = vhd->dirty;
+    p->members = calloc(p->n ? p->n : 1, sizeof *p->members);
+    if (!p->members) {
+        free(p);
+        return;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        struct live_session *s = map_get(vhd->sessions, p->ids[i]);
+        p->members[i].session_id = p->ids[i];
+        p->members[i].clients = s ? (int64_t)s->n_members : 0;
+        if (s)
+            s->live_dirty = false;
+    }
+    vhd->dirty = NULL;
+    vhd->n_dirty = vhd->cap_dirty = 0;
+    p->job.run = publish_run;
+    p->job.done = publish_done;
+    vhd->publishing = true;
+    dbq_push(vhd->dbq, &p->job);
+}

@@ -1,0 +1,285 @@
+/* ws: the lws protocol callbacks. "parley-chat" serves the WebSocket connections on /ws;
+ * "parley-notify" reads the notification socket, adopted into the same loop as a raw file
+ * descriptor. Vhost state is made in PROTOCOL_INIT and freed in PROTOCOL_DESTROY. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "assistant.h"
+#include "broker.h"
+#include "broker_main.h"
+#include "clock.h"
+#include "dbq.h"
+#include "log.h"
+#include "map.h"
+#include "notify.h"
+
+#define TICK_US (1000 * LWS_US_PER_MS)
+
+struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const char *id)
+{
+    return map_get(vhd->conns, id);
+}
+
+void ws_close(struct per_session_data__chat *pss, uint16_t code)
+{
+    if (pss->close_code)
+        return;
+    pss->close_code = code;
+    lws_callback_on_writable(pss->wsi);
+}
+
+int64_t ws_shutdown(struct per_vhost_data__chat *vhd)
+{
+    vhd->stopping = true;
+    for (struct per_session_data__chat *pss = vhd->conns_list; pss; pss = pss->next)
+        ws_close(pss, LWS_CLOSE_STATUS_GOINGAWAY);
+    return vhd->n_conns;
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    struct per_vhost_data__chat *vhd = lws_container_of(sul, struct per_vhost_data__chat, tick);
+
+    sess_tick(vhd, clock_mono_ms());
+    sess_publish(vhd);
+    lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
+}
+
+static void free_session(void *value, void *arg)
+{
+    struct live_session *s = value;
+    struct per_vhost_data__chat *vhd = arg;
+
+    asst_abort(vhd, s);
+    free(s->members);
+    free(s->pending);
+    free(s->model);
+    free(s);
+}
+
+static int vhost_init(struct lws *wsi)
+{
+    struct broker_init *init = lws_context_user(lws_get_context(wsi));
+    struct per_vhost_data__chat *vhd;
+    lws_sock_file_fd_type fd;
+
+    vhd = lws_protocol_vh_priv_zalloc(lws_get_vhost(wsi), lws_get_protocol(wsi), sizeof *vhd);
+    if (!vhd)
+        return -1;
+    vhd->context = lws_get_context(wsi);
+    vhd->vhost = lws_get_vhost(wsi);
+    vhd->cfg = init->cfg;
+    vhd->driver = asst_driver_for(init->cfg->llm);
+    vhd->sessions = map_new();
+    vhd->conns = map_new();
+    vhd->notify_fd = init->notify_fd;
+    if (!vhd->sessions || !vhd->conns)
+        return -1;
+    vhd->dbq = dbq_new(init->db, vhd->context);
+    if (!vhd->dbq)
+        return -1;
+    init->db = NULL; /* the database thread owns it now */
+    fd.filefd = vhd->notify_fd;
+    vhd->notify_wsi = lws_adopt_descriptor_vhost(vhd->vhost, LWS_ADOPT_RAW_FILE_DESC, fd,
+                                                 "parley-notify", NULL);
+    if (!vhd->notify_wsi) {
+        log_error("cannot add the notification socket to the event loop");
+        return -1;
+    }
+    lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
+    asst_reconcile(vhd);
+    init->vhd = vhd;
+    return 0;
+}
+
+static void vhost_destroy(struct per_vhost_data__chat *vhd)
+{
+    if (!vhd)
+        return;
+    lws_sul_cancel(&vhd->tick);
+    vhd->stopping = true;
+    dbq_stop(vhd->dbq); /* normally already stopped by main */
+    vhd->dbq = NULL;
+    if (vhd->sessions)
+        map_each(vhd->sessions, free_session, vhd);
+    map_free(vhd->sessions);
+    map_free(vhd->conns);
+    for (size_t i = 0; i < vhd->n_dirty; i++)
+        free(vhd->dirty[i]);
+    free(vhd->dirty);
+}
+
+static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                      struct lws *wsi)
+{
+    json_t *ev;
+
+    memset(pss, 0, sizeof *pss);
+    pss->wsi = wsi;
+    if (clock_random_hex(pss->id, BROKER_CONN_ID_HEX / 2) < 0 ||
+        map_put(vhd->conns, pss->id, pss) < 0) {
+        ws_close(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
+        return;
+    }
+    pss->next = vhd->conns_list;
+    if (pss->next)
+        pss->next->prev = pss;
+    vhd->conns_list = pss;
+    vhd->n_conns++;
+    ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected",
+                   "connection_id", pss->id, "message", "connected to Parley", "server_info",
+                   "name", "parley", "version", PARLEY_VERSION, "model",
+                   vhd->driver ? cfg_model_name(vhd->cfg) : "none", "auth_required", 0);
+    fanout_send(vhd, pss, ev);
+    json_decref(ev);
+}
+
+static void conn_closed(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
+{
+    if (!pss->id[0] || map_get(vhd->conns, pss->id) != pss)
+        return; /* never fully opened */
+    while (pss->n_joined)
+        sess_leave(vhd, pss->joined[pss->n_joined - 1], pss, !vhd->stopping);
+    map_del(vhd->conns, pss->id);
+    if (pss->prev)
+        pss->prev->next = pss->next;
+    else
+        vhd->conns_list = pss->next;
+    if (pss->next)
+        pss->next->prev = pss->prev;
+    vhd->n_conns--;
+    fanout_clear(&pss->q);
+    free(pss->rx);
+    pss->rx = NULL;
+}
+
+/* Reassembles a message from the pieces lws delivers (fragments, and frames larger than
+ * the receive buffer) up to --max-message-size. Returns -1 to close the connection. */
+static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                        const char *in, size_t len)
+{
+    size_t max = (size_t)vhd->cfg->max_message_size;
+    bool final = lws_is_final_fragment(pss->wsi) && lws_remaining_packet_payload(pss->wsi) == 0;
+    bool whole = final && pss->rx_len == 0 && !pss->rx;
+    char *grown;
+
+    if (pss->culled || pss->close_code)
+        return 0;
+    lws_validity_confirmed(pss->wsi); /* any message counts as a sign of life */
+    if (!pss->rx)
+        pss->rx_binary = lws_frame_is_binary(pss->wsi);
+    if (pss->rx_len + len > max) {
+        log_debug("connection %s sent a message over %zu bytes: closing with 1009", pss->id,
+                  max);
+        lws_close_reason(pss->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too large", 17);
+        return -1;
+    }
+    if (!whole) {
+        if (!(grown = realloc(pss->rx, pss->rx_len + len + 1)))
+            return -1;
+        pss->rx = grown;
+        memcpy(pss->rx + pss->rx_len, in, len);
+        pss->rx_len += len;
+        if (!final)
+            return 0;
+        in = pss->rx;
+        len = pss->rx_len;
+    }
+    if (pss->rx_binary)
+        fanout_error(vhd, pss, PERR_BAD_REQUEST, NULL,
+                     "binary frames are not accepted; send each message as a JSON text frame");
+    else
+        handle_message(vhd, pss, in, len);
+    free(pss->rx);
+    pss->rx = NULL;
+    pss->rx_len = 0;
+    return 0;
+}
+
+static int ws_path_ok(struct lws *wsi)
+{
+    char uri[64];
+
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
+        return 0;
+    return strcmp(uri, "/ws") == 0;
+}
+
+int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    struct per_session_data__chat *pss = user;
+    struct per_vhost_data__chat *vhd =
+        lws_protocol_vh_priv_get(lws_get_vhost(wsi), lws_get_protocol(wsi));
+
+    switch (reason) {
+    case LWS_CALLBACK_PROTOCOL_INIT:
+        if (vhost_init(wsi) == 0)
+            break;
+        ((struct broker_init *)lws_context_user(lws_get_context(wsi)))->failed = true;
+        return -1;
+    case LWS_CALLBACK_PROTOCOL_DESTROY:
+        vhost_destroy(vhd);
+        break;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (!vhd || vhd->stopping || !ws_path_ok(wsi))
+            return 1; /* refuse the upgrade */
+        break;
+    case LWS_CALLBACK_ESTABLISHED:
+        conn_open(vhd, pss, wsi);
+        break;
+    case LWS_CALLBACK_CLOSED:
+        conn_closed(vhd, pss);
+        break;
+    case LWS_CALLBACK_RECEIVE:
+        return conn_receive(vhd, pss, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (pss->close_code) {
+            lws_close_reason(wsi, pss->close_code, NULL, 0);
+            return -1;
+        }
+        return fanout_write(pss);
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (vhd && vhd->dbq)
+            dbq_complete(vhd->dbq);
+        break;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+int ws_callback_notify(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len)
+{
+    const struct lws_protocols *chat = lws_vhost_name_to_protocol(lws_get_vhost(wsi), "parley-chat");
+    struct per_vhost_data__chat *vhd =
+        chat ? lws_protocol_vh_priv_get(lws_get_vhost(wsi), chat) : NULL;
+    bool again = false;
+    json_t *ev;
+
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        if (!vhd)
+            break;
+        for (int n = 0; n < 256; n++) { /* bounded: let other work run between bursts */
+            ev = notify_recv(vhd->notify_fd, &again);
+            if (ev) {
+                if (!vhd->stopping)
+                    notify_in_event(vhd, ev);
+                json_decref(ev);
+            } else if (again) {
+                break;
+            }
+        }
+        break;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (vhd)
+            vhd->notify_wsi = NULL;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}

@@ -1,0 +1,181 @@
+"""History through the real sqlite3 shell while parley-rest runs, and a person holding
+a read transaction open in sqlite3 while the daemon keeps writing."""
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import parley  # noqa: E402
+from parley import TS_RE, Rest  # noqa: E402
+
+SQLITE = "/usr/bin/sqlite3"
+MARK = "END-OF-QUERY-5b1e"
+
+
+def sql(db, query, timeout=10):
+    """One sqlite3 shell run: returns (exit code, output lines)."""
+    p = subprocess.run([SQLITE, "-batch", db, query], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    out = p.stdout.decode("utf-8", "replace")
+    if p.returncode != 0:
+        out += p.stderr.decode("utf-8", "replace")
+    return p.returncode, out.splitlines()
+
+
+class Shell:
+    """An interactive sqlite3 process fed through a pipe (like a person at the prompt)."""
+
+    def __init__(self, db):
+        self.p = subprocess.Popen([SQLITE, "-batch", db], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.buf = b""
+
+    def query(self, text, timeout=10):
+        self.p.stdin.write((text + "\nSELECT '%s';\n" % MARK).encode())
+        self.p.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while (MARK + "\n").encode() not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("sqlite3 shell did not answer %r; got %r" % (text, self.buf))
+            r, _, _ = select.select([self.p.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.p.stdout.fileno(), 65536)
+                if not chunk:
+                    raise EOFError("sqlite3 shell exited; got %r" % self.buf)
+                self.buf += chunk
+        out, _, self.buf = self.buf.partition((MARK + "\n").encode())
+        return out.decode("utf-8", "replace").splitlines()
+
+    def close(self):
+        try:
+            self.p.stdin.write(b".quit\n")
+            self.p.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return self.p.wait()
+
+
+def test_history(t, rest):
+    sid = rest.new_session(title="Shell view", model_id="echo")
+    posted = [rest.add_message(sid, c) for c in ("first", "second ✓", "third | with pipe")]
+    code, lines = sql(rest.db, "select role, content from messages where session_id = '%s' "
+                      "order by id;" % sid)
+    t.eq("sqlite3: shell exits 0 while the daemon runs", code, 0)
+    t.eq("sqlite3: roles and contents as words, in order", lines,
+         ["user|first", "user|second ✓", "user|third | with pipe"])
+    code, lines = sql(rest.db, "select id, created_at from messages where session_id = '%s' "
+                      "order by id;" % sid)
+    t.eq("sqlite3: ids and created_at as the API returned them", lines,
+         ["%d|%s" % (m["id"], m["created_at"]) for m in posted])
+    t.ok("sqlite3: created_at is ISO-8601 UTC text",
+         all(TS_RE.match(ln.split("|", 1)[-1]) for ln in lines), repr(lines))
+    code, lines = sql(rest.db, "select title, model, created_at, updated_at, typeof(created_at) "
+                      "from sessions where id = '%s';" % sid)
+    d = rest.get("/sessions/%s" % sid).body
+    t.eq("sqlite3: sessions row matches the API", lines,
+         ["Shell view|echo|%s|%s|text" % (d.get("created_at"), d.get("updated_at"))])
+    code, lines = sql(rest.db, "pragma journal_mode;")
+    t.eq("sqlite3: journal_mode is wal", lines, ["wal"])
+    code, lines = sql(rest.db, "pragma user_version;")
+    t.ok("sqlite3: schema versioned (user_version >= 1)",
+         len(lines) == 1 and lines[0].isdigit() and int(lines[0]) >= 1, repr(lines))
+    code, lines = sql(rest.db, "select distinct typeof(id) from messages;")
+    t.eq("sqlite3: message ids are integers", lines, ["integer"])
+
+    # a clear and a delete show up in the file
+    rest.post("/sessions/%s/clear" % sid)
+    code, lines = sql(rest.db, "select count(*) from messages where session_id = '%s';" % sid)
+    t.eq("sqlite3: clear removed the rows", lines, ["0"])
+    rest.add_message(sid, "kept until delete")
+    rest.delete("/sessions/%s" % sid)
+    code, lines = sql(rest.db, "select (select count(*) from sessions where id = '%s'), "
+                      "(select count(*) from messages where session_id = '%s');" % (sid, sid))
+    t.eq("sqlite3: delete removed the session and its messages", lines, ["0|0"])
+
+
+def test_read_transaction(t, rest):
+    sid = rest.new_session(title="reader")
+    rest.add_message(sid, "before the reader")
+    shell = Shell(rest.db)
+    try:
+        lines = shell.query("BEGIN;\nSELECT count(*) FROM messages WHERE session_id = '%s';" % sid)
+        t.eq("reader: read transaction open, sees 1 message", lines, ["1"])
+
+        slow = []
+        statuses = []
+        for i in range(20):
+            t0 = time.monotonic()
+            r = rest.post("/sessions/%s/messages" % sid, {"content": "during read %d" % i},
+                          timeout=15)
+            dt = time.monotonic() - t0
+            statuses.append(r.status)
+            if dt > 1.0:
+                slow.append((i, round(dt, 2)))
+        t.eq("reader: 20 POSTs while the read transaction is open all 201", statuses, [201] * 20)
+        t.ok("reader: each POST answered within 1 s", not slow, "slow: %r" % slow)
+        t0 = time.monotonic()
+        r = rest.post("/sessions/new", {"title": "made during read"})
+        t.ok("reader: POST /sessions/new answers 201 within 1 s",
+             r.status == 201 and time.monotonic() - t0 < 1.0,
+             "%s after %.2f s" % (r.status, time.monotonic() - t0))
+        other = r.body.get("session_id") if isinstance(r.body, dict) else None
+        t0 = time.monotonic()
+        r = rest.post("/sessions/%s/clear" % other) if other else None
+        t.ok("reader: clear answers 200 within 1 s", r is not None and r.status == 200 and
+             time.monotonic() - t0 < 1.0, "%r" % (r and r.status,))
+        t0 = time.monotonic()
+        r = rest.delete("/sessions/%s" % other) if other else None
+        t.ok("reader: delete answers 200 within 1 s", r is not None and r.status == 200 and
+             time.monotonic() - t0 < 1.0, "%r" % (r and r.status,))
+
+        d = rest.get("/sessions/%s" % sid).body
+        t.eq("reader: the daemon sees its own writes", d.get("message_count"), 21)
+        h = rest.get("/health")
+        t.eq("reader: /health still healthy-or-degraded 200", h.status, 200)
+        t.eq("reader: /health database ok", h.body.get("database"), "ok")
+
+        lines = shell.query("SELECT count(*) FROM messages WHERE session_id = '%s';" % sid)
+        t.eq("reader: the open transaction still sees its snapshot", lines, ["1"])
+        lines = shell.query("COMMIT;\nSELECT count(*) FROM messages WHERE session_id = '%s';"
+                            % sid)
+        t.eq("reader: after COMMIT the shell sees all 21", lines, ["21"])
+    finally:
+        code = shell.close()
+    t.eq("reader: sqlite3 shell exits 0", code, 0)
+
+
+def test_write_then_restart(t, rest):
+    """What was acknowledged is in the file after the daemon stops."""
+    sid = rest.new_session(title="durable")
+    m = rest.add_message(sid, "acknowledged")
+    rest.stop()
+    code, lines = sql(rest.db, "select id, role, content from messages where session_id = '%s';"
+                      % sid)
+    t.eq("after stop: the acknowledged message is in the file", lines,
+         ["%d|user|acknowledged" % m["id"]])
+
+
+def main(t):
+    if not os.access(SQLITE, os.X_OK):
+        t.fail("sqlite3 shell present", "%s missing (apt-get install sqlite3)" % SQLITE)
+        return
+    rest = Rest(t)
+    with t.section("history via sqlite3"):
+        test_history(t, rest)
+    with t.section("read transaction held open"):
+        test_read_transaction(t, rest)
+    with t.section("durable after stop"):
+        test_write_then_restart(t, rest)
+    rest.stop()
+
+
+parley.run(main)
