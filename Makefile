@@ -34,7 +34,7 @@ ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-
 ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
-	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c \
+	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
 	common/notify.c build/gen/schema_sql.c
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_static.c \
 	rest/main_mhd.c

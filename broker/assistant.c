@@ -78,8 +78,8 @@ static void load_done(struct dbjob *job)
         reply_free(r); /* detached from its session by asst_abort */
     } else if (job->err) {
         /* The message was deleted (history cleared) or the database failed: skip it. */
-        log_warn("no reply to message %lld in session %s: %s", (long long)r->reply_to,
-                 r->s->id, perr_code(job->err));
+        log_warn("no reply to message %lld in session %s: %s", (long long)r->reply_to, r->s->id,
+                 perr_code(job->err));
         finished(r);
     } else {
         if (j->session.model && strcmp(r->s->model, j->session.model) != 0) {
@@ -88,9 +88,9 @@ static void load_done(struct dbjob *job)
         }
         r->state = REPLY_STREAMING;
         r->started_mono = clock_mono_ms();
-        broadcast(r, json_pack("{s:s, s:s, s:s, s:I}", "type", "status", "session_id",
-                               r->s->id, "message", "the assistant is replying",
-                               "context_messages", (json_int_t)j->context.n));
+        broadcast(r, json_pack("{s:s, s:s, s:s, s:I}", "type", "status", "session_id", r->s->id,
+                               "message", "the assistant is replying", "context_messages",
+                               (json_int_t)j->context.n));
         if (!drv || drv->start(r, &j->prompt, &j->context) < 0)
             reply_end(r, "error", "the assistant could not start; the server log says why");
     }
@@ -170,8 +170,8 @@ void reply_chunk(struct reply *r, const char *text, size_t len)
     r->text[r->len] = '\0';
     if (!r->begun) {
         r->begun = true;
-        broadcast(r, json_pack("{s:s, s:s, s:s}", "type", "response_start", "session_id",
-                               r->s->id, "response_id", r->response_id));
+        broadcast(r, json_pack("{s:s, s:s, s:s}", "type", "response_start", "session_id", r->s->id,
+                               "response_id", r->response_id));
     }
     r->chunks++;
     broadcast(r, json_pack("{s:s, s:s, s:s, s:s%, s:I, s:b}", "type", "chunk", "session_id",
@@ -253,14 +253,14 @@ void reply_end(struct reply *r, const char *status, const char *error)
         return;
     r->state = REPLY_STORING;
     if (failed)
-        broadcast(r, json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "code", "llm_error",
-                               "message", error ? error : "the assistant failed",
-                               "session_id", r->s->id));
+        broadcast(r,
+                  json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "code", "llm_error", "message",
+                            error ? error : "the assistant failed", "session_id", r->s->id));
     if (r->begun) {
         r->chunks++;
         broadcast(r, json_pack("{s:s, s:s, s:s, s:s, s:I, s:b}", "type", "chunk", "session_id",
-                               r->s->id, "response_id", r->response_id, "text", "",
-                               "chunk_number", (json_int_t)r->chunks, "is_final", 1));
+                               r->s->id, "response_id", r->response_id, "text", "", "chunk_number",
+                               (json_int_t)r->chunks, "is_final", 1));
     }
     j = calloc(1, sizeof *j);
     if (!j) {

@@ -22,12 +22,12 @@
 #include "config.h"
 #include "db.h"
 
-#define BROKER_MAX_JOINED 16       /* sessions one connection may be a member of */
-#define BROKER_CONN_ID_HEX 12      /* connection ids: 12 lowercase hex characters */
-#define BROKER_TYPING_MS 10000     /* a typing indicator expires by itself after this */
-#define BROKER_REPLAY_MAX 1000     /* messages replayed by join_session with since */
-#define FANOUT_MAX_BYTES (256 * 1024) /* queued for one connection before it is culled */
-#define FANOUT_MAX_FRAMES 4096
+#define BROKER_MAX_JOINED  16           /* sessions one connection may be a member of */
+#define BROKER_CONN_ID_HEX 12           /* connection ids: 12 lowercase hex characters */
+#define BROKER_TYPING_MS   10000        /* a typing indicator expires by itself after this */
+#define BROKER_REPLAY_MAX  1000         /* messages replayed by join_session with since */
+#define FANOUT_MAX_BYTES   (256 * 1024) /* queued for one connection before it is culled */
+#define FANOUT_MAX_FRAMES  4096
 
 enum dialect { DIALECT_FLAT, DIALECT_ENVELOPE };
 
@@ -65,11 +65,11 @@ struct per_session_data__chat {
     bool rx_binary;
     bool rx_oversize;
     struct live_session *joined[BROKER_MAX_JOINED]; /* the last is the current session */
-    int64_t typing_until[BROKER_MAX_JOINED];       /* monotonic ms, 0 when not typing */
+    int64_t typing_until[BROKER_MAX_JOINED];        /* monotonic ms, 0 when not typing */
     unsigned n_joined;
     struct outq q;
-    bool culled;          /* dropped as a slow consumer: nothing more is queued */
-    uint16_t close_code;  /* non-zero: close with this code at the next writeable */
+    bool culled;         /* dropped as a slow consumer: nothing more is queued */
+    uint16_t close_code; /* non-zero: close with this code at the next writeable */
 };
 
 /* ---- live sessions (sessions.c) ---- */
@@ -82,8 +82,8 @@ struct live_session {
     bool live_dirty; /* member count changed since the last publish */
     int64_t message_count;
     /* the assistant (assistant.c) */
-    struct reply *reply;    /* streaming now, or being stored */
-    int64_t *pending;       /* user message ids waiting for a reply, oldest first */
+    struct reply *reply; /* streaming now, or being stored */
+    int64_t *pending;    /* user message ids waiting for a reply, oldest first */
     size_t n_pending, cap_pending;
 };
 
@@ -102,9 +102,9 @@ struct per_vhost_data__chat {
     size_t n_dirty, cap_dirty;
     lws_sorted_usec_list_t tick; /* once a second: typing expiry, live figures */
     struct lws *notify_wsi;
-    int notify_fd;
-    bool publishing; /* a live-figures job is in flight */
-    bool stopping;   /* shutting down: no new work */
+    struct notify_listener *notify; /* borrowed from main */
+    bool publishing;                /* a live-figures job is in flight */
+    bool stopping;                  /* shutting down: no new work */
     const struct asst_driver *driver;
 };
 
@@ -127,8 +127,8 @@ void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat
 void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
                     const struct per_session_data__chat *except);
 /* Sends an error event to one connection. request_type may be NULL. */
-void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                  enum perr e, const char *request_type, const char *fmt, ...)
+void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss, enum perr e,
+                  const char *request_type, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 /* ---- proto.c: the wire formats ---- */
@@ -154,8 +154,7 @@ int64_t ws_shutdown(struct per_vhost_data__chat *vhd);
 
 /* ---- sessions.c: live sessions, membership, presence, typing ---- */
 /* The live session for id, created (empty) when absent. NULL when out of memory. */
-struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id,
-                              const char *model);
+struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id, const char *model);
 struct live_session *sess_find(struct per_vhost_data__chat *vhd, const char *id);
 /* Frees s when nothing needs it any more (no members, reply or pending replies). */
 void sess_release(struct per_vhost_data__chat *vhd, struct live_session *s);

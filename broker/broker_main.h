@@ -3,11 +3,12 @@
 #define PARLEY_BROKER_MAIN_H
 
 #include "broker.h"
+#include "notify.h"
 
 struct broker_init {
     const struct cfg *cfg;
-    struct db *db;  /* stolen by PROTOCOL_INIT for the database thread */
-    int notify_fd;
+    struct db *db;                    /* stolen by PROTOCOL_INIT for the database thread */
+    struct notify_listener *notify;   /* owned by main */
     struct per_vhost_data__chat *vhd; /* set by PROTOCOL_INIT when it succeeds */
     bool failed;                      /* set by PROTOCOL_INIT when it fails */
 };

@@ -45,8 +45,8 @@ void fanout_clear(struct outq *q)
 
 static void cull(struct per_session_data__chat *pss)
 {
-    log_warn("connection %s is not reading (%u frames, %zu bytes queued): closing it",
-             pss->id, pss->q.len, pss->q.bytes);
+    log_warn("connection %s is not reading (%u frames, %zu bytes queued): closing it", pss->id,
+             pss->q.len, pss->q.bytes);
     pss->culled = true;
     fanout_clear(&pss->q);
     lws_set_timeout(pss->wsi, PENDING_TIMEOUT_LAGGING, LWS_TO_KILL_ASYNC);
@@ -163,8 +163,8 @@ void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, co
     frame_unref(frames[1]);
 }
 
-void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                  enum perr e, const char *request_type, const char *fmt, ...)
+void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss, enum perr e,
+                  const char *request_type, const char *fmt, ...)
 {
     char msg[512];
     json_t *ev;

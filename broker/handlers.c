@@ -12,8 +12,8 @@
 #include "jsonx.h"
 #include "log.h"
 
-#define TITLE_MAX 200
-#define MODEL_MAX 128
+#define TITLE_MAX         200
+#define MODEL_MAX         128
 #define CLIENT_MSG_ID_MAX 128
 
 /* What every job started by a client message carries. */
@@ -85,9 +85,8 @@ static void create_done(struct dbjob *job)
     } else if (pss) {
         s = sess_get(j->req.vhd, j->created.id, j->created.model);
         if (s && sess_join(j->req.vhd, s, pss) == 0) {
-            json_t *ev = json_pack("{s:s, s:s, s:s, s:s?}", "type", "session_created",
-                                   "session_id", s->id, "model", s->model, "title",
-                                   j->created.title);
+            json_t *ev = json_pack("{s:s, s:s, s:s, s:s?}", "type", "session_created", "session_id",
+                                   s->id, "model", s->model, "title", j->created.title);
             fanout_send(j->req.vhd, pss, ev);
             json_decref(ev);
         } else {
@@ -140,8 +139,8 @@ static void join_run(struct dbjob *job, struct db *db)
 
     job->err = db_session_get(db, j->req.session_id, &j->session);
     if (job->err == PERR_OK && j->since >= 0)
-        job->err = db_messages_since(db, j->req.session_id, j->since, BROKER_REPLAY_MAX,
-                                     &j->replay);
+        job->err =
+            db_messages_since(db, j->req.session_id, j->since, BROKER_REPLAY_MAX, &j->replay);
 }
 
 static void join_done(struct dbjob *job)
@@ -275,11 +274,10 @@ static void chat_done(struct dbjob *job)
     if (j->duplicate) {
         /* A resend after a reconnect: stored once, acknowledged again to the sender. */
         if (pss) {
-            json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update",
-                                   "session_id", j->req.session_id, "update_type",
-                                   "message_added", "message_count",
-                                   (json_int_t)j->message_count, "message",
-                                   proto_message(&j->stored));
+            json_t *ev =
+                json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update", "session_id",
+                          j->req.session_id, "update_type", "message_added", "message_count",
+                          (json_int_t)j->message_count, "message", proto_message(&j->stored));
             fanout_send(vhd, pss, ev);
             json_decref(ev);
         }
@@ -388,8 +386,8 @@ void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__c
     }
     if (!pss->dialect_known) {
         pss->dialect_known = true;
-        pss->dialect = json_is_object(json_object_get(msg, "data")) ? DIALECT_ENVELOPE
-                                                                     : DIALECT_FLAT;
+        pss->dialect =
+            json_is_object(json_object_get(msg, "data")) ? DIALECT_ENVELOPE : DIALECT_FLAT;
     }
     if ((e = jx_string(msg, "type", true, 1, 64, &type, why))) {
         fanout_error(vhd, pss, e, NULL, "%s", why);

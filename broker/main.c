@@ -15,7 +15,7 @@
 #include "notify.h"
 
 #define SHUTDOWN_GRACE_MS 2000
-#define RX_BUFFER_SIZE 4096
+#define RX_BUFFER_SIZE    4096
 
 static volatile sig_atomic_t stop_requested;
 static struct lws_context *the_context;
@@ -50,11 +50,12 @@ static const struct lws_protocols protocols[] = {
 int main(int argc, char **argv)
 {
     struct lws_context_creation_info info;
-    struct broker_init init = {.notify_fd = -1};
+    struct broker_init init = {0};
     struct cfg cfg;
     lws_retry_bo_t retry = {0};
     struct sigaction sa;
     struct db *db = NULL;
+    int64_t keys = 0;
     int rc = 1;
 
     switch (cfg_load(&cfg, CFG_BROKER, "parley-broker", argc, argv)) {
@@ -88,9 +89,11 @@ int main(int argc, char **argv)
 
     if (!(db = db_open(cfg.db_path)))
         goto out;
+    if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&cfg, keys) < 0)
+        goto out;
     if (db_live_reset(db, (int)getpid(), cfg_model_name(&cfg)) != PERR_OK)
         goto out;
-    if ((init.notify_fd = notify_listen(cfg.notify_socket)) < 0)
+    if (!(init.notify = notify_listen(cfg.notify_socket)))
         goto out;
     init.cfg = &cfg;
     init.db = db;
@@ -142,10 +145,7 @@ int main(int argc, char **argv)
 out:
     if (the_context)
         lws_context_destroy(the_context);
-    else if (init.notify_fd >= 0)
-        close(init.notify_fd);
-    if (init.notify_fd >= 0)
-        unlink(cfg.notify_socket);
+    notify_close(init.notify);
     db_close(db ? db : init.db);
     cfg_cleanup(&cfg);
     return rc;

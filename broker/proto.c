@@ -18,9 +18,9 @@ json_t *proto_event(const char *type)
 
 json_t *proto_message(const struct db_message *m)
 {
-    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "role", m->role,
-                          "content", m->content, "created_at", m->created_at, "connection_id",
-                          m->connection_id);
+    json_t *o =
+        json_pack("{s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "role", m->role, "content",
+                  m->content, "created_at", m->created_at, "connection_id", m->connection_id);
 
     if (o && m->client_msg_id)
         json_object_set_new(o, "client_msg_id", json_string(m->client_msg_id));
@@ -39,8 +39,8 @@ static json_t *envelope(const json_t *ev)
     clock_now_iso(now);
     json_object_del(data, "type");
     json_object_del(data, "channel");
-    env = json_pack("{s:O, s:s, s:O, s:O, s:o}", "type", json_object_get(ev, "type"),
-                    "timestamp", now, "client_id", client ? client : json_null(), "channel",
+    env = json_pack("{s:O, s:s, s:O, s:O, s:o}", "type", json_object_get(ev, "type"), "timestamp",
+                    now, "client_id", client ? client : json_null(), "channel",
                     channel ? channel : json_null(), "data", data);
     return env;
 }

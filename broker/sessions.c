@@ -36,8 +36,7 @@ struct live_session *sess_find(struct per_vhost_data__chat *vhd, const char *id)
     return map_get(vhd->sessions, id);
 }
 
-struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id,
-                              const char *model)
+struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id, const char *model)
 {
     struct live_session *s = map_get(vhd->sessions, id);
 

@@ -3,6 +3,7 @@
  * descriptor. Vhost state is made in PROTOCOL_INIT and freed in PROTOCOL_DESTROY. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "assistant.h"
 #include "broker.h"
@@ -72,16 +73,19 @@ static int vhost_init(struct lws *wsi)
     vhd->driver = asst_driver_for(init->cfg->llm);
     vhd->sessions = map_new();
     vhd->conns = map_new();
-    vhd->notify_fd = init->notify_fd;
+    vhd->notify = init->notify;
     if (!vhd->sessions || !vhd->conns)
         return -1;
     vhd->dbq = dbq_new(init->db, vhd->context);
     if (!vhd->dbq)
         return -1;
     init->db = NULL; /* the database thread owns it now */
-    fd.filefd = vhd->notify_fd;
-    vhd->notify_wsi = lws_adopt_descriptor_vhost(vhd->vhost, LWS_ADOPT_RAW_FILE_DESC, fd,
-                                                 "parley-notify", NULL);
+    /* lws closes what it adopts: give it a duplicate of the listener's poll descriptor. */
+    fd.filefd = dup(notify_listener_fd(vhd->notify));
+    vhd->notify_wsi = fd.filefd < 0
+                          ? NULL
+                          : lws_adopt_descriptor_vhost(vhd->vhost, LWS_ADOPT_RAW_FILE_DESC, fd,
+                                                       "parley-notify", NULL);
     if (!vhd->notify_wsi) {
         log_error("cannot add the notification socket to the event loop");
         return -1;
@@ -126,9 +130,9 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
         pss->next->prev = pss;
     vhd->conns_list = pss;
     vhd->n_conns++;
-    ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected",
-                   "connection_id", pss->id, "message", "connected to Parley", "server_info",
-                   "name", "parley", "version", PARLEY_VERSION, "model",
+    ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected", "connection_id",
+                   pss->id, "message", "connected to Parley", "server_info", "name", "parley",
+                   "version", PARLEY_VERSION, "model",
                    vhd->driver ? cfg_model_name(vhd->cfg) : "none", "auth_required", 0);
     fanout_send(vhd, pss, ev);
     json_decref(ev);
@@ -169,8 +173,7 @@ static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_dat
     if (!pss->rx)
         pss->rx_binary = lws_frame_is_binary(pss->wsi);
     if (pss->rx_len + len > max) {
-        log_debug("connection %s sent a message over %zu bytes: closing with 1009", pss->id,
-                  max);
+        log_debug("connection %s sent a message over %zu bytes: closing with 1009", pss->id, max);
         lws_close_reason(pss->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          (unsigned char *)"message too large", 17);
         return -1;
@@ -253,7 +256,8 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
 int ws_callback_notify(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                        size_t len)
 {
-    const struct lws_protocols *chat = lws_vhost_name_to_protocol(lws_get_vhost(wsi), "parley-chat");
+    const struct lws_protocols *chat =
+        lws_vhost_name_to_protocol(lws_get_vhost(wsi), "parley-chat");
     struct per_vhost_data__chat *vhd =
         chat ? lws_protocol_vh_priv_get(lws_get_vhost(wsi), chat) : NULL;
     bool again = false;
@@ -264,7 +268,7 @@ int ws_callback_notify(struct lws *wsi, enum lws_callback_reasons reason, void *
         if (!vhd)
             break;
         for (int n = 0; n < 256; n++) { /* bounded: let other work run between bursts */
-            ev = notify_recv(vhd->notify_fd, &again);
+            ev = notify_recv(vhd->notify, &again);
             if (ev) {
                 if (!vhd->stopping)
                     notify_in_event(vhd, ev);

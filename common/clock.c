@@ -26,8 +26,10 @@ int64_t clock_mono_ms(void)
 
 void clock_iso8601(int64_t unix_ms, char out[CLOCK_ISO_LEN])
 {
-    time_t secs = (time_t)(unix_ms / 1000);
-    unsigned ms = (unsigned)(unix_ms % 1000);
+    /* floor division, so instants before 1970 keep a positive millisecond part */
+    int64_t ms_part = ((unix_ms % 1000) + 1000) % 1000;
+    time_t secs = (time_t)((unix_ms - ms_part) / 1000);
+    unsigned ms = (unsigned)ms_part;
     struct tm tm;
 
     gmtime_r(&secs, &tm);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -199,7 +200,7 @@ static int set_value(struct cfg *cfg, const struct cfg_option *o, const char *te
         double d;
         errno = 0;
         d = strtod(text, &end);
-        if (errno || end == text || *end || d < 0)
+        if (errno || end == text || *end || !isfinite(d) || d < 0)
             return -1;
         *(double *)field = d;
         return 0;
@@ -393,4 +394,22 @@ const char *cfg_model_name(const struct cfg *cfg)
         return strcmp(cfg->llm, "gemini") == 0 ? "gemini-2.0-flash" : "default";
     }
     return cfg->llm ? cfg->llm : "echo";
+}
+
+bool cfg_is_loopback(const char *bind)
+{
+    return strncmp(bind, "127.", 4) == 0 || strcmp(bind, "::1") == 0 ||
+           strcmp(bind, "localhost") == 0;
+}
+
+int cfg_check_protected(const struct cfg *cfg, int64_t active_keys)
+{
+    if (cfg_is_loopback(cfg->bind) || active_keys > 0 || cfg->insecure_no_auth)
+        return 0;
+    log_error("refusing to listen on %s with no API key: anyone who can reach this address "
+              "could read and write every session. Add a key with 'parley-rest keys add NAME' "
+              "(clients then send it), bind to 127.0.0.1, or, on a trusted network only, pass "
+              "--insecure-no-auth (PARLEY_INSECURE_NO_AUTH=1)",
+              cfg->bind);
+    return -1;
 }

@@ -90,6 +90,12 @@ void cfg_cleanup(struct cfg *cfg);
 /* The model name the assistant answers as: "echo", "none", or the LLM model. */
 const char *cfg_model_name(const struct cfg *cfg);
 
+/* Whether a --bind address is loopback only (127.0.0.0/8, ::1, localhost). */
+bool cfg_is_loopback(const char *bind);
+/* Protected mode: a server bound beyond loopback with no API key refuses to start unless
+ * --insecure-no-auth. Returns 0 to go on, or -1 after saying why and what to do. */
+int cfg_check_protected(const struct cfg *cfg, int64_t active_keys);
+
 /* Parses a byte size: "65536", "64K", "64KiB", "1M", "1MiB". Returns 0 or -1. */
 int cfg_parse_size(const char *s, int64_t *out);
 /* Parses a whole number in [min, max] with strtoll and an end check. Returns 0 or -1. */

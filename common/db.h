@@ -165,6 +165,10 @@ enum perr db_reply_queue_drop(struct db *db, int64_t message_id);
 /* ---- figures ---- */
 enum perr db_stats_read(struct db *db, struct db_stats *out);
 
+/* ---- API keys (db_keys.c) ---- */
+/* How many keys exist that are not revoked. */
+enum perr db_keys_active(struct db *db, int64_t *n);
+
 /* ---- the broker's live figures (db_live.c) ---- */
 /* Broker side: reset at start (forget every member count of a previous run). */
 enum perr db_live_reset(struct db *db, int pid, const char *model);

@@ -1,5 +1,6 @@
 /* db_messages: storing messages and replies, and reading history pages. */
 #include <stdio.h>
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -308,6 +309,7 @@ enum perr db_messages_page(struct db *db, const char *session_id, int limit, int
     sqlite3_stmt *st = db_stmt(db, sql);
     enum perr e;
 
+    assert(limit >= 0);
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
@@ -331,6 +333,7 @@ enum perr db_messages_since(struct db *db, const char *session_id, int64_t since
                               " WHERE session_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
     sqlite3_stmt *st = db_stmt(db, sql);
 
+    assert(limit >= 0);
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
@@ -347,6 +350,7 @@ enum perr db_messages_context(struct db *db, const char *session_id, int n,
     sqlite3_stmt *st = db_stmt(db, sql);
     enum perr e;
 
+    assert(n >= 0);
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);

@@ -1,4 +1,5 @@
 /* db_sessions: creating, reading, listing, deleting and clearing sessions. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,6 +142,7 @@ enum perr db_session_list(struct db *db, int limit, int offset, struct db_sessio
     size_t got = 0;
     int rc;
 
+    assert(limit >= 0);
     if (!st)
         return PERR_UNAVAILABLE;
     rc = sqlite3_step(st);

@@ -212,6 +212,7 @@ int main(int argc, char **argv)
     unsigned threads;
     sigset_t sigs;
     struct db *db = NULL;
+    int64_t keys = 0;
     int sig, rc = 1;
 
     switch (cfg_load(&srv.cfg, CFG_REST, "parley-rest", argc, argv)) {
@@ -239,6 +240,8 @@ int main(int argc, char **argv)
 
     /* Open once here so the schema is migrated before any request. */
     if (!(db = db_open(srv.cfg.db_path)) || bind_address(&srv.cfg, &addr) < 0)
+        goto out;
+    if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&srv.cfg, keys) < 0)
         goto out;
     if (pthread_key_create(&srv.db_key, close_thread_db) != 0 ||
         !(srv.router = router_new(&srv.cfg)))

@@ -115,7 +115,7 @@ void router_handle(struct router *r, struct db *db, const struct rt_request *req
     struct rt_ctx c = {.r = r, .db = db, .req = req, .res = res};
     const char *method = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
     char id[128];
-    bool path_known = false;
+    bool path_known = false, literal_known = false;
 
     memset(res, 0, sizeof *res);
     if (req->body_too_large) {
@@ -126,9 +126,12 @@ void router_handle(struct router *r, struct db *db, const struct rt_request *req
         goto out;
     }
     for (size_t i = 0; i < N_ROUTES; i++) {
-        if (!match(routes[i].pattern, req->path, id, sizeof id))
+        bool literal = !strstr(routes[i].pattern, "{id}");
+        /* A path a literal route names (/sessions/new) is never an {id}. */
+        if ((!literal && literal_known) || !match(routes[i].pattern, req->path, id, sizeof id))
             continue;
         path_known = true;
+        literal_known = literal_known || literal;
         if (strcmp(routes[i].method, method) != 0) {
             size_t n = strlen(res->allow);
             snprintf(res->allow + n, sizeof res->allow - n, "%s%s", n ? ", " : "",

@@ -1,0 +1,1251 @@
+/* test_db: the database layer on temporary files: opening and migrating, sessions,
+ * messages, replies and the reply queue, nested transactions and the broker's live
+ * figures. What the layer writes is checked through a second, plain sqlite3 connection
+ * where that is the only honest view (WAL, visibility before commit, cascades, FTS).
+ * Not a test of SQLite itself. */
+#include <dirent.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "db.h"
+#include "log.h"
+#include "unit.h"
+
+/* Generated from schema/ by tools/embed_schema.sh (build/gen/schema_sql.c). */
+extern const char *const parley_migrations[];
+extern const size_t parley_migrations_count;
+
+static char tmp_dir[] = "/tmp/parley-test-db-XXXXXX";
+static char path[512]; /* the current case's database file */
+
+/* ---- helpers ---- */
+
+static const char *root(void)
+{
+    const char *r = getenv("PARLEY_ROOT");
+    return r && *r ? r : ".";
+}
+
+/* Reads a whole file into a new malloc'd string (caller frees), or NULL. */
+static char *read_file(const char *p)
+{
+    FILE *f = fopen(p, "rb");
+    char *buf = NULL;
+    long n;
+
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)n + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = '\0';
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/* A fresh file name for this case in the temporary folder. */
+static const char *new_path(const char *name)
+{
+    snprintf(path, sizeof path, "%s/%s.db", tmp_dir, name);
+    return path;
+}
+
+static struct db *open_new(const char *name)
+{
+    return db_open(new_path(name));
+}
+
+/* Runs sql (several statements allowed) on a separate connection to path. 0 or -1. */
+static int side_exec(const char *p, const char *sql)
+{
+    sqlite3 *c = NULL;
+    char *err = NULL;
+    int rc = -1;
+
+    if (sqlite3_open_v2(p, &c, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) == SQLITE_OK &&
+        sqlite3_exec(c, sql, NULL, NULL, &err) == SQLITE_OK)
+        rc = 0;
+    if (err) {
+        fprintf(stderr, "side_exec: %s\n", err);
+        sqlite3_free(err);
+    }
+    sqlite3_close(c);
+    return rc;
+}
+
+/* The first column of the first row of sql on a separate connection, as an integer (-999
+ * when there is none) or as text into buf (when buf is not NULL). */
+static long long side_query(const char *p, const char *sql, const char *bind, char *buf,
+                            size_t size)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -999;
+
+    if (buf)
+        snprintf(buf, size, "(no row)");
+    if (sqlite3_open_v2(p, &c, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(c, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (bind)
+            sqlite3_bind_text(st, 1, bind, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            v = sqlite3_column_int64(st, 0);
+            if (buf)
+                snprintf(buf, size, "%s",
+                         sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0)
+                                                    : "(null)");
+        }
+    } else {
+        fprintf(stderr, "side_query: %s\n", c ? sqlite3_errmsg(c) : "no connection");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(c);
+    return v;
+}
+
+static long long side_int(const char *sql, const char *bind)
+{
+    return side_query(path, sql, bind, NULL, 0);
+}
+
+/* How many messages_fts rows match term. */
+static long long fts_hits(const char *term)
+{
+    return side_int("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?1", term);
+}
+
+/* Adds a message; returns its id, or -1 (the failure is recorded). */
+static int64_t add(struct db *db, const char *sid, const char *role, const char *content,
+                   const char *cmid, bool want_reply)
+{
+    struct db_message_in in = {.session_id = sid,
+                               .role = role,
+                               .content = content,
+                               .client_msg_id = cmid,
+                               .want_reply = want_reply};
+    struct db_message m;
+    bool dup;
+    int64_t count;
+    enum perr e = db_message_add(db, &in, &m, &dup, &count);
+
+    if (e) {
+        UNIT_FAIL("db_message_add(%s, \"%s\") returned %d", role, content, (int)e);
+        return -1;
+    }
+    int64_t id = m.id;
+    db_message_cleanup(&m);
+    return id;
+}
+
+/* The contents of a list joined with commas, into out. */
+static const char *contents(const struct db_message_list *l, char *out, size_t size)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < l->n && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s", i ? "," : "", l->v[i].content);
+    return out;
+}
+
+static void pause_ms(int ms)
+{
+    usleep((useconds_t)ms * 1000);
+}
+
+/* ---- opening and migrations ---- */
+
+static void open_empty(void)
+{
+    struct db *db = open_new("empty");
+    char mode[32];
+    glob_t g;
+    char pattern[600];
+
+    REQUIRE(db != NULL);
+    snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        EQ_INT(db_schema_version(), g.gl_pathc);
+        globfree(&g);
+    } else {
+        UNIT_FAIL("no schema files at %.400s", pattern);
+    }
+    EQ_INT(db_user_version(db), db_schema_version());
+    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version());
+    side_query(path, "PRAGMA journal_mode", NULL, mode, sizeof mode);
+    EQ_STR(mode, "wal");
+    EQ_INT(side_int("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'", NULL), 1);
+    EQ_INT(db_ping(db), PERR_OK);
+    db_close(db);
+    db_close(NULL);
+}
+
+/* Opening twice (a second process, or REST worker) leaves the file as it was. */
+static void open_twice(void)
+{
+    struct db *a = open_new("twice"), *b;
+    struct db_session s, *v = NULL;
+    size_t n = 0;
+    int64_t total = -1;
+
+    REQUIRE(a != NULL);
+    b = db_open(path);
+    REQUIRE(b != NULL);
+    EQ_INT(db_user_version(b), db_schema_version());
+    REQUIRE(db_session_create(a, "echo", "t", NULL, &s) == PERR_OK);
+    REQUIRE(db_session_list(b, 10, 0, &v, &n, &total) == PERR_OK);
+    EQ_INT(total, 1);
+    EQ_INT(n, 1);
+    if (n == 1)
+        EQ_STR(v[0].id, s.id);
+    db_session_list_free(v, n);
+    db_session_cleanup(&s);
+    db_close(a);
+    db_close(b);
+}
+
+static void embedded_match_files(void)
+{
+    glob_t g;
+    char pattern[600];
+
+    snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
+    REQUIRE(glob(pattern, 0, NULL, &g) == 0);
+    EQ_INT(parley_migrations_count, g.gl_pathc);
+    for (size_t i = 0; i < g.gl_pathc && i < parley_migrations_count; i++) {
+        char *text = read_file(g.gl_pathv[i]);
+        if (!text)
+            UNIT_FAIL("cannot read %s", g.gl_pathv[i]);
+        else if (strcmp(text, parley_migrations[i]) != 0)
+            UNIT_FAIL("parley_migrations[%zu] differs from %s", i, g.gl_pathv[i]);
+        free(text);
+    }
+    globfree(&g);
+}
+
+static void migrate_old(void)
+{
+    char file[600], got[128];
+    char *v1;
+    struct db *db;
+    struct db_session s;
+    struct db_message_list l = {0};
+    bool more = true;
+    int64_t id;
+
+    snprintf(file, sizeof file, "%s/schema/001_init.sql", root());
+    v1 = read_file(file);
+    REQUIRE(v1 != NULL);
+    new_path("old");
+    EQ_INT(side_exec(path, v1), 0);
+    free(v1);
+    EQ_INT(side_exec(path, "PRAGMA user_version = 1;"
+                           "INSERT INTO sessions VALUES ('00000000000000aa', 'old title', 'echo',"
+                           " NULL, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z', 1);"
+                           "INSERT INTO messages(session_id, role, content, created_at) VALUES"
+                           " ('00000000000000aa', 'user', 'hello from the aardvark schema',"
+                           " '2025-01-01T00:00:00.000Z');"),
+           0);
+    EQ_INT(side_int("PRAGMA user_version", NULL), 1);
+    EQ_INT(side_int("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'", NULL), 0);
+
+    db = db_open(path);
+    REQUIRE(db != NULL);
+    EQ_INT(db_user_version(db), db_schema_version());
+    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version());
+    REQUIRE(db_session_get(db, "00000000000000aa", &s) == PERR_OK);
+    EQ_STR(s.title, "old title");
+    EQ_INT(s.message_count, 1);
+    EQ_STR(s.updated_at, "2025-01-01T00:00:00.000Z");
+    db_session_cleanup(&s);
+    EQ_INT(db_messages_page(db, "00000000000000aa", 10, 0, &l, &more), PERR_OK);
+    EQ_STR(contents(&l, got, sizeof got), "hello from the aardvark schema");
+    EQ_INT(more, false);
+    db_message_list_cleanup(&l);
+    /* 002 indexed the rows already there, and its trigger indexes new ones */
+    EQ_INT(fts_hits("aardvark"), 1);
+    EQ_INT(side_int("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'aardvark'", NULL), 1);
+    id = add(db, "00000000000000aa", "user", "a zebra crossing", NULL, false);
+    EQ_INT(fts_hits("zebra"), 1);
+    EQ_INT(side_int("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'zebra'", NULL), id);
+    EQ_INT(fts_hits("giraffe"), 0);
+    db_close(db);
+
+    /* opening the migrated file again changes nothing */
+    db = db_open(path);
+    REQUIRE(db != NULL);
+    EQ_INT(db_user_version(db), db_schema_version());
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 2);
+    EQ_INT(fts_hits("aardvark OR zebra"), 2);
+    db_close(db);
+}
+
+static void refuse_newer(void)
+{
+    char sql[64];
+    struct db *db;
+
+    new_path("newer");
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", db_schema_version() + 1);
+    REQUIRE(side_exec(path, sql) == 0);
+    db = db_open(path);
+    EQ_INT(db == NULL, 1);
+    db_close(db);
+    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version() + 1);
+    EQ_INT(side_int("SELECT count(*) FROM sqlite_master WHERE name = 'sessions'", NULL), 0);
+}
+
+static void open_missing_folder(void)
+{
+    char p[600];
+    struct db *db;
+
+    snprintf(p, sizeof p, "%s/no/such/folder/x.db", tmp_dir);
+    db = db_open(p);
+    EQ_INT(db == NULL, 1);
+    db_close(db);
+}
+
+/* ---- sessions ---- */
+
+static void session_create_get(void)
+{
+    struct db *db = open_new("sessions");
+    struct db_session a, b, c;
+    struct db_stats st;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", "First", NULL, &a) == PERR_OK);
+    EQ_INT(clock_is_hex(a.id, DB_ID_HEX), 1);
+    EQ_STR(a.title, "First");
+    EQ_STR(a.model, "echo");
+    EQ_STR(a.channel, NULL);
+    EQ_INT(strlen(a.created_at), 24);
+    EQ_STR(a.updated_at, a.created_at);
+    EQ_INT(a.message_count, 0);
+    EQ_INT(a.clients, 0);
+
+    REQUIRE(db_session_get(db, a.id, &b) == PERR_OK);
+    EQ_STR(b.id, a.id);
+    EQ_STR(b.title, "First");
+    EQ_STR(b.model, "echo");
+    EQ_STR(b.channel, NULL);
+    EQ_STR(b.created_at, a.created_at);
+    EQ_STR(b.updated_at, a.created_at);
+    EQ_INT(b.message_count, 0);
+    EQ_INT(b.clients, 0);
+    db_session_cleanup(&b);
+
+    REQUIRE(db_session_create(db, "gpt", NULL, "lobby", &c) == PERR_OK);
+    CHECK(strcmp(c.id, a.id) != 0);
+    EQ_STR(c.title, NULL);
+    EQ_STR(c.channel, "lobby");
+    REQUIRE(db_session_by_channel(db, "lobby", &b) == PERR_OK);
+    EQ_STR(b.id, c.id);
+    EQ_STR(b.model, "gpt");
+    EQ_STR(b.title, NULL);
+    db_session_cleanup(&b);
+    EQ_INT(db_session_by_channel(db, "nowhere", &b), PERR_SESSION_NOT_FOUND);
+    EQ_INT(db_session_get(db, "0000000000000000", &b), PERR_SESSION_NOT_FOUND);
+
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.sessions_created, 2);
+    EQ_INT(st.messages_total, 0);
+    EQ_INT(st.replies_total, 0);
+    EQ_INT(st.reply_ms_total, 0);
+    db_session_cleanup(&a);
+    db_session_cleanup(&c);
+    db_session_cleanup(NULL);
+    db_close(db);
+}
+
+static void session_list(void)
+{
+    struct db *db = open_new("list");
+    struct db_session s1, s2, s3, *v = NULL;
+    size_t n = 99;
+    int64_t total = -1;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", "one", NULL, &s1) == PERR_OK);
+    pause_ms(3);
+    REQUIRE(db_session_create(db, "echo", "two", NULL, &s2) == PERR_OK);
+    pause_ms(3);
+    REQUIRE(db_session_create(db, "echo", "three", NULL, &s3) == PERR_OK);
+    pause_ms(3);
+    add(db, s1.id, "user", "bump one", NULL, false); /* one is now the newest */
+
+    REQUIRE(db_session_list(db, 10, 0, &v, &n, &total) == PERR_OK);
+    EQ_INT(total, 3);
+    REQUIRE(n == 3);
+    EQ_STR(v[0].id, s1.id);
+    EQ_STR(v[1].id, s3.id);
+    EQ_STR(v[2].id, s2.id);
+    EQ_STR(v[0].title, "one");
+    EQ_INT(v[0].message_count, 1);
+    EQ_INT(v[1].message_count, 0);
+    CHECK(strcmp(v[0].updated_at, v[0].created_at) > 0);
+    db_session_list_free(v, n);
+
+    REQUIRE(db_session_list(db, 2, 0, &v, &n, &total) == PERR_OK);
+    EQ_INT(total, 3);
+    REQUIRE(n == 2);
+    EQ_STR(v[0].id, s1.id);
+    EQ_STR(v[1].id, s3.id);
+    db_session_list_free(v, n);
+
+    REQUIRE(db_session_list(db, 2, 2, &v, &n, &total) == PERR_OK);
+    EQ_INT(total, 3);
+    REQUIRE(n == 1);
+    EQ_STR(v[0].id, s2.id);
+    db_session_list_free(v, n);
+
+    REQUIRE(db_session_list(db, 2, 5, &v, &n, &total) == PERR_OK);
+    EQ_INT(total, 3);
+    EQ_INT(n, 0);
+    db_session_list_free(v, n);
+    db_session_list_free(NULL, 0);
+
+    db_session_cleanup(&s1);
+    db_session_cleanup(&s2);
+    db_session_cleanup(&s3);
+    db_close(db);
+}
+
+/* Foreign keys are on: deleting a session removes its messages and queued replies. */
+static void session_delete_cascades(void)
+{
+    struct db *db = open_new("delete");
+    struct db_session s, keep, got;
+    struct db_message m;
+    int64_t id;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &keep) == PERR_OK);
+    id = add(db, s.id, "user", "doomed wombat", NULL, true);
+    add(db, s.id, "assistant", "doomed reply", NULL, false);
+    add(db, keep.id, "user", "kept", NULL, true);
+    EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 2);
+    EQ_INT(fts_hits("wombat"), 1);
+
+    EQ_INT(db_session_delete(db, s.id), PERR_OK);
+    EQ_INT(db_session_get(db, s.id, &got), PERR_SESSION_NOT_FOUND);
+    EQ_INT(db_message_get(db, id, &m), PERR_NOT_FOUND);
+    EQ_INT(side_int("SELECT count(*) FROM messages WHERE session_id = ?1", s.id), 0);
+    EQ_INT(side_int("SELECT count(*) FROM reply_queue WHERE session_id = ?1", s.id), 0);
+    EQ_INT(side_int("SELECT count(*) FROM messages WHERE session_id = ?1", keep.id), 1);
+    EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 1);
+    EQ_INT(fts_hits("wombat"), 0);
+    EQ_INT(db_session_delete(db, s.id), PERR_SESSION_NOT_FOUND);
+    EQ_INT(db_session_delete(db, "ffffffffffffffff"), PERR_SESSION_NOT_FOUND);
+    db_session_cleanup(&s);
+    db_session_cleanup(&keep);
+    db_close(db);
+}
+
+static void session_clear(void)
+{
+    struct db *db = open_new("clear");
+    struct db_session s, other, got;
+    struct db_stats st;
+    int64_t cleared = -1, last, next;
+    char before[CLOCK_ISO_LEN];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &other) == PERR_OK);
+    add(db, s.id, "user", "alpha platypus", NULL, true);
+    add(db, s.id, "assistant", "beta", NULL, false);
+    last = add(db, s.id, "user", "gamma", NULL, false);
+    add(db, other.id, "user", "other platypus", NULL, false);
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    memcpy(before, got.updated_at, sizeof before);
+    db_session_cleanup(&got);
+    pause_ms(3);
+
+    EQ_INT(db_session_clear(db, s.id, &cleared), PERR_OK);
+    EQ_INT(cleared, 3);
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 0);
+    CHECK(strcmp(got.updated_at, before) > 0);
+    db_session_cleanup(&got);
+    EQ_INT(side_int("SELECT count(*) FROM messages WHERE session_id = ?1", s.id), 0);
+    EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 0);
+    EQ_INT(fts_hits("platypus"), 1);
+    REQUIRE(db_session_get(db, other.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 1);
+    db_session_cleanup(&got);
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.messages_total, 1);
+
+    /* ids are never reused: `since` relies on it */
+    next = add(db, s.id, "user", "after clear", NULL, false);
+    CHECK(next > last + 1); /* other's message took last + 1 */
+
+    cleared = -1;
+    EQ_INT(db_session_clear(db, s.id, &cleared), PERR_OK);
+    EQ_INT(cleared, 1);
+    EQ_INT(db_session_clear(db, "ffffffffffffffff", &cleared), PERR_SESSION_NOT_FOUND);
+    db_session_cleanup(&s);
+    db_session_cleanup(&other);
+    db_close(db);
+}
+
+static void ids_not_reused(void)
+{
+    struct db *db = open_new("ids");
+    struct db_session s;
+    int64_t a, b, c;
+    int64_t cleared;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    a = add(db, s.id, "user", "1", NULL, false);
+    b = add(db, s.id, "user", "2", NULL, false);
+    EQ_INT(b, a + 1);
+    REQUIRE(db_session_clear(db, s.id, &cleared) == PERR_OK);
+    c = add(db, s.id, "user", "3", NULL, false);
+    EQ_INT(c, b + 1);
+    REQUIRE(db_session_delete(db, s.id) == PERR_OK);
+    db_session_cleanup(&s);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    EQ_INT(add(db, s.id, "user", "4", NULL, false), c + 1);
+    db_session_cleanup(&s);
+    db_close(db);
+
+    /* and not after reopening either */
+    db = db_open(path);
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_clear(db, s.id, &cleared) == PERR_OK);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 1);
+    EQ_INT(add(db, s.id, "user", "5", NULL, false), c + 2);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+/* ---- messages ---- */
+
+static void message_add_get(void)
+{
+    struct db *db = open_new("messages");
+    struct db_session s, got;
+    struct db_message_in in = {.role = "user",
+                               .content = "hello",
+                               .connection_id = "c-1",
+                               .client_msg_id = "cm-1",
+                               .thread_id = "t-1"};
+    struct db_message m, r;
+    bool dup = true;
+    int64_t count = -1;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    in.session_id = s.id;
+    pause_ms(3);
+    REQUIRE(db_message_add(db, &in, &m, &dup, &count) == PERR_OK);
+    EQ_INT(dup, false);
+    EQ_INT(count, 1);
+    CHECK(m.id > 0);
+    EQ_STR(m.session_id, s.id);
+    EQ_STR(m.role, "user");
+    EQ_STR(m.content, "hello");
+    EQ_STR(m.connection_id, "c-1");
+    EQ_STR(m.client_msg_id, "cm-1");
+    EQ_STR(m.thread_id, "t-1");
+    EQ_STR(m.status, NULL);
+    EQ_INT(strlen(m.created_at), 24);
+
+    REQUIRE(db_message_get(db, m.id, &r) == PERR_OK);
+    EQ_INT(r.id, m.id);
+    EQ_STR(r.session_id, s.id);
+    EQ_STR(r.role, "user");
+    EQ_STR(r.content, "hello");
+    EQ_STR(r.created_at, m.created_at);
+    EQ_STR(r.connection_id, "c-1");
+    EQ_STR(r.client_msg_id, "cm-1");
+    EQ_STR(r.thread_id, "t-1");
+    EQ_STR(r.status, NULL);
+    db_message_cleanup(&r);
+
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 1);
+    EQ_STR(got.updated_at, m.created_at);
+    CHECK(strcmp(got.updated_at, got.created_at) > 0);
+    db_session_cleanup(&got);
+
+    /* optional fields absent; the count goes on; NULL count pointer allowed */
+    in.connection_id = in.client_msg_id = in.thread_id = NULL;
+    in.role = "system";
+    in.content = "";
+    db_message_cleanup(&m);
+    REQUIRE(db_message_add(db, &in, &m, &dup, &count) == PERR_OK);
+    EQ_INT(count, 2);
+    EQ_STR(m.content, "");
+    REQUIRE(db_message_get(db, m.id, &r) == PERR_OK);
+    EQ_STR(r.role, "system");
+    EQ_STR(r.content, "");
+    EQ_STR(r.connection_id, NULL);
+    EQ_STR(r.client_msg_id, NULL);
+    EQ_STR(r.thread_id, NULL);
+    db_message_cleanup(&r);
+    db_message_cleanup(&m);
+    REQUIRE(db_message_add(db, &in, &m, NULL, NULL) == PERR_OK);
+    db_message_cleanup(&m);
+
+    EQ_INT(db_message_get(db, 999999, &r), PERR_NOT_FOUND);
+    db_session_cleanup(&s);
+    db_message_cleanup(NULL);
+    db_close(db);
+}
+
+/* A failed add leaves nothing behind: no row, no count bump. */
+static void message_add_failures(void)
+{
+    struct db *db = open_new("add_fail");
+    struct db_session s, got;
+    struct db_message_in in = {.session_id = "ffffffffffffffff", .role = "user", .content = "x"};
+    struct db_message m;
+    bool dup;
+    int64_t count = -1;
+
+    REQUIRE(db != NULL);
+    EQ_INT(db_message_add(db, &in, &m, &dup, &count), PERR_SESSION_NOT_FOUND);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    in.session_id = s.id;
+    in.role = "robot"; /* refused by the schema's CHECK */
+    EQ_INT(db_message_add(db, &in, &m, &dup, &count), PERR_UNAVAILABLE);
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 0);
+    EQ_STR(got.updated_at, got.created_at);
+    db_session_cleanup(&got);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 0);
+    /* the connection is still usable: no transaction was left open */
+    in.role = "user";
+    REQUIRE(db_message_add(db, &in, &m, &dup, &count) == PERR_OK);
+    EQ_INT(count, 1);
+    db_message_cleanup(&m);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 1);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+static void message_duplicate(void)
+{
+    struct db *db = open_new("dup");
+    struct db_session s, s2, got;
+    struct db_message_in in = {.role = "user", .content = "first", .client_msg_id = "abc"};
+    struct db_message m1, m2;
+    bool dup = true;
+    int64_t count = -1;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s2) == PERR_OK);
+    in.session_id = s.id;
+    REQUIRE(db_message_add(db, &in, &m1, &dup, &count) == PERR_OK);
+    EQ_INT(dup, false);
+    EQ_INT(count, 1);
+
+    in.content = "second try";
+    in.want_reply = true;
+    REQUIRE(db_message_add(db, &in, &m2, &dup, &count) == PERR_OK);
+    EQ_INT(dup, true);
+    EQ_INT(m2.id, m1.id);
+    EQ_STR(m2.content, "first");
+    EQ_STR(m2.client_msg_id, "abc");
+    EQ_STR(m2.created_at, m1.created_at);
+    EQ_INT(count, 1);
+    db_message_cleanup(&m2);
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 1);
+    db_session_cleanup(&got);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 1);
+    EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 0);
+
+    /* the same client id in another session is another message */
+    in.session_id = s2.id;
+    REQUIRE(db_message_add(db, &in, &m2, &dup, &count) == PERR_OK);
+    EQ_INT(dup, false);
+    CHECK(m2.id != m1.id);
+    EQ_INT(count, 1);
+    db_message_cleanup(&m2);
+
+    /* no client id: never a duplicate */
+    in.session_id = s.id;
+    in.client_msg_id = NULL;
+    in.want_reply = false;
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(db_message_add(db, &in, &m2, &dup, &count) == PERR_OK);
+        EQ_INT(dup, false);
+        EQ_INT(count, 2 + i);
+        db_message_cleanup(&m2);
+    }
+    db_message_cleanup(&m1);
+    db_session_cleanup(&s);
+    db_session_cleanup(&s2);
+    db_close(db);
+}
+
+static void messages_page(void)
+{
+    struct db *db = open_new("page");
+    struct db_session s, o;
+    struct db_message_list l = {0};
+    int64_t id[6];
+    bool more;
+    char got[256];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &o) == PERR_OK);
+    for (int i = 1; i <= 5; i++) {
+        char c[8];
+        snprintf(c, sizeof c, "m%d", i);
+        id[i] = add(db, s.id, "user", c, NULL, false);
+        add(db, o.id, "user", "other", NULL, false); /* interleaved, never listed */
+    }
+    static const struct {
+        int limit;
+        int before; /* index into id[], 0: none */
+        const char *want;
+        bool more;
+    } rows[] = {
+        {2, 0, "m4,m5", true},       {2, 4, "m2,m3", true},
+        {2, 2, "m1", false},         {5, 0, "m1,m2,m3,m4,m5", false},
+        {4, 0, "m2,m3,m4,m5", true}, {10, 0, "m1,m2,m3,m4,m5", false},
+        {10, 1, "", false},          {1, 5, "m4", true},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(rows); i++) {
+        more = !rows[i].more;
+        if (db_messages_page(db, s.id, rows[i].limit, rows[i].before ? id[rows[i].before] : 0, &l,
+                             &more) != PERR_OK) {
+            UNIT_FAIL("row %zu: db_messages_page failed", i);
+            continue;
+        }
+        if (strcmp(contents(&l, got, sizeof got), rows[i].want) != 0 || more != rows[i].more)
+            UNIT_FAIL("limit %d before m%d: got \"%s\" has_more %d, want \"%s\" has_more %d",
+                      rows[i].limit, rows[i].before, got, more, rows[i].want, rows[i].more);
+        for (size_t k = 1; k < l.n; k++)
+            CHECK(l.v[k].id > l.v[k - 1].id);
+        db_message_list_cleanup(&l);
+    }
+    REQUIRE(db_messages_page(db, "0000000000000000", 10, 0, &l, &more) == PERR_OK);
+    EQ_INT(l.n, 0);
+    EQ_INT(more, false);
+    db_message_list_cleanup(&l);
+    db_session_cleanup(&s);
+    db_session_cleanup(&o);
+    db_close(db);
+}
+
+static void messages_since(void)
+{
+    struct db *db = open_new("since");
+    struct db_session s, o;
+    struct db_message_list l = {0};
+    int64_t id[6];
+    char got[256];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &o) == PERR_OK);
+    id[0] = 0;
+    for (int i = 1; i <= 5; i++) {
+        char c[8];
+        snprintf(c, sizeof c, "m%d", i);
+        add(db, o.id, "user", "other", NULL, false);
+        id[i] = add(db, s.id, "user", c, NULL, false);
+    }
+    static const struct {
+        int since; /* index into id[] */
+        int limit;
+        const char *want;
+    } rows[] = {
+        {2, 10, "m3,m4,m5"}, {2, 2, "m3,m4"}, {5, 10, ""}, {0, 10, "m1,m2,m3,m4,m5"}, {0, 1, "m1"},
+    };
+    for (size_t i = 0; i < UNIT_COUNT(rows); i++) {
+        if (db_messages_since(db, s.id, id[rows[i].since], rows[i].limit, &l) != PERR_OK) {
+            UNIT_FAIL("row %zu: db_messages_since failed", i);
+            continue;
+        }
+        if (strcmp(contents(&l, got, sizeof got), rows[i].want) != 0)
+            UNIT_FAIL("since m%d limit %d: got \"%s\", want \"%s\"", rows[i].since, rows[i].limit,
+                      got, rows[i].want);
+        db_message_list_cleanup(&l);
+    }
+    db_session_cleanup(&s);
+    db_session_cleanup(&o);
+    db_close(db);
+}
+
+static void messages_context(void)
+{
+    struct db *db = open_new("context");
+    struct db_session s;
+    struct db_message_list l = {0};
+    char got[256];
+    static const char *const roles[] = {"user", "assistant", "system", "event",
+                                        "user", "assistant", "event"};
+    static const char *const texts[] = {"u1", "a1", "sys", "ev1", "u2", "a2", "ev2"};
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    for (size_t i = 0; i < UNIT_COUNT(roles); i++)
+        add(db, s.id, roles[i], texts[i], NULL, false);
+    static const struct {
+        int n;
+        const char *want;
+    } rows[] = {{3, "a1,u2,a2"}, {10, "u1,a1,u2,a2"}, {1, "a2"}, {4, "u1,a1,u2,a2"}};
+    for (size_t i = 0; i < UNIT_COUNT(rows); i++) {
+        if (db_messages_context(db, s.id, rows[i].n, &l) != PERR_OK) {
+            UNIT_FAIL("n %d: db_messages_context failed", rows[i].n);
+            continue;
+        }
+        if (strcmp(contents(&l, got, sizeof got), rows[i].want) != 0)
+            UNIT_FAIL("n %d: got \"%s\", want \"%s\"", rows[i].n, got, rows[i].want);
+        db_message_list_cleanup(&l);
+    }
+    db_message_list_cleanup(&l);
+    db_message_list_cleanup(NULL);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+/* ---- replies and the reply queue ---- */
+
+static void reply_queue_and_add(void)
+{
+    struct db *db = open_new("reply");
+    struct db_session s;
+    struct db_message_list q = {0};
+    struct db_message m;
+    struct db_stats st;
+    int64_t u1, u2, count = -1;
+    char reasoning[64];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    u1 = add(db, s.id, "user", "question one", NULL, true);
+    add(db, s.id, "user", "no reply wanted", NULL, false);
+    u2 = add(db, s.id, "user", "question two", NULL, true);
+
+    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(q.n == 2);
+    EQ_INT(q.v[0].id, u1);
+    EQ_INT(q.v[1].id, u2);
+    EQ_STR(q.v[0].session_id, s.id);
+    EQ_STR(q.v[0].content, "question one");
+    db_message_list_cleanup(&q);
+
+    struct db_reply_in r = {.session_id = s.id,
+                            .content = "answer one",
+                            .model = "echo",
+                            .status = "complete",
+                            .reasoning = "thought about it",
+                            .prompt_tokens = 12,
+                            .completion_tokens = -1,
+                            .duration_ms = 250,
+                            .reply_to = u1};
+    REQUIRE(db_reply_add(db, &r, &m, &count) == PERR_OK);
+    EQ_INT(count, 4);
+    CHECK(m.id > u2);
+    EQ_STR(m.role, "assistant");
+    EQ_STR(m.content, "answer one");
+    EQ_STR(m.status, "complete");
+    EQ_STR(m.session_id, s.id);
+    EQ_STR(m.client_msg_id, NULL);
+    EQ_INT(side_int("SELECT prompt_tokens FROM messages WHERE role = 'assistant'", NULL), 12);
+    EQ_INT(
+        side_int("SELECT completion_tokens IS NULL FROM messages WHERE role = 'assistant'", NULL),
+        1);
+    EQ_INT(side_int("SELECT duration_ms FROM messages WHERE role = 'assistant'", NULL), 250);
+    side_query(path, "SELECT reasoning || '/' || model FROM messages WHERE role = 'assistant'",
+               NULL, reasoning, sizeof reasoning);
+    EQ_STR(reasoning, "thought about it/echo");
+    db_message_cleanup(&m);
+
+    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(q.n == 1);
+    EQ_INT(q.v[0].id, u2);
+    db_message_list_cleanup(&q);
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.replies_total, 1);
+    EQ_INT(st.reply_ms_total, 250);
+    EQ_INT(st.messages_total, 4);
+    EQ_INT(st.sessions_created, 1);
+
+    /* a second reply, ending in error, to the other question */
+    r.content = "partial";
+    r.status = "error";
+    r.error = "upstream timed out";
+    r.reasoning = NULL;
+    r.duration_ms = 1000;
+    r.reply_to = u2;
+    REQUIRE(db_reply_add(db, &r, &m, NULL) == PERR_OK);
+    EQ_STR(m.status, "error");
+    db_message_cleanup(&m);
+    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    EQ_INT(q.n, 0);
+    db_message_list_cleanup(&q);
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.replies_total, 2);
+    EQ_INT(st.reply_ms_total, 1250);
+    EQ_INT(st.messages_total, 5);
+
+    /* a reply answering nothing queued (reply_to 0) still counts */
+    r.reply_to = 0;
+    r.status = "stopped";
+    r.duration_ms = 5;
+    REQUIRE(db_reply_add(db, &r, &m, &count) == PERR_OK);
+    EQ_INT(count, 6);
+    db_message_cleanup(&m);
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.replies_total, 3);
+    EQ_INT(st.reply_ms_total, 1255);
+
+    /* clearing the history keeps the counters: they outlive rows */
+    int64_t cleared;
+    REQUIRE(db_session_clear(db, s.id, &cleared) == PERR_OK);
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.replies_total, 3);
+    EQ_INT(st.messages_total, 0);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+static void reply_queue_drop(void)
+{
+    struct db *db = open_new("drop");
+    struct db_session s;
+    struct db_message_list q = {0};
+    int64_t a, b;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    a = add(db, s.id, "user", "a", NULL, true);
+    b = add(db, s.id, "user", "b", NULL, true);
+    EQ_INT(db_reply_queue_drop(db, a), PERR_OK);
+    EQ_INT(db_reply_queue_drop(db, a), PERR_OK); /* already gone: still fine */
+    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(q.n == 1);
+    EQ_INT(q.v[0].id, b);
+    db_message_list_cleanup(&q);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+/* ---- transactions ---- */
+
+static void tx_nested(void)
+{
+    struct db *db = open_new("tx");
+    struct db_session a, b, c, got;
+    struct db_stats st;
+
+    REQUIRE(db != NULL);
+    db_tx_rollback(db); /* depth 0: nothing to do */
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", "A", NULL, &a) == PERR_OK);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", "B", NULL, &b) == PERR_OK);
+    add(db, b.id, "user", "in b", NULL, false);
+    db_tx_rollback(db); /* the inner one only */
+    REQUIRE(db_session_create(db, "echo", "C", NULL, &c) == PERR_OK);
+    /* nothing is visible to another connection before the outer commit */
+    EQ_INT(side_int("SELECT count(*) FROM sessions", NULL), 0);
+    EQ_INT(db_tx_commit(db), PERR_OK);
+
+    EQ_INT(side_int("SELECT count(*) FROM sessions", NULL), 2);
+    EQ_INT(db_session_get(db, a.id, &got), PERR_OK);
+    db_session_cleanup(&got);
+    EQ_INT(db_session_get(db, b.id, &got), PERR_SESSION_NOT_FOUND);
+    EQ_INT(db_session_get(db, c.id, &got), PERR_OK);
+    db_session_cleanup(&got);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 0);
+    REQUIRE(db_stats_read(db, &st) == PERR_OK);
+    EQ_INT(st.sessions_created, 2); /* B's count went with it */
+
+    /* three deep: commit the innermost, roll back the middle, commit the outer */
+    db_session_cleanup(&b);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", "D", NULL, &b) == PERR_OK);
+    EQ_INT(db_tx_commit(db), PERR_OK);
+    db_tx_rollback(db);
+    EQ_INT(db_tx_commit(db), PERR_OK);
+    EQ_INT(db_session_get(db, b.id, &got), PERR_SESSION_NOT_FOUND);
+    EQ_INT(side_int("SELECT count(*) FROM sessions", NULL), 2);
+
+    /* an outer rollback discards what the inner ones committed */
+    db_session_cleanup(&b);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", "E", NULL, &b) == PERR_OK);
+    add(db, a.id, "user", "in a", NULL, false);
+    db_tx_rollback(db);
+    EQ_INT(db_session_get(db, b.id, &got), PERR_SESSION_NOT_FOUND);
+    REQUIRE(db_session_get(db, a.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 0);
+    db_session_cleanup(&got);
+
+    /* and the connection works normally afterwards, outside any transaction */
+    add(db, a.id, "user", "after", NULL, false);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 1);
+    db_session_cleanup(&a);
+    db_session_cleanup(&b);
+    db_session_cleanup(&c);
+    db_close(db);
+}
+
+/* A failing write inside the caller's transaction rolls back only itself. */
+static void tx_inner_failure_keeps_outer(void)
+{
+    struct db *db = open_new("tx_fail");
+    struct db_session s, got;
+    struct db_message_in bad = {.role = "robot", .content = "x"};
+    struct db_message m;
+    bool dup;
+    int64_t count;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    bad.session_id = s.id;
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    add(db, s.id, "user", "kept", NULL, false);
+    EQ_INT(db_message_add(db, &bad, &m, &dup, &count), PERR_UNAVAILABLE);
+    add(db, s.id, "user", "kept too", NULL, false);
+    EQ_INT(db_tx_commit(db), PERR_OK);
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 2);
+    db_session_cleanup(&got);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 2);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+/* A person holding a read transaction open in the sqlite3 shell stalls nothing (WAL). */
+static void reader_does_not_stall(void)
+{
+    struct db *db = open_new("reader");
+    struct db_session s, got;
+    sqlite3 *shell = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t t0;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    add(db, s.id, "user", "before", NULL, false);
+    REQUIRE(sqlite3_open_v2(path, &shell, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
+    CHECK(sqlite3_exec(shell, "BEGIN", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(shell, "SELECT count(*) FROM messages", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1);
+    sqlite3_reset(st);
+
+    t0 = clock_mono_ms();
+    for (int i = 0; i < 20; i++)
+        add(db, s.id, "user", "while a reader waits", NULL, i % 2 == 0);
+    EQ_INT(db_session_clear(db, s.id, &(int64_t){0}), PERR_OK);
+    add(db, s.id, "user", "after clear", NULL, false);
+    CHECK(clock_mono_ms() - t0 < 2000); /* the busy timeout is 5 s: nobody waited on it */
+    /* the reader still sees its snapshot */
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1);
+    sqlite3_finalize(st);
+    sqlite3_exec(shell, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(shell);
+    REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
+    EQ_INT(got.message_count, 1);
+    db_session_cleanup(&got);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
+/* ---- the broker's live figures ---- */
+
+static int64_t clients_of(struct db *db, const char *id)
+{
+    struct db_session s;
+    int64_t n;
+
+    if (db_session_get(db, id, &s) != PERR_OK)
+        return -1;
+    n = s.clients;
+    db_session_cleanup(&s);
+    return n;
+}
+
+static void live(void)
+{
+    struct db *db = open_new("live");
+    struct db_session s1, s2, *v = NULL;
+    struct db_live lv;
+    size_t n;
+    int64_t total, t0, now;
+    char model[32];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s1) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s2) == PERR_OK);
+
+    /* no broker has ever run */
+    lv.up = true;
+    lv.connections = lv.active_sessions = lv.heartbeat_ms = 7;
+    EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
+    EQ_INT(lv.up, false);
+    EQ_INT(lv.connections, 0);
+    EQ_INT(lv.active_sessions, 0);
+    EQ_INT(lv.heartbeat_ms, 0);
+
+    t0 = clock_now_ms();
+    REQUIRE(db_live_reset(db, 4242, "echo") == PERR_OK);
+    now = clock_now_ms();
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.up, true);
+    EQ_INT(lv.connections, 0);
+    EQ_INT(lv.active_sessions, 0);
+    CHECK(lv.heartbeat_ms >= t0 && lv.heartbeat_ms <= now);
+    EQ_INT(side_int("SELECT pid FROM broker_state", NULL), 4242);
+    side_query(path, "SELECT model FROM broker_state", NULL, model, sizeof model);
+    EQ_STR(model, "echo");
+
+    struct db_live_member m[] = {{s1.id, 2}, {s2.id, 1}};
+    now = clock_now_ms();
+    REQUIRE(db_live_publish(db, now, 5, m, 2) == PERR_OK);
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.up, true);
+    EQ_INT(lv.connections, 5);
+    EQ_INT(lv.active_sessions, 2);
+    EQ_INT(lv.heartbeat_ms, now);
+    EQ_INT(clients_of(db, s1.id), 2);
+    EQ_INT(clients_of(db, s2.id), 1);
+    REQUIRE(db_session_list(db, 10, 0, &v, &n, &total) == PERR_OK);
+    EQ_INT(n, 2);
+    EQ_INT(n == 2 ? v[0].clients + v[1].clients : -1, 3);
+    db_session_list_free(v, n);
+
+    /* a count of 0 removes the member row */
+    struct db_live_member gone[] = {{s2.id, 0}};
+    now = clock_now_ms();
+    REQUIRE(db_live_publish(db, now, 4, gone, 1) == PERR_OK);
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.connections, 4);
+    EQ_INT(lv.active_sessions, 1);
+    EQ_INT(clients_of(db, s1.id), 2);
+    EQ_INT(clients_of(db, s2.id), 0);
+    EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 1);
+
+    /* a heartbeat 10 s old: the broker is down, every figure reads 0 */
+    now = clock_now_ms();
+    REQUIRE(db_live_publish(db, now - 10000, 7, NULL, 0) == PERR_OK);
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.up, false);
+    EQ_INT(lv.connections, 0);
+    EQ_INT(lv.active_sessions, 0);
+    EQ_INT(lv.heartbeat_ms, now - 10000);
+    EQ_INT(clients_of(db, s1.id), 0);
+    /* fresh means within DB_LIVE_FRESH_MS, inclusive */
+    EQ_INT(db_live_read(db, now - 10000 + DB_LIVE_FRESH_MS, &lv), PERR_OK);
+    EQ_INT(lv.up, true);
+    EQ_INT(lv.connections, 7);
+    EQ_INT(lv.active_sessions, 1);
+    EQ_INT(db_live_read(db, now - 10000 + DB_LIVE_FRESH_MS + 1, &lv), PERR_OK);
+    EQ_INT(lv.up, false);
+    EQ_INT(lv.connections, 0);
+
+    /* fresh again: the member counts come back */
+    now = clock_now_ms();
+    REQUIRE(db_live_publish(db, now, 3, NULL, 0) == PERR_OK);
+    EQ_INT(clients_of(db, s1.id), 2);
+
+    /* clean shutdown */
+    EQ_INT(db_live_down(db), PERR_OK);
+    EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
+    EQ_INT(lv.up, false);
+    EQ_INT(lv.connections, 0);
+    EQ_INT(lv.heartbeat_ms, 0);
+    EQ_INT(clients_of(db, s1.id), 0);
+
+    /* a new broker forgets the old member counts */
+    REQUIRE(db_live_reset(db, 4343, NULL) == PERR_OK);
+    EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
+    EQ_INT(lv.up, true);
+    EQ_INT(lv.active_sessions, 0);
+    EQ_INT(clients_of(db, s1.id), 0);
+    EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 0);
+    EQ_INT(side_int("SELECT pid FROM broker_state", NULL), 4343);
+    EQ_INT(side_int("SELECT model IS NULL FROM broker_state", NULL), 1);
+    db_session_cleanup(&s1);
+    db_session_cleanup(&s2);
+    db_close(db);
+}
+
+/* Removes the temporary folder and what the cases left in it. */
+static void remove_tmp(void)
+{
+    DIR *d = opendir(tmp_dir);
+    struct dirent *e;
+    char p[1024];
+
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", tmp_dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(tmp_dir);
+}
+
+static const struct unit_case cases[] = {
+    {"open an empty file: newest schema, WAL, ping", open_empty},
+    {"open the same file twice", open_twice},
+    {"embedded migrations are the schema/*.sql files", embedded_match_files},
+    {"a version 1 file migrates, keeps its data and becomes searchable", migrate_old},
+    {"a file newer than this binary is refused and left alone", refuse_newer},
+    {"a file in a missing folder is refused", open_missing_folder},
+    {"session create, get, by channel, not found", session_create_get},
+    {"session list: newest updated first, total, limit and offset", session_list},
+    {"session delete cascades to messages, queue and search (foreign keys on)",
+     session_delete_cascades},
+    {"session clear counts, empties and keeps other sessions", session_clear},
+    {"message ids are never reused (clear, delete, reopen)", ids_not_reused},
+    {"message add and get round-trip every field", message_add_get},
+    {"a failed message add leaves nothing behind", message_add_failures},
+    {"client_msg_id duplicates return the stored message", message_duplicate},
+    {"db_messages_page: limit, before, has_more", messages_page},
+    {"db_messages_since: after an id, ascending, limited", messages_since},
+    {"db_messages_context: last n user/assistant, ascending", messages_context},
+    {"reply queue and db_reply_add with counters", reply_queue_and_add},
+    {"db_reply_queue_drop", reply_queue_drop},
+    {"nested transactions: inner rollback keeps outer work", tx_nested},
+    {"a failed write inside a transaction keeps the outer work", tx_inner_failure_keeps_outer},
+    {"an open read transaction elsewhere stalls no write", reader_does_not_stall},
+    {"live figures: reset, publish, stale heartbeat, down", live},
+};
+
+int main(void)
+{
+    int rc;
+
+    log_init("test_db", LOG_LEVEL_WARN);
+    if (!mkdtemp(tmp_dir)) {
+        printf("not ok - mkdtemp: %s\n", tmp_dir);
+        return 1;
+    }
+    rc = unit_run(cases, UNIT_COUNT(cases));
+    remove_tmp();
+    return rc;
+}
