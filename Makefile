@@ -17,7 +17,7 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	python3 python3-websockets wrk curl
 
 PKGS := libmicrohttpd jansson sqlite3
-BROKER_PKGS := libwebsockets jansson sqlite3
+BROKER_PKGS := libwebsockets libcurl jansson sqlite3
 CC ?= cc
 CSTD := -std=c11 -D_GNU_SOURCE
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -39,8 +39,8 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_static.c \
 	rest/main_mhd.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
-	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/notify_in.c broker/dbq.c \
-	broker/map.c
+	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
+	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c
 UNIT_TESTS := test_config test_clock test_db test_notify
 
 SCHEMA := $(sort $(wildcard schema/*.sql))

@@ -12,7 +12,9 @@ const struct asst_driver *asst_driver_for(const char *llm)
 {
     if (strcmp(llm, "echo") == 0)
         return &asst_echo;
-    return NULL; /* none (openai and gemini arrive with their drivers) */
+    if (strcmp(llm, "openai") == 0 || strcmp(llm, "gemini") == 0)
+        return &asst_llm;
+    return NULL; /* none */
 }
 
 static void reply_free(struct reply *r)
@@ -20,7 +22,17 @@ static void reply_free(struct reply *r)
     if (!r)
         return;
     free(r->text);
+    free(r->model);
+    free(r->reasoning);
     free(r);
+}
+
+/* The loop is shutting down or the session is gone: forget r without a word. */
+static void drop(struct reply *r)
+{
+    if (!r->aborted && r->s->reply == r)
+        r->s->reply = NULL; /* asst_abort already detached an aborted reply */
+    reply_free(r);
 }
 
 /* Sends ev (steals it) to every member of the reply's session. */
@@ -75,7 +87,7 @@ static void load_done(struct dbjob *job)
     const struct asst_driver *drv = r->vhd->driver;
 
     if (r->aborted || r->vhd->stopping) {
-        reply_free(r); /* detached from its session by asst_abort */
+        drop(r);
     } else if (job->err) {
         /* The message was deleted (history cleared) or the database failed: skip it. */
         log_warn("no reply to message %lld in session %s: %s", (long long)r->reply_to, r->s->id,
@@ -118,6 +130,7 @@ static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
     r->vhd = vhd;
     r->s = s;
     r->state = REPLY_LOADING;
+    r->prompt_tokens = r->completion_tokens = -1;
     r->reply_to = s->pending[0];
     memmove(s->pending, s->pending + 1, --s->n_pending * sizeof *s->pending);
     s->reply = r;
@@ -179,6 +192,20 @@ void reply_chunk(struct reply *r, const char *text, size_t len)
                            "chunk_number", (json_int_t)r->chunks, "is_final", 0));
 }
 
+void reply_reasoning(struct reply *r, const char *text, size_t len)
+{
+    char *grown;
+
+    if (r->state != REPLY_STREAMING || len == 0)
+        return;
+    if (!(grown = realloc(r->reasoning, r->reasoning_len + len + 1)))
+        return;
+    memcpy(grown + r->reasoning_len, text, len);
+    r->reasoning_len += len;
+    grown[r->reasoning_len] = '\0';
+    r->reasoning = grown;
+}
+
 /* ---- STORING ---- */
 
 struct store_job {
@@ -208,8 +235,9 @@ static void store_run(struct dbjob *job, struct db *db)
                              .model = j->model,
                              .status = j->status,
                              .error = j->error,
-                             .prompt_tokens = -1,
-                             .completion_tokens = -1,
+                             .reasoning = r->reasoning,
+                             .prompt_tokens = r->prompt_tokens,
+                             .completion_tokens = r->completion_tokens,
                              .duration_ms = j->duration_ms,
                              .reply_to = r->reply_to};
     job->err = db_reply_add(db, &in, &j->stored, &j->message_count);
@@ -221,7 +249,7 @@ static void store_done(struct dbjob *job)
     struct reply *r = j->r;
 
     if (r->aborted || r->vhd->stopping) {
-        reply_free(r);
+        drop(r);
     } else {
         if (job->err)
             log_error("reply %s in session %s was not stored: %s", r->response_id, r->s->id,
@@ -274,7 +302,7 @@ void reply_end(struct reply *r, const char *status, const char *error)
     snprintf(j->status, sizeof j->status, "%s", failed ? "incomplete" : status);
     j->store = r->len > 0 || !failed;
     j->error = error ? strdup(error) : NULL;
-    j->model = strdup(r->s->model);
+    j->model = strdup(r->model ? r->model : r->s->model);
     j->duration_ms = clock_mono_ms() - r->started_mono;
     j->job.run = store_run;
     j->job.done = store_done;

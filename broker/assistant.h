@@ -26,6 +26,12 @@ struct reply {
     int64_t started_mono;
     bool begun; /* response_start was sent */
     void *drv;  /* the driver's state */
+    /* what the driver learns, stored with the reply */
+    char *model;     /* the model asked, NULL: the session's */
+    char *reasoning; /* reasoning text kept apart from the reply */
+    size_t reasoning_len;
+    int64_t prompt_tokens; /* -1 when unknown */
+    int64_t completion_tokens;
 };
 
 struct asst_driver {
@@ -40,6 +46,14 @@ struct asst_driver {
 };
 
 extern const struct asst_driver asst_echo;
+extern const struct asst_driver asst_llm;
+
+/* ---- asst_llm.c ---- */
+/* Starts (or, at shutdown, stops) the HTTP thread when --llm is openai or gemini. */
+int asst_llm_init(struct per_vhost_data__chat *vhd);
+void asst_llm_cleanup(struct per_vhost_data__chat *vhd);
+/* Hands the HTTP thread's events to their replies (loop thread, on wake-up). */
+void asst_llm_poll(struct per_vhost_data__chat *vhd);
 
 /* The driver for --llm, or NULL for "none". */
 const struct asst_driver *asst_driver_for(const char *llm);
@@ -56,6 +70,8 @@ void asst_reconcile(struct per_vhost_data__chat *vhd);
 
 /* ---- the driver side (loop thread) ---- */
 void reply_chunk(struct reply *r, const char *text, size_t len);
+/* Keeps reasoning text apart from the reply: stored, never sent as chunks. */
+void reply_reasoning(struct reply *r, const char *text, size_t len);
 /* Ends the reply: status "complete", "stopped" or "error" (error says why, for people). */
 void reply_end(struct reply *r, const char *status, const char *error);
 

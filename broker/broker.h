@@ -35,6 +35,7 @@ struct live_session;
 struct reply;
 struct dbq;
 struct map;
+struct llm_http;
 
 /* ---- frames and queues (fanout.c) ---- */
 
@@ -106,6 +107,9 @@ struct per_vhost_data__chat {
     bool publishing;                /* a live-figures job is in flight */
     bool stopping;                  /* shutting down: no new work */
     const struct asst_driver *driver;
+    struct llm_http *llm;    /* the HTTP thread, with --llm openai or gemini */
+    struct map *llm_replies; /* request id (decimal) -> struct reply */
+    uint64_t llm_next_id;
 };
 
 /* ---- fanout.c ---- */

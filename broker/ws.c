@@ -90,6 +90,8 @@ static int vhost_init(struct lws *wsi)
         log_error("cannot add the notification socket to the event loop");
         return -1;
     }
+    if (asst_llm_init(vhd) < 0)
+        return -1;
     lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
     asst_reconcile(vhd);
     init->vhd = vhd;
@@ -105,7 +107,8 @@ static void vhost_destroy(struct per_vhost_data__chat *vhd)
     dbq_stop(vhd->dbq); /* normally already stopped by main */
     vhd->dbq = NULL;
     if (vhd->sessions)
-        map_each(vhd->sessions, free_session, vhd);
+        map_each(vhd->sessions, free_session, vhd); /* cancels transfers under way */
+    asst_llm_cleanup(vhd);
     map_free(vhd->sessions);
     map_free(vhd->conns);
     for (size_t i = 0; i < vhd->n_dirty; i++)
@@ -243,9 +246,11 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return -1;
         }
         return fanout_write(pss);
-    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* another thread has work for the loop */
         if (vhd && vhd->dbq)
             dbq_complete(vhd->dbq);
+        if (vhd)
+            asst_llm_poll(vhd);
         break;
     default:
         break;

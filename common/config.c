@@ -72,6 +72,8 @@ static const struct cfg_option cfg_options[] = {
      "stored messages sent as context"},
     {"llm-timeout-s", NULL, NULL, T_INT, OFF(llm_timeout_s), "120", 1, 86400, CFG_BROKER, "S",
      "longest a whole reply may take"},
+    {"llm-idle-timeout-s", NULL, NULL, T_INT, OFF(llm_idle_timeout_s), "30", 1, 86400, CFG_BROKER,
+     "S", "longest silence before the first token or between tokens"},
     {"templates-dir", NULL, NULL, T_STR, OFF(templates_dir), NULL, 0, 0, CFG_BROKER, "DIR",
      "prompt templates, one NAME.txt system prompt each"},
     {"max-message-size", NULL, NULL, T_SIZE, OFF(max_message_size), "64KiB", 16, 16777216, SRV,

@@ -50,6 +50,7 @@ struct cfg {
     char *system_prompt;
     int context_messages;
     int llm_timeout_s;
+    int llm_idle_timeout_s;
     char *templates_dir;
     /* limits */
     int64_t max_message_size;
