@@ -13,11 +13,12 @@ VERSION := 0.1.0
 # Debian 12 packages: build, run, test and bench.
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libjansson-dev \
-	libcurl4-openssl-dev libsqlite3-dev sqlite3 libuv1-dev \
-	python3 python3-websockets wrk curl
+	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev \
+	python3 python3-websockets wrk curl \
+	nginx lighttpd apache2 spawn-fcgi openssl
 
-PKGS := libmicrohttpd jansson sqlite3
-BROKER_PKGS := libwebsockets libcurl jansson sqlite3
+PKGS := libmicrohttpd jansson sqlite3 libcrypto
+BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libcrypto
 CC ?= cc
 CSTD := -std=c11 -D_GNU_SOURCE
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -35,12 +36,14 @@ ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
-	common/notify.c build/gen/schema_sql.c
+	common/auth.c common/notify.c build/gen/schema_sql.c
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_static.c \
-	rest/main_mhd.c
+	rest/keys_cmd.c rest/main_mhd.c
+FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
-	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c
+	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
+	broker/access.c broker/envelope.c
 UNIT_TESTS := test_config test_clock test_db test_notify
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
@@ -48,7 +51,7 @@ SCHEMA := $(sort $(wildcard schema/*.sql))
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
 .PHONY: all deps run test test-release test-asan bench format format-check clean asan
-BINS := parley-rest parley-broker
+BINS := parley-rest parley-broker parley-fcgi
 all: $(addprefix bin/,$(BINS))
 
 # ---- dependencies --------------------------------------------------------------
@@ -82,6 +85,10 @@ bin/parley-broker: $(call objs,$(REL_DIR),$(COMMON_SRC) $(BROKER_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(BROKER_LIBS)
 
+bin/parley-fcgi: $(call objs,$(REL_DIR),$(COMMON_SRC) $(FCGI_SRC))
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS) -lfcgi
+
 $(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
@@ -98,6 +105,10 @@ $(ASAN_DIR)/bin/parley-rest: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(REST_SRC))
 $(ASAN_DIR)/bin/parley-broker: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(BROKER_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(BROKER_LIBS)
+
+$(ASAN_DIR)/bin/parley-fcgi: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(FCGI_SRC))
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS) -lfcgi
 
 $(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
@@ -126,8 +137,21 @@ test-asan: asan
 	 /usr/bin/python3 tests/run.py --pass asan=$(ASAN_DIR)/bin $(T)
 
 # ---- benchmarks ----------------------------------------------------------------
-bench: all
-	@sh bench/rest_bench.sh
+# rest_bench (wrk) then broker_bench (bench programs below); both run even if one fails.
+BENCH_DIR := build/bench
+BENCH_CFLAGS := -O2 -g $(CSTD) $(WARN)
+BENCH_PROGS := $(BENCH_DIR)/loadgen $(BENCH_DIR)/ceiling
+bench: all $(BENCH_PROGS)
+	@rc=0; sh bench/rest_bench.sh || rc=1; sh bench/broker_bench.sh || rc=1; exit $$rc
+
+$(BENCH_DIR)/loadgen: bench/loadgen.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) $< -o $@ \
+		$(shell pkg-config --libs jansson 2>/dev/null)
+
+$(BENCH_DIR)/ceiling: bench/ceiling.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -lpthread
 
 # ---- formatting ----------------------------------------------------------------
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)

@@ -77,7 +77,8 @@ static void load_run(struct dbjob *job, struct db *db)
     if (job->err == PERR_OK)
         job->err = db_message_get(db, j->r->reply_to, &j->prompt);
     if (job->err == PERR_OK)
-        job->err = db_messages_context(db, j->session_id, j->context_n, &j->context);
+        job->err =
+            db_messages_context(db, j->session_id, j->r->reply_to, j->context_n, &j->context);
 }
 
 static void load_done(struct dbjob *job)
@@ -131,7 +132,8 @@ static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
     r->s = s;
     r->state = REPLY_LOADING;
     r->prompt_tokens = r->completion_tokens = -1;
-    r->reply_to = s->pending[0];
+    r->reply_to = s->pending[0].message_id;
+    r->system_prompt = s->pending[0].system_prompt;
     memmove(s->pending, s->pending + 1, --s->n_pending * sizeof *s->pending);
     s->reply = r;
     j->r = r;
@@ -142,24 +144,27 @@ static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
     dbq_push(vhd->dbq, &j->job);
 }
 
-void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id)
+void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id,
+                  const char *system_prompt)
 {
     if (!vhd->driver)
         return;
     if (s->reply && s->reply->reply_to == message_id)
         return;
     for (size_t i = 0; i < s->n_pending; i++)
-        if (s->pending[i] == message_id)
+        if (s->pending[i].message_id == message_id)
             return; /* already asked for (the notification and the reconcile can meet) */
     if (s->n_pending == s->cap_pending) {
         size_t cap = s->cap_pending ? s->cap_pending * 2 : 4;
-        int64_t *p = realloc(s->pending, cap * sizeof *p);
+        struct pending_reply *p = realloc(s->pending, cap * sizeof *p);
         if (!p)
             return;
         s->pending = p;
         s->cap_pending = cap;
     }
-    s->pending[s->n_pending++] = message_id;
+    s->pending[s->n_pending].message_id = message_id;
+    s->pending[s->n_pending].system_prompt = system_prompt;
+    s->n_pending++;
     kick(vhd, s);
 }
 
@@ -366,7 +371,7 @@ static void reconcile_done(struct dbjob *job)
         for (size_t i = 0; i < j->queued.n; i++) {
             struct live_session *s = sess_get(vhd, j->queued.v[i].session_id, NULL);
             if (s) {
-                asst_request(vhd, s, j->queued.v[i].id);
+                asst_request(vhd, s, j->queued.v[i].id, NULL);
                 sess_release(vhd, s);
             }
         }

@@ -24,8 +24,9 @@ struct reply {
     size_t len, cap;
     unsigned chunks;
     int64_t started_mono;
-    bool begun; /* response_start was sent */
-    void *drv;  /* the driver's state */
+    bool begun;                /* response_start was sent */
+    void *drv;                 /* the driver's state */
+    const char *system_prompt; /* a template's, or NULL for --system-prompt */
     /* what the driver learns, stored with the reply */
     char *model;     /* the model asked, NULL: the session's */
     char *reasoning; /* reasoning text kept apart from the reply */
@@ -59,8 +60,10 @@ void asst_llm_poll(struct per_vhost_data__chat *vhd);
 const struct asst_driver *asst_driver_for(const char *llm);
 
 /* ---- the session side (loop thread) ---- */
-/* Queues a reply to message_id in s and starts it when s is idle. */
-void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id);
+/* Queues a reply to message_id in s and starts it when s is idle. system_prompt (a
+ * template's, borrowed for the broker's life) replaces the configured one; NULL: default. */
+void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id,
+                  const char *system_prompt);
 /* `stop`: ends the reply under way, keeping what was said (stopped: true). */
 void asst_stop(struct per_vhost_data__chat *vhd, struct live_session *s);
 /* The session was deleted or cleared: drop the reply under way and those pending. */

@@ -59,7 +59,8 @@ static int llm_start(struct reply *r, const struct db_message *prompt,
 
     free(r->model);
     r->model = strdup(model);
-    req = llm_request_new(provider_of(cfg), cfg, model, cfg->system_prompt, context);
+    req = llm_request_new(provider_of(cfg), cfg, model,
+                          r->system_prompt ? r->system_prompt : cfg->system_prompt, context);
     st = calloc(1, sizeof *st);
     if (!req || !st || !r->model) {
         llm_request_free(req);

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "config.h"
 #include "db.h"
 
@@ -71,6 +72,13 @@ struct per_session_data__chat {
     struct outq q;
     bool culled;         /* dropped as a slow consumer: nothing more is queued */
     uint16_t close_code; /* non-zero: close with this code at the next writeable */
+    /* access.c */
+    char ip[48];                     /* the peer's address */
+    bool authed;                     /* may be served: a valid key, or none needed */
+    double tokens;                   /* rate-limit bucket */
+    int64_t refill_mono;             /* when tokens was last topped up */
+    unsigned flood;                  /* messages refused in a row */
+    char private_session[DB_ID_LEN]; /* envelope llm_request without a channel */
 };
 
 /* ---- live sessions (sessions.c) ---- */
@@ -78,14 +86,20 @@ struct per_session_data__chat {
 struct live_session {
     char id[DB_ID_LEN];
     char *model;
+    char *channel; /* the envelope channel name, NULL for plain sessions */
     struct per_session_data__chat **members;
     size_t n_members, cap_members;
     bool live_dirty; /* member count changed since the last publish */
     int64_t message_count;
     /* the assistant (assistant.c) */
-    struct reply *reply; /* streaming now, or being stored */
-    int64_t *pending;    /* user message ids waiting for a reply, oldest first */
+    struct reply *reply;           /* streaming now, or being stored */
+    struct pending_reply *pending; /* user messages waiting for a reply, oldest first */
     size_t n_pending, cap_pending;
+};
+
+struct pending_reply {
+    int64_t message_id;
+    const char *system_prompt; /* a template's, borrowed from vhd->templates; NULL: default */
 };
 
 /* ---- the vhost (ws.c) ---- */
@@ -107,6 +121,15 @@ struct per_vhost_data__chat {
     bool publishing;                /* a live-figures job is in flight */
     bool stopping;                  /* shutting down: no new work */
     const struct asst_driver *driver;
+    /* access.c */
+    struct auth_key *keys; /* valid API keys' salts and hashes */
+    size_t n_keys;
+    bool auth_required;
+    bool keys_loading;
+    int64_t keys_loaded_mono;
+    struct map *per_ip;      /* address -> connections */
+    struct map *refusals;    /* "reason|address" -> when last logged */
+    struct map *templates;   /* prompt template name -> system prompt (envelope llm_request) */
     struct llm_http *llm;    /* the HTTP thread, with --llm openai or gemini */
     struct map *llm_replies; /* request id (decimal) -> struct reply */
     uint64_t llm_next_id;
@@ -137,8 +160,9 @@ void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__cha
 
 /* ---- proto.c: the wire formats ---- */
 /* Renders ev (flat form: {"type": ..., fields...}) for dialect d into a new string
- * (caller frees) of *len bytes. */
-char *proto_render(const json_t *ev, enum dialect d, size_t *len);
+ * (caller frees) of *len bytes. channel is the session's channel name for the envelope
+ * (NULL: none). */
+char *proto_render(const json_t *ev, enum dialect d, const char *channel, size_t *len);
 /* A new flat event {"type": type} to add fields to. */
 json_t *proto_event(const char *type);
 /* The message object of message_added, new reference. */
@@ -186,6 +210,25 @@ void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
 void sess_publish(struct per_vhost_data__chat *vhd);
 
 /* ---- handlers.c: client messages ---- */
+/* A message to store (strings borrowed for the call). */
+struct store_request {
+    const char *role; /* user, or event for task_update / agent_status */
+    char *content;
+    char *client_msg_id;
+    char *thread_id;
+    char *channel; /* store in this channel's session, made if needed (s is NULL then) */
+    char *model;   /* set by handle_store */
+    bool want_reply;
+    const char *system_prompt; /* a template's, for the reply */
+    bool broadcast_all;        /* tell every connection, not only the session's members */
+};
+/* Stores a message in s (or in in->channel's session, or, with neither, in a new private
+ * session that pss joins) through the database thread, then tells the members (or
+ * everyone) and asks for a reply if wanted. */
+void handle_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                  const struct live_session *s, const struct store_request *in,
+                  const char *request_type);
+void handle_ping(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
 /* Handles one complete text message from pss. */
 void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                     const char *text, size_t len);
@@ -193,6 +236,37 @@ void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__c
  * tell the members and ask for a reply if wanted. */
 void handle_message_stored(struct per_vhost_data__chat *vhd, struct live_session *s,
                            const struct db_message *m, int64_t message_count, bool want_reply);
+
+/* ---- envelope.c: client messages of the envelope dialect ---- */
+void envelope_message(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                      const json_t *msg, const char *type);
+/* Loads --templates-dir (NAME.txt files) into vhd->templates at start. */
+int envelope_load_templates(struct per_vhost_data__chat *vhd);
+void envelope_free_templates(struct per_vhost_data__chat *vhd);
+
+/* ---- access.c: keys, origins, per-address and rate limits ---- */
+enum rate_verdict { RATE_OK, RATE_REFUSE, RATE_CLOSE };
+/* Takes the keys read at start (steals keys). */
+int access_init(struct per_vhost_data__chat *vhd, struct auth_key *keys, size_t n);
+void access_cleanup(struct per_vhost_data__chat *vhd);
+/* Replaces the cached keys (steals keys). */
+void access_set_keys(struct per_vhost_data__chat *vhd, struct auth_key *keys, size_t n);
+/* Rereads the keys through the database thread. */
+void access_reload_keys(struct per_vhost_data__chat *vhd);
+void access_tick(struct per_vhost_data__chat *vhd);
+bool access_key_valid(const struct per_vhost_data__chat *vhd, const char *key);
+/* HTTP_CONFIRM_UPGRADE: 0 to allow, or the status to refuse with (401, 403, 429). */
+int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi);
+/* FILTER_PROTOCOL_CONNECTION: records the peer and whether it presented a valid key. */
+void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                        struct lws *wsi);
+void access_conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
+void access_conn_close(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
+/* Spends a token for one client message. */
+enum rate_verdict access_rate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
+/* Logs a refusal, at most once a minute per address and reason. */
+void access_refused(struct per_vhost_data__chat *vhd, const char *ip, const char *reason,
+                    const char *detail);
 
 /* ---- notify_in.c ---- */
 /* Handles one event from the notification socket (borrowed). */

@@ -7,8 +7,10 @@
 
 struct broker_init {
     const struct cfg *cfg;
-    struct db *db;                    /* stolen by PROTOCOL_INIT for the database thread */
-    struct notify_listener *notify;   /* owned by main */
+    struct db *db;                  /* stolen by PROTOCOL_INIT for the database thread */
+    struct notify_listener *notify; /* owned by main */
+    struct auth_key *keys;          /* read at start; stolen by PROTOCOL_INIT */
+    size_t n_keys;
     struct per_vhost_data__chat *vhd; /* set by PROTOCOL_INIT when it succeeds */
     bool failed;                      /* set by PROTOCOL_INIT when it fails */
 };

@@ -122,10 +122,10 @@ int fanout_write(struct per_session_data__chat *pss)
     return 0;
 }
 
-static struct frame *render(const json_t *ev, enum dialect d)
+static struct frame *render(const json_t *ev, enum dialect d, const char *channel)
 {
     size_t len;
-    char *text = proto_render(ev, d, &len);
+    char *text = proto_render(ev, d, channel, &len);
     struct frame *f;
 
     if (!text) {
@@ -140,7 +140,7 @@ static struct frame *render(const json_t *ev, enum dialect d)
 void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                  const json_t *ev)
 {
-    struct frame *f = render(ev, pss->dialect);
+    struct frame *f = render(ev, pss->dialect, NULL);
 
     fanout_push(vhd, pss, f);
     frame_unref(f);
@@ -156,7 +156,7 @@ void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, co
         if (pss == except)
             continue;
         if (!frames[pss->dialect])
-            frames[pss->dialect] = render(ev, pss->dialect);
+            frames[pss->dialect] = render(ev, pss->dialect, s->channel);
         fanout_push(vhd, pss, frames[pss->dialect]);
     }
     frame_unref(frames[0]);

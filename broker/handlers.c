@@ -166,6 +166,8 @@ static void join_done(struct dbjob *job)
         goto out;
     }
     s->message_count = j->session.message_count;
+    if (j->session.channel && !s->channel)
+        s->channel = strdup(j->session.channel);
     ev = json_pack("{s:s, s:s, s:I, s:I}", "type", "session_joined", "session_id", s->id,
                    "message_count", (json_int_t)j->session.message_count, "clients",
                    (json_int_t)s->n_members);
@@ -232,36 +234,50 @@ static void on_leave(struct per_vhost_data__chat *vhd, struct per_session_data__
     json_decref(ev);
 }
 
-/* ---- chat ---- */
+/* ---- storing a message (chat, and the envelope's chat_message, events, llm_request) ---- */
 
-struct chat_job {
+struct store_job {
     struct req_job req;
-    char *content;
-    char *client_msg_id;
-    bool want_reply;
+    struct store_request in;
+    bool private_new; /* create a plain session for pss first (envelope llm_request) */
     bool duplicate;
+    struct db_session session; /* when found or made by channel, or made private */
     struct db_message stored;
     int64_t message_count;
 };
 
-static void chat_run(struct dbjob *job, struct db *db)
+static void store_run(struct dbjob *job, struct db *db)
 {
-    struct chat_job *j = (struct chat_job *)job;
+    struct store_job *j = (struct store_job *)job;
     struct db_message_in in = {.session_id = j->req.session_id,
-                               .role = "user",
-                               .content = j->content,
+                               .role = j->in.role,
+                               .content = j->in.content,
                                .connection_id = j->req.conn_id,
-                               .client_msg_id = j->client_msg_id,
-                               .want_reply = j->want_reply};
+                               .client_msg_id = j->in.client_msg_id,
+                               .thread_id = j->in.thread_id,
+                               .want_reply = j->in.want_reply};
 
+    if (j->in.channel) { /* find the channel's session, or make it */
+        job->err = db_session_by_channel(db, j->in.channel, &j->session);
+        if (job->err == PERR_SESSION_NOT_FOUND)
+            job->err =
+                db_session_create(db, j->in.model, j->in.channel, j->in.channel, &j->session);
+    } else if (j->private_new) {
+        job->err = db_session_create(db, j->in.model, "llm requests", NULL, &j->session);
+    }
+    if (job->err)
+        return;
+    if (j->session.id[0])
+        in.session_id = j->session.id;
     job->err = db_message_add(db, &in, &j->stored, &j->duplicate, &j->message_count);
 }
 
-static void chat_done(struct dbjob *job)
+static void store_done(struct dbjob *job)
 {
-    struct chat_job *j = (struct chat_job *)job;
+    struct store_job *j = (struct store_job *)job;
     struct per_vhost_data__chat *vhd = j->req.vhd;
     struct per_session_data__chat *pss = req_conn(&j->req);
+    const char *sid = j->session.id[0] ? j->session.id : j->req.session_id;
     struct live_session *s;
 
     if (vhd->stopping)
@@ -275,26 +291,68 @@ static void chat_done(struct dbjob *job)
         /* A resend after a reconnect: stored once, acknowledged again to the sender. */
         if (pss) {
             json_t *ev =
-                json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update", "session_id",
-                          j->req.session_id, "update_type", "message_added", "message_count",
+                json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update", "session_id", sid,
+                          "update_type", "message_added", "message_count",
                           (json_int_t)j->message_count, "message", proto_message(&j->stored));
             fanout_send(vhd, pss, ev);
             json_decref(ev);
         }
         goto out;
     }
-    s = sess_get(vhd, j->req.session_id, NULL);
-    if (s) {
-        if (pss)
-            sess_typing(vhd, s, pss, false);
-        handle_message_stored(vhd, s, &j->stored, j->message_count, j->want_reply);
-        sess_release(vhd, s);
+    s = sess_get(vhd, sid, j->session.model);
+    if (!s)
+        goto out;
+    if (j->session.channel && !s->channel)
+        s->channel = strdup(j->session.channel);
+    if (j->private_new && pss && sess_join(vhd, s, pss) == 0)
+        snprintf(pss->private_session, sizeof pss->private_session, "%s", s->id);
+    if (pss)
+        sess_typing(vhd, s, pss, false);
+    if (j->in.broadcast_all) {
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:n}", "type", "session_update",
+                               "session_id", s->id, "update_type", "message_added", "message_count",
+                               (json_int_t)j->message_count, "message", proto_message(&j->stored),
+                               "channel");
+        for (struct per_session_data__chat *c = vhd->conns_list; c; c = c->next)
+            if (c->authed)
+                fanout_send(vhd, c, ev);
+        json_decref(ev);
+    } else {
+        handle_message_stored(vhd, s, &j->stored, j->message_count, false);
     }
+    if (j->in.want_reply)
+        asst_request(vhd, s, j->stored.id, j->in.system_prompt);
+    sess_release(vhd, s);
 out:
+    db_session_cleanup(&j->session);
     db_message_cleanup(&j->stored);
-    free(j->content);
-    free(j->client_msg_id);
+    free(j->in.content);
+    free(j->in.client_msg_id);
+    free(j->in.thread_id);
+    free(j->in.channel);
+    free(j->in.model);
     free(j);
+}
+
+void handle_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                  const struct live_session *s, const struct store_request *in,
+                  const char *request_type)
+{
+    struct store_job *j = calloc(1, sizeof *j);
+
+    if (!j)
+        return;
+    req_init(&j->req, vhd, pss, request_type, store_run, store_done);
+    if (s)
+        snprintf(j->req.session_id, sizeof j->req.session_id, "%s", s->id);
+    j->private_new = !s && !in->channel;
+    j->in = *in;
+    j->in.content = strdup(in->content);
+    j->in.client_msg_id = in->client_msg_id ? strdup(in->client_msg_id) : NULL;
+    j->in.thread_id = in->thread_id ? strdup(in->thread_id) : NULL;
+    j->in.channel = in->channel ? strdup(in->channel) : NULL;
+    j->in.model = strdup(vhd->driver ? cfg_model_name(vhd->cfg) : "none");
+    dbq_push(vhd->dbq, &j->req.job);
 }
 
 void handle_message_stored(struct per_vhost_data__chat *vhd, struct live_session *s,
@@ -308,7 +366,7 @@ void handle_message_stored(struct per_vhost_data__chat *vhd, struct live_session
     fanout_session(vhd, s, ev, NULL);
     json_decref(ev);
     if (want_reply)
-        asst_request(vhd, s, m->id);
+        asst_request(vhd, s, m->id, NULL);
 }
 
 static void on_chat(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
@@ -317,7 +375,6 @@ static void on_chat(struct per_vhost_data__chat *vhd, struct per_session_data__c
     const char *content = NULL, *cmid = NULL;
     char why[JX_WHY_LEN];
     struct live_session *s;
-    struct chat_job *j;
     enum perr e;
 
     if ((e = jx_string(msg, "message", true, 1, (size_t)vhd->cfg->max_message_size, &content,
@@ -328,14 +385,11 @@ static void on_chat(struct per_vhost_data__chat *vhd, struct per_session_data__c
     }
     if (!(s = sess_resolve(vhd, pss, msg, "chat")))
         return;
-    if (!(j = calloc(1, sizeof *j)))
-        return;
-    req_init(&j->req, vhd, pss, "chat", chat_run, chat_done);
-    snprintf(j->req.session_id, sizeof j->req.session_id, "%s", s->id);
-    j->content = strdup(content);
-    j->client_msg_id = cmid ? strdup(cmid) : NULL;
-    j->want_reply = vhd->driver != NULL;
-    dbq_push(vhd->dbq, &j->req.job);
+    struct store_request in = {.role = "user",
+                               .content = (char *)content,
+                               .client_msg_id = (char *)cmid,
+                               .want_reply = vhd->driver != NULL};
+    handle_store(vhd, pss, s, &in, "chat");
 }
 
 /* ---- stop, typing, ping ---- */
@@ -358,8 +412,7 @@ static void on_typing(struct per_vhost_data__chat *vhd, struct per_session_data_
         sess_typing(vhd, s, pss, typing);
 }
 
-static void on_ping(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                    const json_t *msg)
+void handle_ping(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
 {
     char now[CLOCK_ISO_LEN];
     json_t *ev;
@@ -372,6 +425,26 @@ static void on_ping(struct per_vhost_data__chat *vhd, struct per_session_data__c
 
 /* ---- dispatch ---- */
 
+/* Spends a rate-limit token; false when the message must be dropped. */
+static bool within_rate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
+{
+    switch (access_rate(vhd, pss)) {
+    case RATE_OK:
+        return true;
+    case RATE_REFUSE:
+        if (pss->flood == 1 || pss->flood % 10 == 0) /* not one error per message */
+            fanout_error(vhd, pss, PERR_RATE_LIMITED, NULL,
+                         "slow down: at most %g messages a second (bursts of %d); messages "
+                         "over it are dropped, and a flood closes the connection",
+                         vhd->cfg->rate_limit, vhd->cfg->rate_burst);
+        return false;
+    case RATE_CLOSE:
+        ws_close(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION);
+        return false;
+    }
+    return false;
+}
+
 void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                     const char *text, size_t len)
 {
@@ -380,6 +453,8 @@ void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__c
     json_t *msg;
     enum perr e;
 
+    if (!within_rate(vhd, pss))
+        return;
     if ((e = jx_parse_object(text, len, &msg, why))) {
         fanout_error(vhd, pss, e, NULL, "%s", why);
         return;
@@ -391,9 +466,14 @@ void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__c
     }
     if ((e = jx_string(msg, "type", true, 1, 64, &type, why))) {
         fanout_error(vhd, pss, e, NULL, "%s", why);
+    } else if (!pss->authed && !(pss->dialect == DIALECT_ENVELOPE && strcmp(type, "auth") == 0)) {
+        /* nothing is served before authentication */
+        fanout_error(vhd, pss, PERR_UNAUTHORIZED, type,
+                     "authenticate first: send the API key as ?api_key= or 'Authorization: "
+                     "Bearer KEY' when connecting, or an envelope auth message");
+        ws_close(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION);
     } else if (pss->dialect == DIALECT_ENVELOPE) {
-        fanout_error(vhd, pss, PERR_UNKNOWN_TYPE, type,
-                     "the envelope dialect is not served yet; send flat messages");
+        envelope_message(vhd, pss, msg, type);
     } else if (strcmp(type, "create_session") == 0) {
         on_create(vhd, pss, msg);
     } else if (strcmp(type, "join_session") == 0) {
@@ -407,7 +487,7 @@ void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__c
     } else if (strcmp(type, "typing_start") == 0 || strcmp(type, "typing_stop") == 0) {
         on_typing(vhd, pss, msg, strcmp(type, "typing_start") == 0);
     } else if (strcmp(type, "ping") == 0) {
-        on_ping(vhd, pss, msg);
+        handle_ping(vhd, pss);
     } else {
         fanout_error(vhd, pss, PERR_UNKNOWN_TYPE, type,
                      "unknown message type '%s'; see the protocol in the API docs", type);

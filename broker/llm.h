@@ -64,8 +64,8 @@ struct llm_parser {
     const char *shown_url;
     llm_emit_fn emit;
     void *arg;
-    bool done;   /* the stream said it is complete ([DONE] for openai) */
-    bool failed; /* a FAIL was emitted */
+    bool done;      /* the stream said it is complete ([DONE] for openai) */
+    bool failed;    /* a FAIL was emitted */
     bool in_think;  /* inside <think>...</think> */
     size_t matched; /* characters of the next tag seen at the end of the last piece */
 };

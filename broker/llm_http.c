@@ -19,8 +19,8 @@
 #include "sse.h"
 
 #define CONNECT_TIMEOUT_S 10
-#define POLL_MS 100
-#define ERROR_BODY_MAX (16 * 1024)
+#define POLL_MS           100
+#define ERROR_BODY_MAX    (16 * 1024)
 
 /* One transfer. HTTP thread only, once started. */
 struct transfer {
@@ -44,10 +44,10 @@ struct llm_http {
     CURLM *multi;
     struct transfer *active; /* HTTP thread only */
     pthread_mutex_t lock;
-    struct llm_request **inbox_v;  /* {lock} requests to start */
-    size_t inbox_n, inbox_cap;     /* {lock} */
-    uint64_t *cancels;             /* {lock} ids to abort */
-    size_t cancels_n, cancels_cap; /* {lock} */
+    struct llm_request **inbox_v;      /* {lock} requests to start */
+    size_t inbox_n, inbox_cap;         /* {lock} */
+    uint64_t *cancels;                 /* {lock} ids to abort */
+    size_t cancels_n, cancels_cap;     /* {lock} */
     struct llm_event *out, **out_tail; /* {lock} */
     bool stop;                         /* {lock} */
 };
@@ -62,8 +62,8 @@ void llm_event_free(struct llm_event *e)
 
 /* ---- events out (HTTP thread) ---- */
 
-static void push_event(struct llm_http *h, uint64_t id, enum llm_event_kind kind,
-                       const char *text, size_t len, int64_t prompt, int64_t completion)
+static void push_event(struct llm_http *h, uint64_t id, enum llm_event_kind kind, const char *text,
+                       size_t len, int64_t prompt, int64_t completion)
 {
     struct llm_event *e = calloc(1, sizeof *e);
 
@@ -256,8 +256,9 @@ static void finish(struct llm_http *h, struct transfer *t, CURLcode result)
     } else if (status >= 400) {
         http_error(t, status);
     } else if (result != CURLE_OK) {
-        fail(t, "LLM server at %s closed the connection before the reply was complete (%s)", url,
-             t->curl_error[0] ? t->curl_error : curl_easy_strerror(result));
+        log_debug("transfer to %s ended: %s", url,
+                  t->curl_error[0] ? t->curl_error : curl_easy_strerror(result));
+        fail(t, "LLM server at %s closed the connection before the reply was complete", url);
     } else if (t->req->provider == LLM_OPENAI && !t->parser.done) {
         fail(t, "LLM server at %s closed the connection before the reply was complete", url);
     } else {

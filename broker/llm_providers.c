@@ -53,8 +53,8 @@ static json_t *gemini_body(const char *system_prompt, const struct db_message_li
 
     for (size_t i = 0; i < context->n; i++) {
         const char *role = strcmp(context->v[i].role, "assistant") == 0 ? "model" : "user";
-        json_array_append_new(contents, json_pack("{s:s, s:[{s:s}]}", "role", role, "parts",
-                                                  "text", context->v[i].content));
+        json_array_append_new(contents, json_pack("{s:s, s:[{s:s}]}", "role", role, "parts", "text",
+                                                  context->v[i].content));
     }
     body = json_pack("{s:o}", "contents", contents);
     if (body && system_prompt && *system_prompt)
@@ -81,7 +81,8 @@ struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg
     if (provider == LLM_GEMINI) {
         n = asprintf(&url, "%.*s/models/%s:streamGenerateContent?alt=sse", (int)blen, base, model);
         body = gemini_body(system_prompt, context);
-        if (cfg->llm_api_key && asprintf(&r->auth_header, "x-goog-api-key: %s", cfg->llm_api_key) < 0)
+        if (cfg->llm_api_key &&
+            asprintf(&r->auth_header, "x-goog-api-key: %s", cfg->llm_api_key) < 0)
             r->auth_header = NULL;
     } else {
         n = asprintf(&url, "%.*s/chat/completions", (int)blen, base);
@@ -248,8 +249,8 @@ static int gemini_event(struct llm_parser *p, const json_t *root)
         return -1;
     }
     if (json_array_size(candidates) > 0) {
-        json_t *parts = json_object_get(json_object_get(json_array_get(candidates, 0), "content"),
-                                        "parts");
+        json_t *parts =
+            json_object_get(json_object_get(json_array_get(candidates, 0), "content"), "parts");
         size_t i;
         json_t *part;
         json_array_foreach(parts, i, part)

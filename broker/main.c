@@ -89,7 +89,8 @@ int main(int argc, char **argv)
 
     if (!(db = db_open(cfg.db_path)))
         goto out;
-    if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&cfg, keys) < 0)
+    if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&cfg, keys) < 0 ||
+        db_key_hashes(db, &init.keys, &init.n_keys) != PERR_OK)
         goto out;
     if (db_live_reset(db, (int)getpid(), cfg_model_name(&cfg)) != PERR_OK)
         goto out;
@@ -146,6 +147,7 @@ out:
     if (the_context)
         lws_context_destroy(the_context);
     notify_close(init.notify);
+    free(init.keys); /* still ours if PROTOCOL_INIT never ran */
     db_close(db ? db : init.db);
     cfg_cleanup(&cfg);
     return rc;

@@ -86,6 +86,10 @@ void notify_in_event(struct per_vhost_data__chat *vhd, const json_t *ev)
     const char *sid = json_string_value(json_object_get(ev, "session_id"));
     struct live_session *s;
 
+    if (event && strcmp(event, "keys_changed") == 0) {
+        access_reload_keys(vhd); /* parley-rest keys add/revoke: takes effect at once */
+        return;
+    }
     if (!event || !sid || !clock_is_hex(sid, DB_ID_HEX)) {
         log_warn("ignored a notification without a valid event and session_id");
         return;

@@ -2,9 +2,15 @@
  * {"type": ..., fields...}, and rendered here once per dialect that has receivers.
  *
  * flat:     the event as built.
- * envelope: {"type", "timestamp", "client_id", "channel", "data": {the other fields}}.
- * Parsing of client messages lives in handlers.c, which reads either form through the
- * same field accessors. */
+ * envelope: {"type", "timestamp", "client_id", "channel", "data": {...}} where
+ *   - a stored chat message (session_update/message_added) is a `chat_message`
+ *     {message_id, session_id, role, content, created_at, thread_id?}, and a stored event
+ *     (role "event": task_update, agent_status) is its own type with its own fields;
+ *   - a reply's `chunk` is an `llm_chunk` {chunk, is_final, response_id, chunk_number};
+ *   - other session_update kinds take the update_type as their type;
+ *   - everything else keeps its type, its other fields going into data.
+ *   client_id is the connection the event comes from (connection_id), else null.
+ * Parsing of client messages lives in handlers.c (flat) and envelope.c. */
 #include <string.h>
 
 #include "broker.h"
@@ -29,30 +35,79 @@ json_t *proto_message(const struct db_message *m)
     return o;
 }
 
-static json_t *envelope(const json_t *ev)
+/* A stored message as envelope data: sets *type and returns new data. */
+static json_t *message_data(const json_t *ev, const char **type)
 {
-    char now[CLOCK_ISO_LEN];
-    json_t *data = json_deep_copy(ev), *env;
-    json_t *client = json_object_get(ev, "connection_id");
-    json_t *channel = json_object_get(ev, "channel");
+    const json_t *m = json_object_get(ev, "message");
+    const char *role = json_string_value(json_object_get(m, "role"));
+    json_t *data;
 
-    clock_now_iso(now);
-    json_object_del(data, "type");
-    json_object_del(data, "channel");
-    env = json_pack("{s:O, s:s, s:O, s:O, s:o}", "type", json_object_get(ev, "type"), "timestamp",
-                    now, "client_id", client ? client : json_null(), "channel",
-                    channel ? channel : json_null(), "data", data);
-    return env;
+    if (role && strcmp(role, "event") == 0) {
+        /* content is the event as the client sent it: {"type":..., fields...} */
+        const char *content = json_string_value(json_object_get(m, "content"));
+        json_t *inner = content ? json_loads(content, 0, NULL) : NULL;
+        const char *kind = json_string_value(json_object_get(inner, "type"));
+        if (json_is_object(inner) && kind) {
+            /* the two kinds envelope clients store (envelope.c) */
+            *type = strcmp(kind, "agent_status") == 0 ? "agent_status" : "task_update";
+            json_object_del(inner, "type");
+            json_object_set(inner, "message_id", json_object_get(m, "id"));
+            return inner;
+        }
+        json_decref(inner);
+    }
+    *type = "chat_message";
+    data =
+        json_pack("{s:O, s:O, s:O, s:O, s:O}", "message_id", json_object_get(m, "id"), "session_id",
+                  json_object_get(ev, "session_id"), "role", json_object_get(m, "role"), "content",
+                  json_object_get(m, "content"), "created_at", json_object_get(m, "created_at"));
+    if (data && json_object_get(m, "thread_id"))
+        json_object_set(data, "thread_id", json_object_get(m, "thread_id"));
+    return data;
 }
 
-char *proto_render(const json_t *ev, enum dialect d, size_t *len)
+static json_t *envelope(const json_t *ev, const char *channel)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const char *update = json_string_value(json_object_get(ev, "update_type"));
+    const json_t *client = json_object_get(ev, "connection_id");
+    char now[CLOCK_ISO_LEN];
+    json_t *data;
+
+    if (update && strcmp(update, "message_added") == 0) {
+        data = message_data(ev, &type);
+        client = json_object_get(json_object_get(ev, "message"), "connection_id");
+    } else if (strcmp(type, "chunk") == 0) {
+        type = "llm_chunk";
+        data = json_pack("{s:O, s:O, s:O, s:O, s:O}", "chunk", json_object_get(ev, "text"),
+                         "is_final", json_object_get(ev, "is_final"), "response_id",
+                         json_object_get(ev, "response_id"), "chunk_number",
+                         json_object_get(ev, "chunk_number"), "session_id",
+                         json_object_get(ev, "session_id"));
+    } else {
+        if (update)
+            type = update;
+        data = json_deep_copy(ev);
+        json_object_del(data, "type");
+        json_object_del(data, "update_type");
+        json_object_del(data, "channel");
+    }
+    clock_now_iso(now);
+    if (json_is_string(json_object_get(ev, "channel")))
+        channel = json_string_value(json_object_get(ev, "channel"));
+    return json_pack("{s:s, s:s, s:O, s:s?, s:o}", "type", type, "timestamp", now, "client_id",
+                     client ? client : json_null(), "channel", channel, "data",
+                     data ? data : json_object());
+}
+
+char *proto_render(const json_t *ev, enum dialect d, const char *channel, size_t *len)
 {
     json_t *env;
     char *text;
 
     if (d == DIALECT_FLAT)
         return jx_dump(ev, len);
-    env = envelope(ev);
+    env = envelope(ev, channel);
     text = env ? jx_dump(env, len) : NULL;
     json_decref(env);
     return text;

@@ -43,6 +43,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 
     sess_tick(vhd, clock_mono_ms());
     sess_publish(vhd);
+    access_tick(vhd);
     lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
 }
 
@@ -55,6 +56,7 @@ static void free_session(void *value, void *arg)
     free(s->members);
     free(s->pending);
     free(s->model);
+    free(s->channel);
     free(s);
 }
 
@@ -76,6 +78,9 @@ static int vhost_init(struct lws *wsi)
     vhd->notify = init->notify;
     if (!vhd->sessions || !vhd->conns)
         return -1;
+    if (access_init(vhd, init->keys, init->n_keys) < 0 || envelope_load_templates(vhd) < 0)
+        return -1;
+    init->keys = NULL;
     vhd->dbq = dbq_new(init->db, vhd->context);
     if (!vhd->dbq)
         return -1;
@@ -109,6 +114,8 @@ static void vhost_destroy(struct per_vhost_data__chat *vhd)
     if (vhd->sessions)
         map_each(vhd->sessions, free_session, vhd); /* cancels transfers under way */
     asst_llm_cleanup(vhd);
+    access_cleanup(vhd);
+    envelope_free_templates(vhd);
     map_free(vhd->sessions);
     map_free(vhd->conns);
     for (size_t i = 0; i < vhd->n_dirty; i++)
@@ -121,7 +128,7 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
 {
     json_t *ev;
 
-    memset(pss, 0, sizeof *pss);
+    /* lws zeroed pss; access_conn_filter has filled in the peer and authentication */
     pss->wsi = wsi;
     if (clock_random_hex(pss->id, BROKER_CONN_ID_HEX / 2) < 0 ||
         map_put(vhd->conns, pss->id, pss) < 0) {
@@ -133,10 +140,12 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
         pss->next->prev = pss;
     vhd->conns_list = pss;
     vhd->n_conns++;
+    access_conn_open(vhd, pss);
     ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected", "connection_id",
                    pss->id, "message", "connected to Parley", "server_info", "name", "parley",
                    "version", PARLEY_VERSION, "model",
-                   vhd->driver ? cfg_model_name(vhd->cfg) : "none", "auth_required", 0);
+                   vhd->driver ? cfg_model_name(vhd->cfg) : "none", "auth_required",
+                   vhd->auth_required);
     fanout_send(vhd, pss, ev);
     json_decref(ev);
 }
@@ -147,6 +156,7 @@ static void conn_closed(struct per_vhost_data__chat *vhd, struct per_session_dat
         return; /* never fully opened */
     while (pss->n_joined)
         sess_leave(vhd, pss->joined[pss->n_joined - 1], pss, !vhd->stopping);
+    access_conn_close(vhd, pss);
     map_del(vhd->conns, pss->id);
     if (pss->prev)
         pss->prev->next = pss->next;
@@ -203,6 +213,22 @@ static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_dat
     return 0;
 }
 
+static const char *upgrade_refusal(int status)
+{
+    switch (status) {
+    case 401:
+        return "the API key is not valid (mistyped or revoked)";
+    case 403:
+        return "this Origin is not allowed (--allowed-origin)";
+    case 404:
+        return "WebSocket connections are served on /ws";
+    case 429:
+        return "too many connections from this address (--max-conns-per-ip)";
+    default:
+        return "the broker is shutting down";
+    }
+}
+
 static int ws_path_ok(struct lws *wsi)
 {
     char uri[64];
@@ -228,9 +254,19 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_PROTOCOL_DESTROY:
         vhost_destroy(vhd);
         break;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+        int status = vhd && !vhd->stopping ? access_check_upgrade(vhd, wsi) : 503;
+        if (status == 0 && !ws_path_ok(wsi))
+            status = 404;
+        if (status == 0)
+            break;
+        lws_return_http_status(wsi, (unsigned)status, upgrade_refusal(status));
+        return 1; /* answered: lws completes the transaction */
+    }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!vhd || vhd->stopping || !ws_path_ok(wsi))
             return 1; /* refuse the upgrade */
+        access_conn_filter(vhd, pss, wsi);
         break;
     case LWS_CALLBACK_ESTABLISHED:
         conn_open(vhd, pss, wsi);

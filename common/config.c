@@ -58,6 +58,13 @@ static const struct cfg_option cfg_options[] = {
      "PEM certificate: serve https:// or wss://"},
     {"tls-key", NULL, NULL, T_STR, OFF(tls_key), NULL, 0, 0, CFG_REST | CFG_BROKER, "PATH",
      "PEM private key for --tls-cert"},
+    {"fcgi-socket", NULL, NULL, T_STR, OFF(fcgi_socket), NULL, 0, 0, CFG_FCGI, "PATH|HOST:PORT",
+     "listen on this Unix socket or TCP address (default: the socket on fd 0 from the web "
+     "server or spawn-fcgi)"},
+    {"fcgi-socket-mode", NULL, NULL, T_STR, OFF(fcgi_socket_mode), "0660", 0, 0, CFG_FCGI, "MODE",
+     "octal permissions of the Unix socket (the web server's user must be able to write it)"},
+    {"mount-prefix", NULL, NULL, T_STR, OFF(mount_prefix), NULL, 0, 0, CFG_FCGI, "PATH",
+     "URL prefix the API is mounted under, e.g. /api (default: from SCRIPT_NAME/PATH_INFO)"},
     {"llm", NULL, NULL, T_STR, OFF(llm), "echo", 0, 0, SRV, "PROVIDER",
      "assistant: echo, none, openai or gemini"},
     {"llm-url", NULL, NULL, T_STR, OFF(llm_url), NULL, 0, 0, CFG_BROKER, "URL",
@@ -92,8 +99,8 @@ static const struct cfg_option cfg_options[] = {
      "close a connection silent this long"},
     {"require-auth", NULL, NULL, T_BOOL, OFF(require_auth), "0", 0, 0, SRV, NULL,
      "require an API key even when none is stored"},
-    {"insecure-no-auth", NULL, NULL, T_BOOL, OFF(insecure_no_auth), "0", 0, 0,
-     CFG_REST | CFG_BROKER, NULL, "allow a non-loopback bind without API keys"},
+    {"insecure-no-auth", NULL, NULL, T_BOOL, OFF(insecure_no_auth), "0", 0, 0, SRV, NULL,
+     "allow a non-loopback bind without API keys"},
     {"url", "PARLEY_WS_URL", NULL, T_STR, OFF(url), "ws://127.0.0.1:8001/ws", 0, 0, CFG_CLIENT,
      "URL", "broker WebSocket URL"},
     {"rest-url", NULL, NULL, T_STR, OFF(rest_url), "http://127.0.0.1:8000", 0, 0, CFG_CLIENT, "URL",
@@ -103,6 +110,10 @@ static const struct cfg_option cfg_options[] = {
     {"session", NULL, NULL, T_STR, OFF(session), NULL, 0, 0, CFG_CLIENT, "ID",
      "join this session instead of creating one"},
     {"json", NULL, NULL, T_BOOL, OFF(json), "0", 0, 0, CFG_CLIENT, NULL, "machine-readable output"},
+    {"timeout", NULL, NULL, T_INT, OFF(timeout_s), "120", 1, 86400, CFG_CLIENT, "S",
+     "scripting: longest wait for the connection and the reply"},
+    {"no-color", NULL, NULL, T_BOOL, OFF(no_color), "0", 0, 0, CFG_CLIENT, NULL,
+     "no colours (also when NO_COLOR is set or output is not a terminal)"},
 };
 
 #define N_OPTIONS (sizeof cfg_options / sizeof cfg_options[0])
@@ -222,13 +233,22 @@ static int set_value(struct cfg *cfg, const struct cfg_option *o, const char *te
     return -1;
 }
 
+static const char *help_args = "";
+static const char *help_epilog;
+
+void cfg_set_help_text(const char *args, const char *epilog)
+{
+    help_args = args ? args : "";
+    help_epilog = epilog;
+}
+
 static void print_help(enum cfg_prog which, const char *prog)
 {
     char env[64], flag[64];
 
-    printf("Usage: %s [OPTION]...\n\nOptions (each also read from the environment variable "
+    printf("Usage: %s [OPTION]...%s\n\nOptions (each also read from the environment variable "
            "shown; a flag wins):\n",
-           prog);
+           prog, help_args);
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct cfg_option *o = &cfg_options[i];
         if (!(o->progs & which))
@@ -244,6 +264,8 @@ static void print_help(enum cfg_prog which, const char *prog)
     }
     printf("  %-28s %s\n  %-28s %s\n", "--help", "show this help and exit", "--version",
            "show the version and exit");
+    if (help_epilog)
+        printf("\n%s", help_epilog);
 }
 
 static const struct cfg_option *find_flag(enum cfg_prog which, const char *name, size_t len)

@@ -42,6 +42,9 @@ struct cfg {
     int max_connections;
     char *tls_cert;
     char *tls_key;
+    char *fcgi_socket;      /* parley-fcgi: Unix path or HOST:PORT; NULL: fd 0 */
+    char *fcgi_socket_mode; /* parley-fcgi: octal mode of a Unix socket it creates */
+    char *mount_prefix;     /* parley-fcgi: path prefix the API is mounted under; NULL: auto */
     /* the assistant */
     char *llm;
     char *llm_url;
@@ -69,6 +72,8 @@ struct cfg {
     char *api_key;
     char *session;
     bool json;
+    int timeout_s; /* scripting: longest wait for a connection or a reply */
+    bool no_color;
     /* positional arguments left after the flags (borrowed from argv) */
     int argc;
     char **argv;
@@ -87,6 +92,11 @@ enum cfg_result {
 enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog, int argc,
                          char **argv);
 void cfg_cleanup(struct cfg *cfg);
+
+/* Extra --help text for a program with positional commands (the client): args follows
+ * "Usage: PROG [OPTION]..." and epilog is printed after the options. Both borrowed (string
+ * literals); call before cfg_load. */
+void cfg_set_help_text(const char *args, const char *epilog);
 
 /* The model name the assistant answers as: "echo", "none", or the LLM model. */
 const char *cfg_model_name(const struct cfg *cfg);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "perr.h"
 
@@ -146,8 +147,9 @@ enum perr db_messages_page(struct db *db, const char *session_id, int limit, int
 /* Messages with id > since, ascending, at most limit. */
 enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
                             struct db_message_list *out);
-/* The last n user and assistant messages, ascending: the assistant's context. */
-enum perr db_messages_context(struct db *db, const char *session_id, int n,
+/* The last n user and assistant messages with id <= up_to (0: no bound), ascending: the
+ * assistant's context for a reply to message up_to, which ends with that message. */
+enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                               struct db_message_list *out);
 void db_message_cleanup(struct db_message *m);
 void db_message_list_cleanup(struct db_message_list *l);
@@ -166,8 +168,23 @@ enum perr db_reply_queue_drop(struct db *db, int64_t message_id);
 enum perr db_stats_read(struct db *db, struct db_stats *out);
 
 /* ---- API keys (db_keys.c) ---- */
+struct db_key_info {
+    char name[65];
+    char created_at[CLOCK_ISO_LEN];
+    char revoked_at[CLOCK_ISO_LEN]; /* empty while the key is valid */
+};
+
 /* How many keys exist that are not revoked. */
 enum perr db_keys_active(struct db *db, int64_t *n);
+/* Stores a key's salt and hash. PERR_INVALID_FIELD when the name is taken. */
+enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash);
+/* Revokes a key. PERR_NOT_FOUND when no valid key has that name. */
+enum perr db_key_revoke(struct db *db, const char *name);
+/* Every key, revoked ones too, oldest first. *out is new: free with db_key_list_free. */
+enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n);
+void db_key_list_free(struct db_key_info *v, size_t n);
+/* The valid keys' salts and hashes, for auth_verify. *out is new: free with free(). */
+enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n);
 
 /* ---- the broker's live figures (db_live.c) ---- */
 /* Broker side: reset at start (forget every member count of a previous run). */

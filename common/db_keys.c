@@ -1,4 +1,7 @@
-/* db_keys: API keys (stored as salted hashes; see schema/001_init.sql). */
+/* db_keys: API keys, stored as salted hashes (see auth.h and schema/001_init.sql). */
+#include <stdlib.h>
+#include <string.h>
+
 #include "db_internal.h"
 
 enum perr db_keys_active(struct db *db, int64_t *n)
@@ -13,4 +16,122 @@ enum perr db_keys_active(struct db *db, int64_t *n)
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     db_stmt_done(st);
     return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "count keys");
+}
+
+enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash)
+{
+    static const char sql[] = "INSERT INTO api_keys(name, salt, hash, created_at)"
+                              " VALUES (?1, ?2, ?3, ?4)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    char now[CLOCK_ISO_LEN];
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    clock_now_iso(now);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, salt, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return PERR_INVALID_FIELD; /* the name is taken */
+    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "add key");
+}
+
+enum perr db_key_revoke(struct db *db, const char *name)
+{
+    static const char sql[] = "UPDATE api_keys SET revoked_at = ?2"
+                              " WHERE name = ?1 AND revoked_at IS NULL";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    char now[CLOCK_ISO_LEN];
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    clock_now_iso(now);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, __func__, "revoke key");
+    return sqlite3_changes(sqlite3_db_handle(st)) ? PERR_OK : PERR_NOT_FOUND;
+}
+
+void db_key_list_free(struct db_key_info *v, size_t n)
+{
+    (void)n;
+    free(v);
+}
+
+enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n)
+{
+    static const char sql[] = "SELECT name, created_at, revoked_at FROM api_keys"
+                              " ORDER BY created_at, name";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    struct db_key_info *v = NULL, *grown;
+    size_t got = 0, cap = 0;
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (got == cap) {
+            cap = cap ? cap * 2 : 8;
+            if (!(grown = realloc(v, cap * sizeof *v))) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            v = grown;
+        }
+        memset(&v[got], 0, sizeof v[got]);
+        db_column_copy(st, 0, v[got].name, sizeof v[got].name);
+        db_column_copy(st, 1, v[got].created_at, sizeof v[got].created_at);
+        db_column_copy(st, 2, v[got].revoked_at, sizeof v[got].revoked_at);
+        got++;
+    }
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return db_fail(db, __func__, "list keys");
+    }
+    *out = v;
+    *n = got;
+    return PERR_OK;
+}
+
+enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n)
+{
+    static const char sql[] = "SELECT name, salt, hash FROM api_keys WHERE revoked_at IS NULL";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    struct auth_key *v = NULL, *grown;
+    size_t got = 0, cap = 0;
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (got == cap) {
+            cap = cap ? cap * 2 : 8;
+            if (!(grown = realloc(v, cap * sizeof *v))) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            v = grown;
+        }
+        db_column_copy(st, 0, v[got].name, sizeof v[got].name);
+        db_column_copy(st, 1, v[got].salt, sizeof v[got].salt);
+        db_column_copy(st, 2, v[got].hash, sizeof v[got].hash);
+        got++;
+    }
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return db_fail(db, __func__, "read keys");
+    }
+    *out = v;
+    *n = got;
+    return PERR_OK;
 }

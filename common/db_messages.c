@@ -342,11 +342,12 @@ enum perr db_messages_since(struct db *db, const char *session_id, int64_t since
     return read_list(db, st, limit, out);
 }
 
-enum perr db_messages_context(struct db *db, const char *session_id, int n,
+enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                               struct db_message_list *out)
 {
     static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1"
-                              " AND role IN ('user', 'assistant') ORDER BY id DESC LIMIT ?2";
+                              " AND id <= ?3 AND role IN ('user', 'assistant')"
+                              " ORDER BY id DESC LIMIT ?2";
     sqlite3_stmt *st = db_stmt(db, sql);
     enum perr e;
 
@@ -355,6 +356,7 @@ enum perr db_messages_context(struct db *db, const char *session_id, int n,
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, n);
+    sqlite3_bind_int64(st, 3, up_to > 0 ? up_to : INT64_MAX);
     if ((e = read_list(db, st, n, out)))
         return e;
     reverse_list(out);

@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "config.h"
 #include "db.h"
+#include "keys_cmd.h"
 #include "log.h"
 #include "router.h"
 
@@ -82,6 +83,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct rt_resp
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
     if (res->allow[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
+    if (res->challenge)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (res->disposition[0])
         MHD_add_response_header(r, "Content-Disposition", res->disposition);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
@@ -226,6 +229,11 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("parley-rest", srv.cfg.log_level);
+    if (srv.cfg.argc > 0 && strcmp(srv.cfg.argv[0], "keys") == 0) {
+        rc = keys_command(&srv.cfg, srv.cfg.argc, srv.cfg.argv);
+        cfg_cleanup(&srv.cfg);
+        return rc;
+    }
     if (srv.cfg.argc > 0) {
         log_error("unexpected argument '%s'; see 'parley-rest --help'", srv.cfg.argv[0]);
         cfg_cleanup(&srv.cfg);

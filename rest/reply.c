@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "jsonx.h"
 #include "log.h"
 #include "rest.h"
@@ -58,6 +59,47 @@ int rt_need_db(struct rt_ctx *c)
         return 0;
     rt_db_error(c, PERR_UNAVAILABLE);
     return -1;
+}
+
+bool rt_authorized(struct rt_ctx *c)
+{
+    const char *key = auth_bearer(c->req->authorization);
+    struct auth_key *keys = NULL;
+    size_t n = 0;
+    int64_t active = 0;
+    enum perr e;
+    int found;
+
+    if (rt_need_db(c))
+        return false;
+    if ((e = db_keys_active(c->db, &active))) {
+        rt_db_error(c, e);
+        return false;
+    }
+    if (active == 0 && !c->r->cfg->require_auth)
+        return true;
+    if (!key) {
+        rt_error(c, PERR_UNAUTHORIZED,
+                 "this service needs an API key: send it as "
+                 "'Authorization: Bearer KEY' (an administrator makes one with 'parley-rest "
+                 "keys add NAME')");
+        c->res->challenge = true;
+        return false;
+    }
+    if ((e = db_key_hashes(c->db, &keys, &n))) {
+        rt_db_error(c, e);
+        return false;
+    }
+    found = auth_verify(keys, n, key);
+    free(keys);
+    if (found < 0) {
+        rt_error(c, PERR_UNAUTHORIZED,
+                 "the API key is not valid (mistyped or revoked); ask "
+                 "an administrator for a key");
+        c->res->challenge = true;
+        return false;
+    }
+    return true;
 }
 
 /* Whether the Content-Type is application/json, parameters (charset) aside. */

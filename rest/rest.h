@@ -47,6 +47,10 @@ int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int
                int64_t *out);
 /* Needs the database: answers 503 and returns non-zero when the worker has none. */
 int rt_need_db(struct rt_ctx *c);
+/* Whether the request may go on: true when no key is needed (none stored and no
+ * --require-auth) or it carries a valid one; otherwise answers 401 (503 without a
+ * database) and returns false. Checked on every request, so revocation is immediate. */
+bool rt_authorized(struct rt_ctx *c);
 
 /* ---- JSON of stored rows (reply.c) ---- */
 json_t *rt_session_json(const struct db_session *s);

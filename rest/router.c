@@ -9,24 +9,27 @@
 #include "log.h"
 #include "rest.h"
 
+enum access { PRIVATE, PUBLIC }; /* PUBLIC: served without an API key */
+
 struct route {
     const char *method;
     const char *pattern; /* "{id}" matches one path segment */
     void (*handler)(struct rt_ctx *c);
+    enum access access;
 };
 
 static const struct route routes[] = {
-    {"GET", "/", h_root},
-    {"GET", "/health", h_health},
-    {"GET", "/stats", h_stats},
-    {"POST", "/sessions/new", h_session_new},
-    {"GET", "/sessions", h_session_list},
-    {"GET", "/sessions/{id}", h_session_get},
-    {"DELETE", "/sessions/{id}", h_session_delete},
-    {"POST", "/sessions/{id}/clear", h_session_clear},
-    {"POST", "/sessions/{id}/messages", h_message_post},
-    {"GET", "/demo", h_demo},
-    {"GET", "/docs", h_docs},
+    {"GET", "/", h_root, PUBLIC},
+    {"GET", "/health", h_health, PUBLIC},
+    {"GET", "/stats", h_stats, PRIVATE},
+    {"POST", "/sessions/new", h_session_new, PRIVATE},
+    {"GET", "/sessions", h_session_list, PRIVATE},
+    {"GET", "/sessions/{id}", h_session_get, PRIVATE},
+    {"DELETE", "/sessions/{id}", h_session_delete, PRIVATE},
+    {"POST", "/sessions/{id}/clear", h_session_clear, PRIVATE},
+    {"POST", "/sessions/{id}/messages", h_message_post, PRIVATE},
+    {"GET", "/demo", h_demo, PUBLIC},
+    {"GET", "/docs", h_docs, PUBLIC},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
@@ -140,7 +143,8 @@ void router_handle(struct router *r, struct db *db, const struct rt_request *req
         }
         c.id = strstr(routes[i].pattern, "{id}") ? id : NULL;
         res->allow[0] = '\0';
-        routes[i].handler(&c);
+        if (routes[i].access == PUBLIC || rt_authorized(&c))
+            routes[i].handler(&c);
         goto out;
     }
     if (path_known) {

@@ -40,6 +40,7 @@ struct rt_response {
     char *body;               /* owned (malloc) */
     size_t body_len;
     char allow[64];        /* Allow header for 405, empty otherwise */
+    bool challenge;        /* 401: send WWW-Authenticate: Bearer */
     char disposition[160]; /* Content-Disposition for downloads, empty otherwise */
 };
 

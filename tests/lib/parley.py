@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -196,6 +197,7 @@ def _stop_pid(popen, timeout=10.0):
 
 
 def cleanup():
+    close_clients()
     for p in _procs:
         if p.popen is not None and p.popen.poll() is None:
             _stop_pid(p.popen)
@@ -456,3 +458,488 @@ def check_error(t, name, resp, status, code, mentions=None):
 
 def is_json(resp):
     return resp[1].get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
+# ---------------------------------------------------------------- broker
+
+class Broker(Rest):
+    """A bin/parley-broker process on a free loopback port.
+
+    Shares tmpdir (and so the database file and the notification socket path) with a Rest
+    when given rest.tmpdir; pass port=rest.ws_port so REST's --ws-port names this broker.
+    flags: dict merged over the defaults (--db, --bind, --port, --notify-socket,
+    --log-level, --llm); a value of None drops that flag. Ready when a WebSocket
+    handshake on /ws succeeds.
+    """
+
+    def __init__(self, t, flags=None, env=None, tmpdir=None, port=None, llm="echo",
+                 name="parley-broker", start=True, ready_timeout=10.0):
+        self.t = t
+        self.name = name
+        self.tmpdir = tmpdir or make_tmpdir()
+        self.db = os.path.join(self.tmpdir, "parley.db")
+        self.notify_socket = os.path.join(self.tmpdir, "broker.sock")
+        self.port = port or free_port()
+        self.flags = {
+            "--db": self.db,
+            "--bind": "127.0.0.1",
+            "--port": str(self.port),
+            "--notify-socket": self.notify_socket,
+            "--log-level": "debug",
+            "--llm": llm,
+        }
+        self.flags.update(flags or {})
+        self.env = env or {}
+        self.argv_extra = []
+        self.popen = None
+        self.returncode = None
+        self.log_path = None
+        self.ready_timeout = ready_timeout
+        if start:
+            self.start()
+
+    @property
+    def url(self):
+        return "ws://127.0.0.1:%d/ws" % self.port
+
+    def argv(self):
+        argv = Rest.argv(self)
+        argv[0] = os.path.join(BIN_DIR, "parley-broker")
+        return argv
+
+    def wait_ready(self):
+        deadline = time.monotonic() + self.ready_timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError("%s exited with %s before it was ready; stderr:\n%s" % (
+                    self.name, self.popen.returncode, self.log_tail()))
+            try:
+                sock, _ = ws_handshake(self.port, timeout=2)
+                try:
+                    sock.sendall(ws_frame(0x8, b"\x03\xe8"))  # close 1000
+                except OSError:
+                    pass
+                sock.close()
+                return
+            except (OSError, ValueError) as e:
+                last = e
+                time.sleep(0.05)
+        raise RuntimeError("%s not ready within %.0f s (%s); stderr:\n%s" % (
+            self.name, self.ready_timeout, last, self.log_tail()))
+
+    def kill9(self):
+        """SIGKILL (the crash test only). Returns the exit status (-9)."""
+        if self.popen is None or self.popen.poll() is not None:
+            return self.popen and self.popen.returncode
+        self.popen.send_signal(signal.SIGKILL)
+        self.returncode = self.popen.wait()
+        self.failed_at_stop = self.t.failed if self.t is not None else 0
+        return self.returncode
+
+    def client(self, name="ws", **kw):
+        return WsClient(self.url, name=name, **kw)
+
+
+# ---------------------------------------------------------------- raw WebSocket frames
+
+def ws_handshake(port, path="/ws", host="127.0.0.1", timeout=5, headers=None):
+    """A hand-made upgrade on a plain socket. Returns (socket, bytes already read past
+    the response headers); raises ValueError when the answer is not 101."""
+    import base64
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET %s HTTP/1.1" % path, "Host: %s:%d" % (host, port), "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key,
+                 "Sec-WebSocket-Version: 13"]
+        for k, v in (headers or {}).items():
+            lines.append("%s: %s" % (k, v))
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in buf:
+            if time.monotonic() > deadline:
+                raise ValueError("no handshake answer within %s s: %r" % (timeout, buf))
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ValueError("connection closed during the handshake: %r" % buf)
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            raise ValueError("handshake answered %r" % status)
+        return sock, rest
+    except BaseException:
+        sock.close()
+        raise
+
+
+def ws_frame(opcode, payload=b"", fin=True):
+    """One masked client frame."""
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    elif n < 65536:
+        head = bytes([b0, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([b0, 0x80 | 127]) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    return head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+def ws_read_frame(sock, buf, deadline):
+    """Reads one server frame. Returns (opcode, payload, rest of buf); opcode None on EOF;
+    raises socket.timeout past the deadline."""
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no frame before the deadline")
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                return False
+            buf += chunk
+        return True
+
+    if not need(2):
+        return None, b"", buf
+    op = buf[0] & 0x0F
+    n = buf[1] & 0x7F
+    pos = 2
+    if n == 126:
+        if not need(4):
+            return None, b"", buf
+        n = int.from_bytes(buf[2:4], "big")
+        pos = 4
+    elif n == 127:
+        if not need(10):
+            return None, b"", buf
+        n = int.from_bytes(buf[2:10], "big")
+        pos = 10
+    if not need(pos + n):
+        return None, b"", buf
+    return op, buf[pos:pos + n], buf[pos + n:]
+
+
+# ---------------------------------------------------------------- WebSocket client
+
+_aio_loop = None
+_aio_lock = threading.Lock()
+_clients = []
+
+
+def _aio():
+    """The asyncio loop (in a daemon thread) every WsClient of this process runs on."""
+    global _aio_loop
+    import asyncio
+    with _aio_lock:
+        if _aio_loop is None:
+            _aio_loop = asyncio.new_event_loop()
+            threading.Thread(target=_aio_loop.run_forever, name="ws-loop", daemon=True).start()
+        return _aio_loop
+
+
+def _aio_call(coro, timeout):
+    import asyncio
+    import concurrent.futures
+    fut = asyncio.run_coroutine_threadsafe(coro, _aio())
+    try:
+        return fut.result(timeout)
+    except concurrent.futures.TimeoutError:
+        fut.cancel()
+        raise TimeoutError("no result within %.1f s" % timeout) from None
+
+
+class ExpectError(AssertionError):
+    pass
+
+
+def one_of(*values):
+    """A matcher for WsClient.expect: the field equals one of values."""
+    return lambda v: any(strict_equal(v, x) for x in values)
+
+
+def _frame_matches(msg, match, pred):
+    if not isinstance(msg, dict):
+        return False
+    for k, want in match.items():
+        if k not in msg:
+            return False
+        if callable(want):
+            if not want(msg[k]):
+                return False
+        elif not strict_equal(msg[k], want):
+            return False
+    return pred is None or bool(pred(msg))
+
+
+class WsClient:
+    """A synchronous-looking WebSocket client (python3-websockets on a background loop).
+
+    Every text frame received is parsed as JSON (kept as the raw str when it is not) and
+    buffered in arrival order; expect(**fields) takes the first buffered frame whose
+    fields equal the given values (or satisfy a given callable), waiting up to timeout,
+    and leaves the others in the buffer. The client answers pings by itself and sends none.
+    """
+
+    def __init__(self, url, name="ws", timeout=10, headers=None, **kw):
+        import websockets
+        self.url = url
+        self.name = name
+        self._cond = threading.Condition()
+        self._buf = []
+        self.received = []  # every frame, in order, for diagnostics
+        self.closed = False
+        self.close_code = None
+        self.close_reason = None
+        self.closed_at = None
+
+        async def _open():
+            return await websockets.connect(url, ping_interval=None, max_size=None,
+                                            open_timeout=timeout, close_timeout=5,
+                                            extra_headers=headers, **kw)
+        self.ws = _aio_call(_open(), timeout + 2)
+        _clients.append(self)
+        import asyncio
+        self._reader = asyncio.run_coroutine_threadsafe(self._read(), _aio())
+
+    async def _read(self):
+        try:
+            while True:
+                data = await self.ws.recv()
+                if isinstance(data, str):
+                    try:
+                        msg = json.loads(data)
+                    except ValueError:
+                        msg = data
+                else:
+                    msg = data
+                with self._cond:
+                    self._buf.append(msg)
+                    self.received.append(msg)
+                    self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - ConnectionClosed* ends the reader
+            pass
+        finally:
+            with self._cond:
+                self.closed = True
+                self.closed_at = time.monotonic()
+                self.close_code = self.ws.close_code
+                self.close_reason = self.ws.close_reason
+                self._cond.notify_all()
+
+    # ---- sending
+    def send(self, obj, timeout=10):
+        """dict/list: as JSON text; str: a text frame as is; bytes: a binary frame."""
+        data = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
+        _aio_call(self.ws.send(data), timeout)
+
+    def send_fragments(self, parts, timeout=10):
+        """One message sent as len(parts) fragments (str parts: text, bytes: binary)."""
+        _aio_call(self.ws.send(list(parts)), timeout)
+
+    # ---- receiving
+    def _describe(self, match, pred):
+        want = ", ".join("%s=%s" % (k, "<pred>" if callable(v) else repr(v))
+                         for k, v in match.items())
+        return "%s{%s}%s" % (self.name, want, " +pred" if pred else "")
+
+    def expect(self, timeout=5.0, pred=None, **match):
+        """The first buffered frame matching, removed from the buffer; ExpectError if none
+        arrives within timeout (or the connection closes first)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i, msg in enumerate(self._buf):
+                    if _frame_matches(msg, match, pred):
+                        del self._buf[i]
+                        return msg
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    break
+                self._cond.wait(left)
+            why = ("connection closed (code %s)" % self.close_code) if self.closed else \
+                "nothing within %.1f s" % timeout
+            raise ExpectError("%s: %s; unmatched frames buffered: %s" % (
+                self._describe(match, pred), why, _one_line(repr(self._buf), 1500)))
+
+    def take_all(self, pred=None, **match):
+        """Every buffered frame matching (removed), in order; does not wait."""
+        with self._cond:
+            got = [m for m in self._buf if _frame_matches(m, match, pred)]
+            self._buf = [m for m in self._buf if not _frame_matches(m, match, pred)]
+            return got
+
+    def quiet(self, seconds, pred=None, **match):
+        """Waits `seconds`, then returns (and removes) the frames matching that arrived."""
+        time.sleep(seconds)
+        return self.take_all(pred=pred, **match)
+
+    def pending(self):
+        with self._cond:
+            return list(self._buf)
+
+    def clear(self):
+        with self._cond:
+            self._buf = []
+
+    def request(self, obj, timeout=5.0, pred=None, **match):
+        self.send(obj)
+        return self.expect(timeout=timeout, pred=pred, **match)
+
+    def ping_ok(self, timeout=5.0):
+        """True when an app-level ping is answered with pong (the connection is usable)."""
+        try:
+            self.send({"type": "ping"})
+            self.expect(timeout=timeout, type="pong")
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def wait_closed(self, timeout=5.0):
+        """The close code once the connection is closed, None if still open after timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.close_code
+
+    def close(self, timeout=5.0):
+        if self.closed:
+            return self.close_code
+        try:
+            _aio_call(self.ws.close(), timeout + 5)
+        except Exception:  # noqa: BLE001
+            pass
+        return self.wait_closed(timeout)
+
+    def abort(self):
+        """Drops the TCP connection without a close frame."""
+        loop = _aio()
+        loop.call_soon_threadsafe(self.ws.transport.abort)
+        self.wait_closed(5)
+
+    # ---- session helpers
+    def create_session(self, timeout=5.0, **fields):
+        ev = self.request(dict(type="create_session", **fields), timeout=timeout,
+                          type="session_created")
+        return ev["session_id"]
+
+    def join(self, sid, timeout=5.0, **fields):
+        return self.request(dict(type="join_session", session_id=sid, **fields),
+                            timeout=timeout, type="session_joined", session_id=sid)
+
+    def chat(self, text, timeout=5.0, **fields):
+        """Sends a chat and returns its acknowledgement (message_added with this content)."""
+        self.send(dict(type="chat", message=text, **fields))
+        return self.expect(timeout=timeout, type="session_update", update_type="message_added",
+                           pred=lambda m: isinstance(m.get("message"), dict) and
+                           m["message"].get("content") == text)
+
+    def read_reply(self, sid, timeout=20.0):
+        """The frames of one assistant reply in session sid, in arrival order: from the
+        first status/response_start/chunk through response_complete."""
+        types = one_of("status", "response_start", "chunk", "response_complete")
+        frames = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            f = self.expect(timeout=left, type=types, session_id=sid)
+            frames.append(f)
+            if f["type"] == "response_complete":
+                return frames
+
+
+def close_clients():
+    for c in list(_clients):
+        if not c.closed:
+            try:
+                c.close(timeout=2)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def echo_chunks(text):
+    """How the echo assistant splits text: each word with the whitespace after it, the
+    leading whitespace going with the first word."""
+    return re.findall(r"\s*\S+\s*", text)
+
+
+def check_reply(t, name, frames, sid, text=None, stopped=False, chunks=None):
+    """frames (from WsClient.read_reply) are exactly status, response_start, the chunks
+    numbered 1..n, a final empty chunk is_final:true, response_complete.
+    text: the full reply expected (the echo: the user message); chunks: the exact chunk
+    texts expected (default echo_chunks(text)). With stopped, the chunks are a prefix.
+    Returns the response_complete frame (or None)."""
+    types = [f.get("type") for f in frames]
+    t.ok("%s: status, response_start, chunks, response_complete in that order" % name,
+         len(frames) >= 4 and types[0] == "status" and types[1] == "response_start" and
+         all(x == "chunk" for x in types[2:-1]) and types[-1] == "response_complete",
+         "types %r" % types)
+    if len(frames) < 4 or types[-1] != "response_complete":
+        return None
+    st, start, body, done = frames[0], frames[1], frames[2:-1], frames[-1]
+    t.keys("%s: status fields" % name, st, {"type", "session_id", "message", "context_messages"})
+    t.ok("%s: status.message is a string" % name, isinstance(st.get("message"), str),
+         repr(st.get("message")))
+    t.is_int("%s: status.context_messages int >= 1" % name, st.get("context_messages"), 1)
+    t.keys("%s: response_start fields" % name, start, {"type", "session_id", "response_id"})
+    rid = start.get("response_id")
+    t.match("%s: response_id is 16 hex" % name, rid, r"^[0-9a-f]{16}$")
+    bad = [c for c in body if set(c) != {"type", "session_id", "response_id", "text",
+                                         "chunk_number", "is_final"}]
+    t.ok("%s: every chunk has exactly type, session_id, response_id, text, chunk_number, "
+         "is_final" % name, not bad, repr(bad[:2]))
+    t.ok("%s: every frame names the session and the response" % name,
+         all(f.get("session_id") == sid for f in frames) and
+         all(f.get("response_id") == rid for f in frames[1:]),
+         repr([(f.get("session_id"), f.get("response_id")) for f in frames][:5]))
+    t.eq("%s: chunk_number runs 1..n" % name, [c.get("chunk_number") for c in body],
+         list(range(1, len(body) + 1)))
+    t.eq("%s: only the last chunk is final" % name, [c.get("is_final") for c in body],
+         [False] * (len(body) - 1) + [True])
+    t.eq("%s: the final chunk is empty" % name, body[-1].get("text") if body else None, "")
+    texts = [c.get("text") for c in body[:-1]]
+    if text is not None and not stopped:
+        t.eq("%s: chunk texts (word + following whitespace)" % name, texts,
+             chunks if chunks is not None else echo_chunks(text))
+        t.eq("%s: chunks concatenate to the reply exactly" % name, "".join(texts), text)
+    elif text is not None:
+        want = chunks if chunks is not None else echo_chunks(text)
+        t.ok("%s: stopped: the chunks are a strict prefix of the reply's" % name,
+             texts == want[:len(texts)] and len(texts) < len(want),
+             "%d chunks %r vs %d expected" % (len(texts), texts[-3:], len(want)))
+    t.keys("%s: response_complete fields" % name, done,
+           {"type", "session_id", "response_id", "message_id", "total_chunks",
+            "processing_time", "message_count", "stopped"})
+    t.is_int("%s: response_complete.message_id int >= 1" % name, done.get("message_id"), 1)
+    t.eq("%s: total_chunks counts every chunk, the final one included" % name,
+         done.get("total_chunks"), len(body))
+    pt = done.get("processing_time")
+    t.ok("%s: processing_time is a number >= 0" % name,
+         type(pt) in (int, float) and pt >= 0, repr(pt))
+    t.is_int("%s: message_count int >= 2" % name, done.get("message_count"), 2)
+    t.eq("%s: stopped" % name, done.get("stopped"), stopped)
+    return done
+
+
+# ---------------------------------------------------------------- sqlite3 shell
+
+SQLITE = "/usr/bin/sqlite3"
+
+
+def sql(db, query, timeout=10):
+    """One run of the sqlite3 shell on db: (exit code, output lines), `|`-separated."""
+    p = subprocess.run([SQLITE, "-batch", db, query], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    out = p.stdout.decode("utf-8", "replace")
+    if p.returncode != 0:
+        out += p.stderr.decode("utf-8", "replace")
+    return p.returncode, out.splitlines()

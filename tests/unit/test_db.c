@@ -800,21 +800,28 @@ static void messages_context(void)
                                         "user", "assistant", "event"};
     static const char *const texts[] = {"u1", "a1", "sys", "ev1", "u2", "a2", "ev2"};
 
+    int64_t ids[UNIT_COUNT(roles)];
+
     REQUIRE(db != NULL);
     REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
     for (size_t i = 0; i < UNIT_COUNT(roles); i++)
-        add(db, s.id, roles[i], texts[i], NULL, false);
+        ids[i] = add(db, s.id, roles[i], texts[i], NULL, false);
+    /* up_to: index into ids of the message answered, -1 for no bound */
     static const struct {
+        int up_to;
         int n;
         const char *want;
-    } rows[] = {{3, "a1,u2,a2"}, {10, "u1,a1,u2,a2"}, {1, "a2"}, {4, "u1,a1,u2,a2"}};
+    } rows[] = {{-1, 3, "a1,u2,a2"}, {-1, 10, "u1,a1,u2,a2"}, {-1, 1, "a2"}, {-1, 4, "u1,a1,u2,a2"},
+                {4, 10, "u1,a1,u2"}, {4, 2, "a1,u2"},         {0, 10, "u1"}, {4, 1, "u2"}};
     for (size_t i = 0; i < UNIT_COUNT(rows); i++) {
-        if (db_messages_context(db, s.id, rows[i].n, &l) != PERR_OK) {
+        int64_t up_to = rows[i].up_to < 0 ? 0 : ids[rows[i].up_to];
+        if (db_messages_context(db, s.id, up_to, rows[i].n, &l) != PERR_OK) {
             UNIT_FAIL("n %d: db_messages_context failed", rows[i].n);
             continue;
         }
         if (strcmp(contents(&l, got, sizeof got), rows[i].want) != 0)
-            UNIT_FAIL("n %d: got \"%s\", want \"%s\"", rows[i].n, got, rows[i].want);
+            UNIT_FAIL("up_to %lld n %d: got \"%s\", want \"%s\"", (long long)up_to, rows[i].n, got,
+                      rows[i].want);
         db_message_list_cleanup(&l);
     }
     db_message_list_cleanup(&l);
@@ -1227,7 +1234,8 @@ static const struct unit_case cases[] = {
     {"client_msg_id duplicates return the stored message", message_duplicate},
     {"db_messages_page: limit, before, has_more", messages_page},
     {"db_messages_since: after an id, ascending, limited", messages_since},
-    {"db_messages_context: last n user/assistant, ascending", messages_context},
+    {"db_messages_context: last n user/assistant up to the one answered, ascending",
+     messages_context},
     {"reply queue and db_reply_add with counters", reply_queue_and_add},
     {"db_reply_queue_drop", reply_queue_drop},
     {"nested transactions: inner rollback keeps outer work", tx_nested},

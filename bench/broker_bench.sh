@@ -1,0 +1,267 @@
+#!/bin/sh
+# broker_bench: fan-out, latency, idle connections and handshakes of parley-broker.
+#
+# Builds nothing (make does). For each scenario it starts a fresh bin/parley-broker
+# pinned to core 0 on a free loopback port with a temporary database and --llm none (no
+# assistant replies), runs build/bench/loadgen pinned to core 1, prints each figure with
+# its command line, and stops the broker it started (by pid). Scenarios:
+#   (a) ceiling: build/bench/ceiling, one send() per delivery over 1,000 loopback pairs
+#   (b) fan-out: one session of 1,000 members, 4 senders, as fast as acknowledged
+#   (c) latency: a session of 10 at 1,000 msg/s
+#   (d) latency: a session of 1,000 at 20 msg/s
+#   (e) idle: BENCH_IDLE connections (5,000; 19000 for the full run) held BENCH_HOLD s
+#       (20; the issue's full target is 600): drops and broker RSS per connection
+#   (f) handshakes/s: connect, upgrade, close, as fast as possible for 5 s
+#
+# A benchmark, not a test: figures are printed, never asserted. It exits non-zero only when
+# a scenario could not run (missing binary, broker that does not start, or dies).
+# Environment: BENCH_DURATION (10), BENCH_IDLE (5000), BENCH_HOLD (20), BENCH_SCENARIOS
+# (abcdef), BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
+set -u
+
+BROKER_BIN=${BROKER_BIN:-bin/parley-broker}
+BENCH_BIN=${BENCH_BIN:-build/bench}
+DURATION=${BENCH_DURATION:-10}
+IDLE=${BENCH_IDLE:-5000}
+HOLD=${BENCH_HOLD:-20}
+SCENARIOS=${BENCH_SCENARIOS:-abcdef}
+LOADGEN=$BENCH_BIN/loadgen
+CEILING=$BENCH_BIN/ceiling
+
+say() { printf '%s\n' "broker_bench: $*"; }
+die() { say "cannot run: $*" >&2; exit 1; }
+# alive PID: the process exists and is not a zombie (a dead child stays one until waited)
+alive() {
+	pst=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)
+	[ -n "$pst" ] && [ "$pst" != Z ]
+}
+
+[ -x "$BROKER_BIN" ] || die "$BROKER_BIN is not built (run make)"
+[ -x "$LOADGEN" ] && [ -x "$CEILING" ] || die "$LOADGEN or $CEILING is not built (run make bench)"
+[ -x /usr/bin/python3 ] || die "/usr/bin/python3 is missing"
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+	PIN_BROKER="taskset -c 0"
+	PIN_LOAD="taskset -c 1"
+	CEIL_CPUS="--send-cpu 0 --recv-cpu 1"
+else
+	PIN_BROKER=""
+	PIN_LOAD=""
+	CEIL_CPUS="--send-cpu -1 --recv-cpu -1"
+	say "taskset or a second core is missing: nothing is pinned"
+fi
+
+FD_LIMIT=$(ulimit -n)
+case $FD_LIMIT in unlimited) FD_LIMIT=1048576 ;; esac
+# each process has its own limit: leave headroom for the broker's own files
+MAX_IDLE=$((FD_LIMIT - 200))
+[ "$MAX_IDLE" -gt 19990 ] && MAX_IDLE=19990
+if [ "$IDLE" -gt "$MAX_IDLE" ]; then
+	say "BENCH_IDLE=$IDLE is above the fd limit ($FD_LIMIT) minus headroom: using $MAX_IDLE"
+	IDLE=$MAX_IDLE
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/parley-broker-bench.XXXXXX") || die "mktemp failed"
+BPID=""
+RUN=0
+FAILED=0
+
+# stop_broker: SIGTERM to the broker we started, wait up to 5 s, then SIGKILL (reported).
+stop_broker() {
+	[ -n "$BPID" ] || return 0
+	if alive "$BPID"; then
+		t0=$(date +%s.%N)
+		kill -TERM "$BPID" 2>/dev/null
+		i=0
+		while alive "$BPID" && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		if alive "$BPID"; then
+			say "  BROKER HANG: pid $BPID did not exit within 5 s of SIGTERM; killing it"
+			kill -KILL "$BPID" 2>/dev/null
+			FAILED=1
+		fi
+		wait "$BPID" 2>/dev/null
+		st=$?
+		t1=$(date +%s.%N)
+		[ "$st" -eq 0 ] || say "  broker exited with status $st after SIGTERM"
+		say "  broker stopped in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s"
+	fi
+	BPID=""
+}
+
+cleanup() {
+	stop_broker >/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+free_port() {
+	/usr/bin/python3 -c '
+import socket
+for _ in range(50):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if p not in (8000, 8001):
+        print(p); break'
+}
+
+# start_broker: a fresh broker on a free port with its own database; sets PORT and BPID.
+start_broker() {
+	RUN=$((RUN + 1))
+	PORT=$(free_port) || die "no free port"
+	LOG=$TMP/broker-$RUN.log
+	# limits far above the load, so that they measure the broker rather than its policy
+	$PIN_BROKER "$BROKER_BIN" --port "$PORT" --db "$TMP/broker-$RUN.db" \
+		--notify-socket "$TMP/broker-$RUN.sock" --llm none --log-level warn \
+		--max-conns-per-ip 1000000 --rate-limit 1000000 --rate-burst 1000000 >"$LOG" 2>&1 &
+	BPID=$!
+	i=0
+	until /usr/bin/python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -ge 50 ] || ! alive "$BPID"; then
+			cat "$LOG" >&2
+			die "parley-broker did not listen on port $PORT within 10 s"
+		fi
+		sleep 0.2
+	done
+}
+
+# check_broker: after a scenario, is the broker still alive? Reports its warnings.
+check_broker() {
+	if ! alive "$BPID"; then
+		wait "$BPID" 2>/dev/null
+		say "  BROKER CRASHED during the scenario (exit status $?); the end of its log:"
+		tail -20 "$LOG" | sed 's/^/broker_bench:     /'
+		BPID=""
+		FAILED=1
+		return 1
+	fi
+	nwarn=$(grep -c . "$LOG")
+	if [ "$nwarn" -gt 0 ]; then
+		say "  broker logged $nwarn warning/error lines, e.g.:"
+		sed -E 's/^[^ ]+ //; s/[0-9a-f]{12}/<id>/g; s/[0-9]+/<n>/g' "$LOG" | sort | uniq -c |
+			sort -rn | head -5 |
+			sed 's/^/broker_bench:     /'
+	fi
+	return 0
+}
+
+# run_load LABEL ARGS...: runs the load generator pinned to core 1 and keeps its output.
+run_load() {
+	label=$1
+	shift
+	say "  \$ $PIN_LOAD $LOADGEN $*"
+	$PIN_LOAD "$LOADGEN" "$@" >"$TMP/$label.out" 2>"$TMP/$label.err"
+	st=$?
+	sed 's/^/broker_bench:     /' "$TMP/$label.out"
+	[ -s "$TMP/$label.err" ] && sed 's/^/broker_bench:     (stderr) /' "$TMP/$label.err" | head -8
+	if [ $st -ne 0 ]; then
+		say "  loadgen exited with status $st: no figures for this scenario"
+		FAILED=1
+	fi
+	return $st
+}
+
+figure() { # figure LABEL PATTERN FIELD: a number from a loadgen output line
+	awk -v pat="$2" -v f="$3" 'index($0, pat) { print $f; exit }' "$TMP/$1.out" 2>/dev/null
+}
+
+CEIL=""
+SUMMARY=$TMP/summary
+: >"$SUMMARY"
+note() { printf '%s\n' "$*" >>"$SUMMARY"; }
+
+case $SCENARIOS in *a*)
+	say "(a) ceiling: one send() per delivery, 1,000 loopback TCP pairs"
+	say "  \$ $CEILING --pairs 1000 --size 100 --duration 5 $CEIL_CPUS"
+	if "$CEILING" --pairs 1000 --size 100 --duration 5 $CEIL_CPUS >"$TMP/ceiling.out" 2>&1; then
+		sed 's/^/broker_bench:     /' "$TMP/ceiling.out"
+		CEIL=$(awk '/deliveries\/s/ { for (i = 1; i < NF; i++) if ($i == "deliveries/s") print $(i + 1) }' "$TMP/ceiling.out")
+		note "(a) ceiling                         $CEIL deliveries/s"
+	else
+		cat "$TMP/ceiling.out" >&2
+		say "  the ceiling probe failed"
+		FAILED=1
+	fi
+	;;
+esac
+
+case $SCENARIOS in *b*)
+	say "(b) fan-out: one session of 1,000 members, 4 senders, as fast as acknowledged, ${DURATION} s"
+	start_broker
+	if run_load fanout --port "$PORT" --conns 1000 --session-size 1000 --senders 4 --window 8 \
+		--duration "$DURATION" --concurrency 256 --broker-pid "$BPID"; then
+		d=$(figure fanout "deliveries/s" 3)
+		p99=$(figure fanout "latency us" 9)
+		if [ -n "$CEIL" ] && [ -n "$d" ]; then
+			r=$(awk -v d="$d" -v c="$CEIL" 'BEGIN { printf "%.2f", d / c }')
+			say "  fan-out: $d deliveries/s = $r x the ceiling ($CEIL/s)"
+			note "(b) fan-out 1x1000, 4 senders       $d deliveries/s ($r x ceiling), p99 $p99 us"
+		else
+			note "(b) fan-out 1x1000, 4 senders       $d deliveries/s, p99 $p99 us"
+		fi
+	fi
+	check_broker
+	stop_broker
+	;;
+esac
+
+case $SCENARIOS in *c*)
+	say "(c) latency: a session of 10 at 1,000 msg/s, ${DURATION} s"
+	start_broker
+	if run_load lat10 --port "$PORT" --conns 10 --session-size 10 --senders 1 --rate 1000 \
+		--duration "$DURATION" --broker-pid "$BPID"; then
+		note "(c) session of 10 at 1,000 msg/s    p50 $(figure lat10 "latency us" 5) us, p99 $(figure lat10 "latency us" 9) us, p99.9 $(figure lat10 "latency us" 11) us, max $(figure lat10 "latency us" 13) us"
+	fi
+	check_broker
+	stop_broker
+	;;
+esac
+
+case $SCENARIOS in *d*)
+	say "(d) latency: a session of 1,000 at 20 msg/s, ${DURATION} s"
+	start_broker
+	if run_load lat1000 --port "$PORT" --conns 1000 --session-size 1000 --senders 1 --rate 20 \
+		--duration "$DURATION" --concurrency 256 --broker-pid "$BPID"; then
+		note "(d) session of 1,000 at 20 msg/s    p50 $(figure lat1000 "latency us" 5) us, p99 $(figure lat1000 "latency us" 9) us, p99.9 $(figure lat1000 "latency us" 11) us, max $(figure lat1000 "latency us" 13) us"
+	fi
+	check_broker
+	stop_broker
+	;;
+esac
+
+case $SCENARIOS in *e*)
+	say "(e) idle: $IDLE connections held $HOLD s (BENCH_IDLE, BENCH_HOLD; full run: 19000 and 600)"
+	start_broker
+	if run_load idle --port "$PORT" --idle "$IDLE" --hold "$HOLD" --concurrency 256 --sources 8 \
+		--broker-pid "$BPID"; then
+		held=$(figure idle "still open" 5)
+		drops=$(figure idle "dropped by the broker" 8)
+		per=$(awk '/bytes per connection/ { print $(NF - 3) }' "$TMP/idle.out")
+		note "(e) idle $IDLE held ${HOLD} s           $held still open, $drops dropped, $per bytes of broker RSS per connection"
+	fi
+	check_broker
+	stop_broker
+	;;
+esac
+
+case $SCENARIOS in *f*)
+	say "(f) handshakes: connect, upgrade, close 1000, 64 at a time, 5 s"
+	start_broker
+	if run_load handshakes --port "$PORT" --handshakes 5 --concurrency 64 --sources 8 \
+		--broker-pid "$BPID"; then
+		note "(f) handshakes                      $(figure handshakes "handshakes/s" 3) handshakes/s"
+	fi
+	check_broker
+	stop_broker
+	;;
+esac
+
+say "summary (broker on core 0, loadgen on core 1; figures, not assertions):"
+sed 's/^/broker_bench:   /' "$SUMMARY"
+if [ "$FAILED" -ne 0 ]; then
+	say "some scenarios could not run or the broker misbehaved (see above)"
+	exit 1
+fi
+exit 0

@@ -1,0 +1,312 @@
+/* access: who may connect to the broker and how fast they may talk.
+ *
+ * - API keys: the valid keys' salts and hashes are cached here, read by the database
+ *   thread at start, when `parley-rest keys` says they changed (keys_changed), and every
+ *   few seconds; a key is checked by hashing on the loop (microseconds, no I/O).
+ * - Upgrades are refused with 403 (Origin not allowed), 429 (too many connections from
+ *   the address) or 401 (a key that is not valid); a connection with no key may upgrade
+ *   when keys are required, but is served nothing until it authenticates (envelope auth).
+ * - Each connection has a token bucket of --rate-limit messages a second, --rate-burst
+ *   deep. A message over it gets rate_limited; a flood that goes on for another burst's
+ *   worth of messages is closed with 1008.
+ * - Refusals are logged once per address and reason a minute, never once per message. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "broker.h"
+#include "clock.h"
+#include "dbq.h"
+#include "log.h"
+#include "map.h"
+
+#define KEYS_REFRESH_MS 5000
+#define REFUSAL_LOG_MS 60000
+#define REFUSAL_MAP_MAX 10000
+
+struct ip_count {
+    char ip[48];
+    int64_t n;
+};
+
+struct refusal {
+    char key[80]; /* "reason|address" */
+    int64_t logged_mono;
+};
+
+/* ---- refusal log ---- */
+
+static void free_value(void *value, void *arg)
+{
+    free(value);
+}
+
+void access_refused(struct per_vhost_data__chat *vhd, const char *ip, const char *reason,
+                    const char *detail)
+{
+    char key[80];
+    struct refusal *r;
+    int64_t now = clock_mono_ms();
+
+    snprintf(key, sizeof key, "%s|%s", reason, ip);
+    r = map_get(vhd->refusals, key);
+    if (r && now - r->logged_mono < REFUSAL_LOG_MS)
+        return;
+    if (!r) {
+        if (map_count(vhd->refusals) >= REFUSAL_MAP_MAX) { /* bound the memory it takes */
+            map_each(vhd->refusals, free_value, NULL);
+            map_free(vhd->refusals);
+            vhd->refusals = map_new();
+        }
+        if (vhd->refusals && (r = calloc(1, sizeof *r))) {
+            snprintf(r->key, sizeof r->key, "%s", key);
+            if (map_put(vhd->refusals, r->key, r) < 0) {
+                free(r);
+                r = NULL;
+            }
+        }
+    }
+    if (r)
+        r->logged_mono = now;
+    log_warn("refused %s: %s (%s); logged once a minute per address", ip, reason, detail);
+}
+
+/* ---- keys ---- */
+
+struct keys_job {
+    struct dbjob job;
+    struct per_vhost_data__chat *vhd;
+    struct auth_key *keys;
+    size_t n;
+};
+
+static void keys_run(struct dbjob *job, struct db *db)
+{
+    struct keys_job *j = (struct keys_job *)job;
+
+    job->err = db_key_hashes(db, &j->keys, &j->n);
+}
+
+static void keys_done(struct dbjob *job)
+{
+    struct keys_job *j = (struct keys_job *)job;
+    struct per_vhost_data__chat *vhd = j->vhd;
+
+    vhd->keys_loading = false;
+    if (job->err == PERR_OK) {
+        access_set_keys(vhd, j->keys, j->n);
+        j->keys = NULL;
+    }
+    free(j->keys);
+    free(j);
+}
+
+void access_set_keys(struct per_vhost_data__chat *vhd, struct auth_key *keys, size_t n)
+{
+    free(vhd->keys);
+    vhd->keys = keys;
+    vhd->n_keys = n;
+    vhd->auth_required = n > 0 || vhd->cfg->require_auth;
+    vhd->keys_loaded_mono = clock_mono_ms();
+}
+
+void access_reload_keys(struct per_vhost_data__chat *vhd)
+{
+    struct keys_job *j;
+
+    if (vhd->keys_loading || vhd->stopping || !(j = calloc(1, sizeof *j)))
+        return;
+    j->vhd = vhd;
+    j->job.run = keys_run;
+    j->job.done = keys_done;
+    vhd->keys_loading = true;
+    dbq_push(vhd->dbq, &j->job);
+}
+
+void access_tick(struct per_vhost_data__chat *vhd)
+{
+    if (clock_mono_ms() - vhd->keys_loaded_mono >= KEYS_REFRESH_MS)
+        access_reload_keys(vhd);
+}
+
+bool access_key_valid(const struct per_vhost_data__chat *vhd, const char *key)
+{
+    return auth_verify(vhd->keys, vhd->n_keys, key) >= 0;
+}
+
+/* The key the upgrade request carries (?api_key= or Authorization: Bearer), copied into
+ * buf; NULL when there is none. */
+static const char *presented_key(struct lws *wsi, char *buf, size_t size)
+{
+    char auth[128];
+    const char *k;
+
+    if (lws_get_urlarg_by_name(wsi, "api_key", buf, (int)size))
+        return buf;
+    if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        (k = auth_bearer(auth))) {
+        snprintf(buf, size, "%s", k);
+        return buf;
+    }
+    return NULL;
+}
+
+/* ---- origins ---- */
+
+/* Whether an Origin's host is loopback: http://127.x.y.z, http://localhost, http://[::1]. */
+static bool loopback_origin(const char *origin)
+{
+    const char *host = strstr(origin, "://");
+    size_t n;
+
+    if (!host)
+        return false;
+    host += 3;
+    n = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
+    return (n >= 4 && strncmp(host, "127.", 4) == 0) || (n == 9 && !strncasecmp(host, "localhost", 9)) ||
+           (n == 5 && strncmp(host, "[::1]", 5) == 0);
+}
+
+/* Whether the Origin's host is the host the client reached us at (the REST service's
+ * pages are served from the same host). */
+static bool same_host_origin(struct lws *wsi, const char *origin)
+{
+    char host[256];
+    const char *o = strstr(origin, "://");
+    size_t n, hn;
+
+    if (!o || lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
+        return false;
+    o += 3;
+    n = o[0] == '[' ? strcspn(o, "]") + 1 : strcspn(o, ":/");
+    hn = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
+    return n == hn && strncasecmp(o, host, n) == 0;
+}
+
+static bool origin_allowed(const struct per_vhost_data__chat *vhd, struct lws *wsi,
+                           const char *origin)
+{
+    const struct cfg_list *allowed = &vhd->cfg->allowed_origin;
+
+    if (!origin[0])
+        return true; /* not a browser: Origin protects browsers' users only */
+    for (size_t i = 0; i < allowed->n; i++)
+        if (strcmp(allowed->v[i], "*") == 0 || strcasecmp(allowed->v[i], origin) == 0)
+            return true;
+    return allowed->n == 0 && (loopback_origin(origin) || same_host_origin(wsi, origin));
+}
+
+/* ---- upgrades and connections ---- */
+
+static int64_t *ip_slot(struct per_vhost_data__chat *vhd, const char *ip, bool create)
+{
+    struct ip_count *c = map_get(vhd->per_ip, ip);
+
+    if (!c && create && (c = calloc(1, sizeof *c))) {
+        snprintf(c->ip, sizeof c->ip, "%s", ip);
+        if (map_put(vhd->per_ip, c->ip, c) < 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c ? &c->n : NULL;
+}
+
+int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi)
+{
+    char ip[48] = "", origin[256] = "", keybuf[128];
+    const char *key;
+    int64_t *count;
+
+    lws_get_peer_simple(wsi, ip, sizeof ip);
+    if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+        origin[0] = '\0';
+    if (!origin_allowed(vhd, wsi, origin)) {
+        access_refused(vhd, ip, "origin not allowed", origin);
+        return 403;
+    }
+    count = ip_slot(vhd, ip, false);
+    if (count && *count >= vhd->cfg->max_conns_per_ip) {
+        access_refused(vhd, ip, "too many connections from the address", "--max-conns-per-ip");
+        return 429;
+    }
+    key = presented_key(wsi, keybuf, sizeof keybuf);
+    if (key && vhd->auth_required && !access_key_valid(vhd, key)) {
+        access_refused(vhd, ip, "API key not valid", "mistyped or revoked");
+        return 401;
+    }
+    return 0;
+}
+
+void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                        struct lws *wsi)
+{
+    char keybuf[128];
+    const char *key = presented_key(wsi, keybuf, sizeof keybuf);
+
+    lws_get_peer_simple(wsi, pss->ip, sizeof pss->ip);
+    pss->authed = !vhd->auth_required || (key && access_key_valid(vhd, key));
+}
+
+void access_conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
+{
+    int64_t *count = ip_slot(vhd, pss->ip, true);
+
+    if (count)
+        (*count)++;
+    pss->tokens = vhd->cfg->rate_burst;
+    pss->refill_mono = clock_mono_ms();
+}
+
+void access_conn_close(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
+{
+    int64_t *count = ip_slot(vhd, pss->ip, false);
+
+    if (count && --*count <= 0)
+        free(map_del(vhd->per_ip, pss->ip));
+}
+
+enum rate_verdict access_rate(struct per_vhost_data__chat *vhd,
+                              struct per_session_data__chat *pss)
+{
+    const struct cfg *cfg = vhd->cfg;
+    int64_t now = clock_mono_ms();
+
+    pss->tokens += (double)(now - pss->refill_mono) * cfg->rate_limit / 1000.0;
+    if (pss->tokens > cfg->rate_burst)
+        pss->tokens = cfg->rate_burst;
+    pss->refill_mono = now;
+    if (pss->tokens >= 1.0) {
+        pss->tokens -= 1.0;
+        pss->flood = 0;
+        return RATE_OK;
+    }
+    if (++pss->flood > (unsigned)cfg->rate_burst) {
+        access_refused(vhd, pss->ip, "flooding", "closed with 1008");
+        return RATE_CLOSE;
+    }
+    if (pss->flood == 1)
+        access_refused(vhd, pss->ip, "over the rate limit", "--rate-limit");
+    return RATE_REFUSE;
+}
+
+int access_init(struct per_vhost_data__chat *vhd, struct auth_key *keys, size_t n)
+{
+    vhd->per_ip = map_new();
+    vhd->refusals = map_new();
+    access_set_keys(vhd, keys, n);
+    return vhd->per_ip && vhd->refusals ? 0 : -1;
+}
+
+void access_cleanup(struct per_vhost_data__chat *vhd)
+{
+    if (vhd->per_ip)
+        map_each(vhd->per_ip, free_value, NULL);
+    if (vhd->refusals)
+        map_each(vhd->refusals, free_value, NULL);
+    map_free(vhd->per_ip);
+    map_free(vhd->refusals);
+    free(vhd->keys);
+    vhd->per_ip = vhd->refusals = NULL;
+    vhd->keys = NULL;
+}

@@ -1,0 +1,236 @@
+"""Broker durability: a reply asked for over REST while the broker is down is produced
+when it starts; kill -9 during a conversation loses nothing acknowledged, the reply queue
+survives and clients rejoin with `since`; a person holding a read transaction open in
+the sqlite3 shell stalls nothing."""
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import parley  # noqa: E402
+from parley import SQLITE, Broker, Rest, check_reply, one_of, sql, strict_equal  # noqa: E402
+
+MARK = "END-OF-QUERY-7c2d"
+
+
+def connect(b, name):
+    c = b.client(name)
+    c.id = c.expect(type="connected").get("connection_id")
+    return c
+
+
+def poll(fn, want, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if strict_equal(got, want) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def rows(db, sid):
+    code, lines = sql(db, "select id, role, content from messages where session_id = '%s' "
+                      "order by id;" % sid)
+    return lines
+
+
+class Shell:
+    """An interactive sqlite3 process fed through a pipe (like a person at the prompt)."""
+
+    def __init__(self, db):
+        self.p = subprocess.Popen([SQLITE, "-batch", db], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.buf = b""
+
+    def query(self, text, timeout=10):
+        self.p.stdin.write((text + "\nSELECT '%s';\n" % MARK).encode())
+        self.p.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while (MARK + "\n").encode() not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("sqlite3 shell did not answer %r; got %r" % (text, self.buf))
+            r, _, _ = select.select([self.p.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.p.stdout.fileno(), 65536)
+                if not chunk:
+                    raise EOFError("sqlite3 shell exited; got %r" % self.buf)
+                self.buf += chunk
+        out, _, self.buf = self.buf.partition((MARK + "\n").encode())
+        return out.decode("utf-8", "replace").splitlines()
+
+    def close(self):
+        try:
+            self.p.stdin.write(b".quit\n")
+            self.p.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return self.p.wait()
+
+
+def test_reply_while_down(t):
+    rest = Rest(t, name="rest-restart")
+    b = Broker(t, tmpdir=rest.tmpdir, port=rest.ws_port, name="broker-restart")
+    sid = rest.new_session()
+    a = connect(b, "A")
+    a.join(sid)
+    b.stop()
+    t.eq("broker stopped: client closed with 1001", a.wait_closed(5), 1001)
+    got = poll(lambda: rest.get("/health").body.get("broker"), {"up": False, "connections": 0},
+               5)
+    t.eq("broker stopped: /health broker.up false", got, {"up": False, "connections": 0})
+    r = rest.post("/sessions/%s/messages" % sid, {"content": "answer me later", "reply": True})
+    t.eq("POST reply:true while the broker is down: 201", r.status, 201)
+    b.start()
+
+    def last():
+        msgs = rest.get("/sessions/%s" % sid).body.get("messages") or []
+        return [(m.get("role"), m.get("content")) for m in msgs]
+    got = poll(last, [("user", "answer me later"), ("assistant", "answer me later")], 5)
+    t.eq("after the broker restarts: the reply is stored within 5 s", got,
+         [("user", "answer me later"), ("assistant", "answer me later")])
+    code, lines = sql(b.db, "select count(*) from reply_queue;")
+    t.eq("after the reply: the reply queue is empty", lines, ["0"])
+    got = poll(lambda: rest.get("/health").body.get("broker"), {"up": True, "connections": 0},
+               5)
+    t.eq("broker restarted: /health broker.up true", got, {"up": True, "connections": 0})
+    b.stop()
+    rest.stop()
+
+
+def test_kill9(t):
+    b = Broker(t, name="broker-kill9")
+    a = connect(b, "A")
+    c = connect(b, "B")
+    sid = a.create_session()
+    c.join(sid)
+    a.chat("first, fully answered")
+    a.read_reply(sid)
+    c.read_reply(sid)
+    # a burst of chats from both (replies queue up behind each other), then kill -9 as
+    # soon as a long reply is streaming
+    long_text = " ".join("w%d" % i for i in range(200))
+    for i in range(8):
+        (a if i % 2 else c).send({"type": "chat", "message": "burst %d" % i})
+    a.send({"type": "chat", "message": long_text})
+    acked = {}
+    deadline = time.monotonic() + 20
+    streaming_long = False
+    while time.monotonic() < deadline and not streaming_long:
+        f = a.expect(timeout=max(0.1, deadline - time.monotonic()),
+                     type=one_of("session_update", "chunk", "response_complete"))
+        if f.get("update_type") == "message_added":
+            acked[f["message"]["id"]] = f["message"]["content"]
+        elif f.get("type") == "response_complete":
+            acked[f["message_id"]] = "(reply)"
+        elif f.get("type") == "chunk" and f.get("text", "").startswith("w0 ") and \
+                f.get("chunk_number") == 1:
+            streaming_long = True
+    t.ok("kill -9: the long reply was streaming", streaming_long, "acked %r" % acked)
+    b.kill9()
+    t.ok("kill -9: clients see the connection drop", a.wait_closed(5) is not None and
+         c.wait_closed(5) is not None, "still open")
+    # everything acknowledged (message_added, response_complete) is in the file
+    code, lines = sql(b.db, "select id, role, content from messages where session_id = '%s' "
+                      "order by id;" % sid)
+    stored = {int(ln.split("|", 2)[0]): ln.split("|", 2) for ln in lines}
+    missing = [(i, x) for i, x in acked.items() if i not in stored or
+               (x != "(reply)" and stored[i][2] != x)]
+    t.ok("kill -9: every acknowledged message is in the database", not missing and
+         len(acked) >= 11, "missing %r (acked %d, stored %r)" % (missing, len(acked), lines))
+    code, lines = sql(b.db, "pragma integrity_check;")
+    t.eq("kill -9: database integrity ok", lines, ["ok"])
+    last_seen = max(acked) if acked else 0
+
+    b.start()
+    # the long message's reply was cut by the kill: it is produced after the restart
+    def replied():
+        return len([ln for ln in rows(b.db, sid) if ln.split("|", 2)[1:] ==
+                    ["assistant", long_text]])
+    t.eq("kill -9: the interrupted reply is produced after the restart", poll(replied, 1, 20),
+         1)
+    t.eq("kill -9: every user message has exactly one reply in the end",
+         poll(lambda: sql(b.db, "select role, count(*) from messages where session_id = '%s' "
+                          "group by role order by role;" % sid)[1],
+              ["assistant|10", "user|10"], 20), ["assistant|10", "user|10"])
+    history = rows(b.db, sid)
+    a2 = connect(b, "A2")
+    j = a2.join(sid, since=last_seen)
+    want = [ln for ln in history if int(ln.split("|", 1)[0]) > last_seen]
+    got = ["%d|%s|%s" % (m.get("id"), m.get("role"), m.get("content"))
+           for m in j.get("messages") or []]
+    t.eq("kill -9: rejoin with since gets exactly what came after", got, want)
+    t.eq("kill -9: message_count is the whole history", j.get("message_count"), len(history))
+    ack = a2.chat("after the crash")
+    check_reply(t, "kill -9: the session works after the restart", a2.read_reply(sid), sid,
+                "after the crash")
+    t.ok("kill -9: ids keep increasing", ack["message"]["id"] > max(
+        int(ln.split("|", 1)[0]) for ln in history), repr(ack))
+    a2.close()
+    b.stop()
+
+
+def test_reader(t):
+    b = Broker(t, name="broker-reader")
+    a = connect(b, "A")
+    c = connect(b, "B")
+    sid = a.create_session()
+    c.join(sid)
+    a.chat("before the reader")
+    a.read_reply(sid)
+    shell = Shell(b.db)
+    try:
+        lines = shell.query("BEGIN;\nSELECT count(*) FROM messages;")
+        t.eq("reader: read transaction open, sees 2 messages", lines, ["2"])
+        slow = []
+        for i in range(20):
+            t0 = time.monotonic()
+            try:
+                (a if i % 2 else c).chat("during read %d" % i, timeout=10)
+            except parley.ExpectError as e:
+                slow.append((i, "no ack: %s" % e))
+                continue
+            dt = time.monotonic() - t0
+            if dt > 1.5:
+                slow.append((i, round(dt, 2)))
+        t.ok("reader: 20 chats acknowledged, each within 1.5 s", not slow, repr(slow))
+        # the replies get committed too
+        for _ in range(20):
+            a.read_reply(sid, timeout=20)
+        code, lines = sql(b.db, "select count(*) from messages;")
+        t.eq("reader: a second shell sees all 42 messages", lines, ["42"])
+        lines = shell.query("SELECT count(*) FROM messages;")
+        t.eq("reader: the open transaction still reads its snapshot", lines, ["2"])
+        lines = shell.query("COMMIT;\nSELECT count(*) FROM messages;")
+        t.eq("reader: after COMMIT the shell sees all 42", lines, ["42"])
+        t.ok("reader: a ping is still answered", a.ping_ok(), "no pong")
+    finally:
+        code = shell.close()
+    t.eq("reader: sqlite3 shell exits 0", code, 0)
+    parley.close_clients()
+    b.stop()
+
+
+def main(t):
+    if not os.access(SQLITE, os.X_OK):
+        t.fail("sqlite3 shell present", "%s missing (apt-get install sqlite3)" % SQLITE)
+        return
+    with t.section("reply asked while the broker is down"):
+        test_reply_while_down(t)
+    parley.close_clients()
+    with t.section("kill -9"):
+        test_kill9(t)
+    parley.close_clients()
+    with t.section("read transaction held open"):
+        test_reader(t)
+
+
+parley.run(main)
