@@ -14,8 +14,8 @@ VERSION := 0.1.0
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libjansson-dev \
 	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev \
-	python3 python3-websockets wrk curl \
-	nginx lighttpd apache2 spawn-fcgi openssl
+	python3 python3-websockets wrk curl libedit-dev tmux \
+	nginx lighttpd apache2 spawn-fcgi openssl chromium
 
 PKGS := libmicrohttpd jansson sqlite3 libcrypto
 BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libcrypto
@@ -26,6 +26,7 @@ CFLAGS_COMMON = $(CSTD) $(WARN) -MMD -MP -Icommon -Ibuild/gen \
 	-DPARLEY_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) $(BROKER_PKGS) 2>/dev/null)
 LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 BROKER_LIBS = $(shell pkg-config --libs $(BROKER_PKGS) 2>/dev/null) -lpthread
+CLIENT_LIBS = $(shell pkg-config --libs libwebsockets libcurl jansson libedit 2>/dev/null)
 
 # Two builds of the same sources: release (bin/) and sanitizers (build/asan/bin/).
 REL_DIR := build/release
@@ -37,26 +38,31 @@ ASAN_CC := clang
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
 	common/auth.c common/notify.c build/gen/schema_sql.c
-REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_static.c \
+REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
+	rest/h_static.c build/gen/openapi_json.c \
 	rest/keys_cmd.c rest/main_mhd.c
 FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
 	broker/access.c broker/envelope.c
+CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
+	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
+	client/show.c client/script.c
 UNIT_TESTS := test_config test_clock test_db test_notify
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
-.PHONY: all deps run test test-release test-asan bench format format-check clean asan
-BINS := parley-rest parley-broker parley-fcgi
-all: $(addprefix bin/,$(BINS))
+.PHONY: all deps run test test-release test-asan bench format format-check clean asan web
+BINS := parley-rest parley-broker parley-fcgi parley
+all: $(addprefix bin/,$(BINS)) web
 
 # ---- dependencies --------------------------------------------------------------
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+	@missing=""; command -v npm >/dev/null 2>&1 || missing=" nodejs npm"; \
+	for p in $(DEB_PACKAGES); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
@@ -67,13 +73,30 @@ deps:
 		echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
 	fi
 
+# ---- web: Swagger UI for /docs, playwright-core for the browser tests (npm, not committed)
+WEB_VENDOR := www/vendor/swagger-ui
+SWAGGER_FILES := swagger-ui-bundle.js swagger-ui.css favicon-16x16.png favicon-32x32.png
+web: $(WEB_VENDOR)/swagger-ui-bundle.js
+
+node_modules/.package-lock.json: package.json package-lock.json | deps
+	npm ci --ignore-scripts --no-audit --no-fund
+
+$(WEB_VENDOR)/swagger-ui-bundle.js: node_modules/.package-lock.json
+	@mkdir -p $(@D)
+	cp $(addprefix node_modules/swagger-ui-dist/,$(SWAGGER_FILES)) $(@D)/
+	@touch $@
+
 # ---- generated sources ---------------------------------------------------------
 build/gen/schema_sql.c: $(SCHEMA) tools/embed_schema.sh | deps
 	@mkdir -p $(@D)
 	sh tools/embed_schema.sh $(SCHEMA) > $@.tmp && mv $@.tmp $@
 
+build/gen/openapi_json.c: schema/openapi.json tools/embed_file.sh | deps
+	@mkdir -p $(@D)
+	sh tools/embed_file.sh parley_openapi schema/openapi.json > $@.tmp && mv $@.tmp $@
+
 # ---- release build -------------------------------------------------------------
-$(REL_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c
+$(REL_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $(CFLAGS_COMMON) -c $< -o $@
 
@@ -89,12 +112,16 @@ bin/parley-fcgi: $(call objs,$(REL_DIR),$(COMMON_SRC) $(FCGI_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS) -lfcgi
 
+bin/parley: $(call objs,$(REL_DIR),$(CLIENT_SRC))
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(CLIENT_LIBS)
+
 $(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
 
 # ---- sanitizer build (same sources, clang, ASan + UBSan) -----------------------
-$(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c
+$(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $(CFLAGS_COMMON) -c $< -o $@
 
@@ -109,6 +136,10 @@ $(ASAN_DIR)/bin/parley-broker: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(BROKER_SR
 $(ASAN_DIR)/bin/parley-fcgi: $(call objs,$(ASAN_DIR),$(COMMON_SRC) $(FCGI_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS) -lfcgi
+
+$(ASAN_DIR)/bin/parley: $(call objs,$(ASAN_DIR),$(CLIENT_SRC))
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
 $(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
@@ -164,6 +195,6 @@ format-check: | deps
 		echo "format-check: run 'make format' to fix the files above"; exit 1; fi
 
 clean:
-	rm -rf build bin
+	rm -rf build bin www/vendor
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -12,11 +12,13 @@
 #   (e) idle: BENCH_IDLE connections (5,000; 19000 for the full run) held BENCH_HOLD s
 #       (20; the issue's full target is 600): drops and broker RSS per connection
 #   (f) handshakes/s: connect, upgrade, close, as fast as possible for 5 s
+#   (g) latency in a crowd: (c) again while BENCH_IDLE idle connections are held, to show
+#       what idle connections cost the active ones
 #
 # A benchmark, not a test: figures are printed, never asserted. It exits non-zero only when
 # a scenario could not run (missing binary, broker that does not start, or dies).
 # Environment: BENCH_DURATION (10), BENCH_IDLE (5000), BENCH_HOLD (20), BENCH_SCENARIOS
-# (abcdef), BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
+# (abcdefg), BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
 set -u
 
 BROKER_BIN=${BROKER_BIN:-bin/parley-broker}
@@ -24,7 +26,7 @@ BENCH_BIN=${BENCH_BIN:-build/bench}
 DURATION=${BENCH_DURATION:-10}
 IDLE=${BENCH_IDLE:-5000}
 HOLD=${BENCH_HOLD:-20}
-SCENARIOS=${BENCH_SCENARIOS:-abcdef}
+SCENARIOS=${BENCH_SCENARIOS:-abcdefg}
 LOADGEN=$BENCH_BIN/loadgen
 CEILING=$BENCH_BIN/ceiling
 
@@ -62,6 +64,7 @@ fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/parley-broker-bench.XXXXXX") || die "mktemp failed"
 BPID=""
+LPID=""
 RUN=0
 FAILED=0
 
@@ -91,6 +94,10 @@ stop_broker() {
 }
 
 cleanup() {
+	if [ -n "$LPID" ] && alive "$LPID"; then
+		kill -TERM "$LPID" 2>/dev/null
+		wait "$LPID" 2>/dev/null
+	fi
 	stop_broker >/dev/null
 	rm -rf "$TMP"
 }
@@ -164,7 +171,7 @@ run_load() {
 }
 
 figure() { # figure LABEL PATTERN FIELD: a number from a loadgen output line
-	awk -v pat="$2" -v f="$3" 'index($0, pat) { print $f; exit }' "$TMP/$1.out" 2>/dev/null
+	awk -v pat="$2" -v f="$3" 'index($0, pat) { sub(/,$/, "", $f); print $f; exit }' "$TMP/$1.out" 2>/dev/null
 }
 
 CEIL=""
@@ -253,6 +260,38 @@ case $SCENARIOS in *f*)
 		--broker-pid "$BPID"; then
 		note "(f) handshakes                      $(figure handshakes "handshakes/s" 3) handshakes/s"
 	fi
+	check_broker
+	stop_broker
+	;;
+esac
+
+case $SCENARIOS in *g*)
+	CROWD_HOLD=$((DURATION + 12))
+	say "(g) latency in a crowd: a session of 10 at 1,000 msg/s while $IDLE idle connections are held"
+	start_broker
+	say "  \$ $PIN_LOAD $LOADGEN --port $PORT --idle $IDLE --hold $CROWD_HOLD --concurrency 256 --sources 8 --broker-pid $BPID &"
+	$PIN_LOAD "$LOADGEN" --port "$PORT" --idle "$IDLE" --hold "$CROWD_HOLD" --concurrency 256 \
+		--sources 8 --broker-pid "$BPID" >"$TMP/crowd.out" 2>"$TMP/crowd.err" &
+	LPID=$!
+	i=0
+	while ! grep -q "idle connections in" "$TMP/crowd.out" && alive "$LPID" && [ $i -lt 600 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if grep -q "idle connections in" "$TMP/crowd.out"; then
+		sed 's/^/broker_bench:     /' "$TMP/crowd.out"
+		shown=$(wc -l <"$TMP/crowd.out")
+		if run_load crowd10 --port "$PORT" --conns 10 --session-size 10 --senders 1 --rate 1000 \
+			--duration "$DURATION" --broker-pid "$BPID"; then
+			note "(g) as (c), beside $IDLE idle        p50 $(figure crowd10 "latency us" 5) us, p99 $(figure crowd10 "latency us" 9) us, max $(figure crowd10 "latency us" 13) us, $(figure crowd10 "dropped connections" 4) of 10 dropped"
+		fi
+	else
+		say "  the idle connections could not be opened"
+		FAILED=1
+	fi
+	wait "$LPID"
+	LPID=""
+	tail -n +$((${shown:-0} + 1)) "$TMP/crowd.out" | sed 's/^/broker_bench:     /'
 	check_broker
 	stop_broker
 	;;

@@ -1242,6 +1242,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* broker_bench watches the output of a running loadgen */
     if (getrandom(&seed, sizeof seed, 0) == sizeof seed && seed)
         rng_state = seed;
     server.sin_family = AF_INET;

@@ -21,7 +21,7 @@
 #include "map.h"
 
 #define KEYS_REFRESH_MS 5000
-#define REFUSAL_LOG_MS 60000
+#define REFUSAL_LOG_MS  60000
 #define REFUSAL_MAP_MAX 10000
 
 struct ip_count {
@@ -141,8 +141,9 @@ static const char *presented_key(struct lws *wsi, char *buf, size_t size)
     char auth[128];
     const char *k;
 
-    if (lws_get_urlarg_by_name(wsi, "api_key", buf, (int)size))
-        return buf;
+    /* lws copies "api_key=VALUE" into buf and returns a pointer to VALUE */
+    if ((k = lws_get_urlarg_by_name(wsi, "api_key=", buf, (int)size)))
+        return k;
     if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
         (k = auth_bearer(auth))) {
         snprintf(buf, size, "%s", k);
@@ -153,7 +154,28 @@ static const char *presented_key(struct lws *wsi, char *buf, size_t size)
 
 /* ---- origins ---- */
 
-/* Whether an Origin's host is loopback: http://127.x.y.z, http://localhost, http://[::1]. */
+/* Whether host (n bytes) is an IPv4 literal in 127.0.0.0/8: four numbers, dots between. */
+static bool loopback_ipv4(const char *host, size_t n)
+{
+    int dots = 0, digits = 0;
+
+    if (n < 9 || strncmp(host, "127.", 4) != 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (host[i] == '.') {
+            if (digits == 0)
+                return false;
+            dots++;
+            digits = 0;
+        } else if (host[i] < '0' || host[i] > '9' || ++digits > 3) {
+            return false;
+        }
+    }
+    return dots == 3 && digits > 0;
+}
+
+/* Whether an Origin's host is loopback: http://127.x.y.z, http://localhost, http://[::1]
+ * (exactly: http://127.0.0.1.evil.example is not). */
 static bool loopback_origin(const char *origin)
 {
     const char *host = strstr(origin, "://");
@@ -163,7 +185,9 @@ static bool loopback_origin(const char *origin)
         return false;
     host += 3;
     n = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
-    return (n >= 4 && strncmp(host, "127.", 4) == 0) || (n == 9 && !strncasecmp(host, "localhost", 9)) ||
+    if (host[n] != '\0' && host[n] != ':' && host[n] != '/')
+        return false;
+    return loopback_ipv4(host, n) || (n == 9 && !strncasecmp(host, "localhost", 9)) ||
            (n == 5 && strncmp(host, "[::1]", 5) == 0);
 }
 
@@ -266,8 +290,7 @@ void access_conn_close(struct per_vhost_data__chat *vhd, struct per_session_data
         free(map_del(vhd->per_ip, pss->ip));
 }
 
-enum rate_verdict access_rate(struct per_vhost_data__chat *vhd,
-                              struct per_session_data__chat *pss)
+enum rate_verdict access_rate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
 {
     const struct cfg *cfg = vhd->cfg;
     int64_t now = clock_mono_ms();

@@ -78,6 +78,7 @@ struct per_session_data__chat {
     double tokens;                   /* rate-limit bucket */
     int64_t refill_mono;             /* when tokens was last topped up */
     unsigned flood;                  /* messages refused in a row */
+    int64_t confirmed_mono;          /* when lws_validity_confirmed was last called */
     char private_session[DB_ID_LEN]; /* envelope llm_request without a channel */
 };
 
@@ -161,8 +162,9 @@ void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__cha
 /* ---- proto.c: the wire formats ---- */
 /* Renders ev (flat form: {"type": ..., fields...}) for dialect d into a new string
  * (caller frees) of *len bytes. channel is the session's channel name for the envelope
- * (NULL: none). */
-char *proto_render(const json_t *ev, enum dialect d, const char *channel, size_t *len);
+ * (NULL: none); receiver is the connection a direct answer goes to (NULL: a broadcast). */
+char *proto_render(const json_t *ev, enum dialect d, const char *channel, const char *receiver,
+                   size_t *len);
 /* A new flat event {"type": type} to add fields to. */
 json_t *proto_event(const char *type);
 /* The message object of message_added, new reference. */
@@ -184,6 +186,8 @@ int64_t ws_shutdown(struct per_vhost_data__chat *vhd);
 /* The live session for id, created (empty) when absent. NULL when out of memory. */
 struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id, const char *model);
 struct live_session *sess_find(struct per_vhost_data__chat *vhd, const char *id);
+/* Frees s (not in the map any more, or the map is going). NULL is fine. */
+void sess_free(struct live_session *s);
 /* Frees s when nothing needs it any more (no members, reply or pending replies). */
 void sess_release(struct per_vhost_data__chat *vhd, struct live_session *s);
 /* Adds pss as a member (makes s its current session). Returns 0, or -1 when pss is in

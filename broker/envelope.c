@@ -19,10 +19,10 @@
 #include "log.h"
 #include "map.h"
 
-#define CHANNEL_MAX 64
-#define FIELD_MAX 128
+#define CHANNEL_MAX        64
+#define FIELD_MAX          128
 #define TEMPLATE_MAX_BYTES (64 * 1024)
-#define GLOBAL_CHANNEL "_global"
+#define GLOBAL_CHANNEL     "_global"
 
 static bool valid_channel(const char *name)
 {
@@ -64,8 +64,7 @@ static void reply(struct per_vhost_data__chat *vhd, struct per_session_data__cha
 /* Reads the channel the message is for: the envelope's "channel", or data.channel.
  * Returns 0 with *out NULL when there is none; -1 after answering invalid_field. */
 static int channel_arg(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                       const json_t *msg, const json_t *data, const char *type,
-                       const char **out)
+                       const json_t *msg, const json_t *data, const char *type, const char **out)
 {
     json_t *v = json_object_get(data, "channel");
 
@@ -74,7 +73,8 @@ static int channel_arg(struct per_vhost_data__chat *vhd, struct per_session_data
     *out = NULL;
     if (!v || json_is_null(v))
         return 0;
-    if (!json_is_string(v) || !valid_channel(json_string_value(v))) {
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v) ||
+        !valid_channel(json_string_value(v))) {
         fanout_error(vhd, pss, PERR_INVALID_FIELD, type,
                      "field 'channel' must be 1 to %d of A-Z a-z 0-9 . _ : -", CHANNEL_MAX);
         return -1;
@@ -199,8 +199,8 @@ static void on_unsubscribe(struct per_vhost_data__chat *vhd, struct per_session_
     if (channel_arg(vhd, pss, msg, data, "unsubscribe", &name) < 0)
         return;
     if (!name || !(s = subscribed(pss, name))) {
-        fanout_error(vhd, pss, PERR_NOT_IN_SESSION, "unsubscribe",
-                     "not subscribed to channel '%s'", name ? name : "");
+        fanout_error(vhd, pss, PERR_NOT_IN_SESSION, "unsubscribe", "not subscribed to channel '%s'",
+                     name ? name : "");
         return;
     }
     snprintf(channel, sizeof channel, "%s", name);
@@ -218,8 +218,8 @@ static struct live_session *target(struct per_vhost_data__chat *vhd,
     struct live_session *s = subscribed(pss, channel);
 
     if (!s)
-        fanout_error(vhd, pss, PERR_NOT_IN_SESSION, type,
-                     "subscribe to channel '%s' first", channel);
+        fanout_error(vhd, pss, PERR_NOT_IN_SESSION, type, "subscribe to channel '%s' first",
+                     channel);
     return s;
 }
 
@@ -246,9 +246,8 @@ static void on_chat_message(struct per_vhost_data__chat *vhd, struct per_session
     }
     if (!(s = target(vhd, pss, channel, "chat_message")))
         return;
-    struct store_request in = {.role = "user",
-                               .content = (char *)content,
-                               .thread_id = (char *)thread};
+    struct store_request in = {
+        .role = "user", .content = (char *)content, .thread_id = (char *)thread};
     handle_store(vhd, pss, s, &in, "chat_message");
 }
 
@@ -322,10 +321,8 @@ static void on_llm_request(struct per_vhost_data__chat *vhd, struct per_session_
         return;
     if (!channel && pss->private_session[0])
         s = sess_find(vhd, pss->private_session);
-    struct store_request in = {.role = "user",
-                               .content = (char *)content,
-                               .want_reply = true,
-                               .system_prompt = prompt};
+    struct store_request in = {
+        .role = "user", .content = (char *)content, .want_reply = true, .system_prompt = prompt};
     handle_store(vhd, pss, s, &in, "llm_request");
 }
 
@@ -354,8 +351,7 @@ void envelope_message(struct per_vhost_data__chat *vhd, struct per_session_data_
         handle_ping(vhd, pss);
     else
         fanout_error(vhd, pss, PERR_UNKNOWN_TYPE, type,
-                     "unknown message type '%s'; see the envelope protocol in the API docs",
-                     type);
+                     "unknown message type '%s'; see the envelope protocol in the API docs", type);
 }
 
 /* ---- prompt templates ---- */

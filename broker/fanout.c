@@ -122,10 +122,11 @@ int fanout_write(struct per_session_data__chat *pss)
     return 0;
 }
 
-static struct frame *render(const json_t *ev, enum dialect d, const char *channel)
+static struct frame *render(const json_t *ev, enum dialect d, const char *channel,
+                            const char *receiver)
 {
     size_t len;
-    char *text = proto_render(ev, d, channel, &len);
+    char *text = proto_render(ev, d, channel, receiver, &len);
     struct frame *f;
 
     if (!text) {
@@ -140,7 +141,7 @@ static struct frame *render(const json_t *ev, enum dialect d, const char *channe
 void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                  const json_t *ev)
 {
-    struct frame *f = render(ev, pss->dialect, NULL);
+    struct frame *f = render(ev, pss->dialect, NULL, pss->id);
 
     fanout_push(vhd, pss, f);
     frame_unref(f);
@@ -156,7 +157,7 @@ void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, co
         if (pss == except)
             continue;
         if (!frames[pss->dialect])
-            frames[pss->dialect] = render(ev, pss->dialect, s->channel);
+            frames[pss->dialect] = render(ev, pss->dialect, s->channel, NULL);
         fanout_push(vhd, pss, frames[pss->dialect]);
     }
     frame_unref(frames[0]);

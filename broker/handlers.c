@@ -309,10 +309,9 @@ static void store_done(struct dbjob *job)
     if (pss)
         sess_typing(vhd, s, pss, false);
     if (j->in.broadcast_all) {
-        json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:n}", "type", "session_update",
-                               "session_id", s->id, "update_type", "message_added", "message_count",
-                               (json_int_t)j->message_count, "message", proto_message(&j->stored),
-                               "channel");
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update", "session_id",
+                               s->id, "update_type", "message_added", "message_count",
+                               (json_int_t)j->message_count, "message", proto_message(&j->stored));
         for (struct per_session_data__chat *c = vhd->conns_list; c; c = c->next)
             if (c->authed)
                 fanout_send(vhd, c, ev);

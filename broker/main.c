@@ -112,11 +112,19 @@ int main(int argc, char **argv)
     info.retry_and_idle_policy = &retry;
     info.timeout_secs = 10; /* handshakes */
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (cfg.tls_cert) { /* wss:// (cfg_load checked that the key came with it) */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg.tls_cert;
+        info.ssl_private_key_filepath = cfg.tls_key;
+    }
     the_context = lws_create_context(&info);
     if (!the_context) {
         log_error("cannot start the WebSocket server on %s port %d: is the port in use? "
-                  "choose another with --port or PARLEY_WS_PORT",
-                  cfg.bind, cfg.port);
+                  "choose another with --port or PARLEY_WS_PORT%s",
+                  cfg.bind, cfg.port,
+                  cfg.tls_cert ? "; or are --tls-cert and --tls-key readable PEM files "
+                                 "of one pair?"
+                               : "");
         goto out;
     }
     /* lws runs PROTOCOL_INIT from a timer on its first service pass. */
@@ -127,8 +135,8 @@ int main(int argc, char **argv)
         goto out;
     }
     db = NULL; /* owned by the database thread */
-    log_info("listening on ws://%s:%d/ws (database %s, assistant %s)", cfg.bind, cfg.port,
-             cfg.db_path, cfg.llm);
+    log_info("listening on %s://%s:%d/ws (database %s, assistant %s)", cfg.tls_cert ? "wss" : "ws",
+             cfg.bind, cfg.port, cfg.db_path, cfg.llm);
 
     while (!stop_requested)
         if (lws_service(the_context, 0) < 0)

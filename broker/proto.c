@@ -9,7 +9,8 @@
  *   - a reply's `chunk` is an `llm_chunk` {chunk, is_final, response_id, chunk_number};
  *   - other session_update kinds take the update_type as their type;
  *   - everything else keeps its type, its other fields going into data.
- *   client_id is the connection the event comes from (connection_id), else null.
+ *   client_id is the connection the event comes from (connection_id); for an answer sent
+ *   to one connection alone without one (pong, errors), the receiver; else null.
  * Parsing of client messages lives in handlers.c (flat) and envelope.c. */
 #include <string.h>
 
@@ -66,7 +67,7 @@ static json_t *message_data(const json_t *ev, const char **type)
     return data;
 }
 
-static json_t *envelope(const json_t *ev, const char *channel)
+static json_t *envelope(const json_t *ev, const char *channel, const char *receiver)
 {
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *update = json_string_value(json_object_get(ev, "update_type"));
@@ -90,24 +91,30 @@ static json_t *envelope(const json_t *ev, const char *channel)
         data = json_deep_copy(ev);
         json_object_del(data, "type");
         json_object_del(data, "update_type");
-        json_object_del(data, "channel");
+        json_object_del(data, "connection_id"); /* it is the envelope's client_id */
+        if (json_is_null(json_object_get(data, "channel")))
+            json_object_del(data, "channel");
     }
     clock_now_iso(now);
     if (json_is_string(json_object_get(ev, "channel")))
         channel = json_string_value(json_object_get(ev, "channel"));
+    if (!client && receiver) /* a direct answer: it is about the receiver */
+        return json_pack("{s:s, s:s, s:s, s:s?, s:o}", "type", type, "timestamp", now, "client_id",
+                         receiver, "channel", channel, "data", data ? data : json_object());
     return json_pack("{s:s, s:s, s:O, s:s?, s:o}", "type", type, "timestamp", now, "client_id",
                      client ? client : json_null(), "channel", channel, "data",
                      data ? data : json_object());
 }
 
-char *proto_render(const json_t *ev, enum dialect d, const char *channel, size_t *len)
+char *proto_render(const json_t *ev, enum dialect d, const char *channel, const char *receiver,
+                   size_t *len)
 {
     json_t *env;
     char *text;
 
     if (d == DIALECT_FLAT)
         return jx_dump(ev, len);
-    env = envelope(ev, channel);
+    env = envelope(ev, channel, receiver);
     text = env ? jx_dump(env, len) : NULL;
     json_decref(env);
     return text;

@@ -55,15 +55,23 @@ struct live_session *sess_get(struct per_vhost_data__chat *vhd, const char *id, 
     return s;
 }
 
+void sess_free(struct live_session *s)
+{
+    if (!s)
+        return;
+    free(s->members);
+    free(s->pending);
+    free(s->model);
+    free(s->channel);
+    free(s);
+}
+
 void sess_release(struct per_vhost_data__chat *vhd, struct live_session *s)
 {
     if (!s || s->n_members || s->reply || s->n_pending)
         return;
     map_del(vhd->sessions, s->id);
-    free(s->members);
-    free(s->pending);
-    free(s->model);
-    free(s);
+    sess_free(s);
 }
 
 static int member_index(const struct per_session_data__chat *pss, const struct live_session *s)

@@ -53,11 +53,7 @@ static void free_session(void *value, void *arg)
     struct per_vhost_data__chat *vhd = arg;
 
     asst_abort(vhd, s);
-    free(s->members);
-    free(s->pending);
-    free(s->model);
-    free(s->channel);
-    free(s);
+    sess_free(s);
 }
 
 static int vhost_init(struct lws *wsi)
@@ -182,7 +178,12 @@ static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_dat
 
     if (pss->culled || pss->close_code)
         return 0;
-    lws_validity_confirmed(pss->wsi); /* any message counts as a sign of life */
+    if (clock_mono_ms() - pss->confirmed_mono >= 1000) {
+        /* any message counts as a sign of life; at most once a second, since lws keeps
+         * the validity timers in a sorted list */
+        lws_validity_confirmed(pss->wsi);
+        pss->confirmed_mono = clock_mono_ms();
+    }
     if (!pss->rx)
         pss->rx_binary = lws_frame_is_binary(pss->wsi);
     if (pss->rx_len + len > max) {
@@ -229,6 +230,27 @@ static const char *upgrade_refusal(int status)
     }
 }
 
+/* Answers an upgrade request with status and a line of text, then hangs up. lws's own
+ * lws_return_http_status would say HTTP/1.0 here: it learns the request's version only
+ * after this callback. Returns what HTTP_CONFIRM_UPGRADE should return. */
+static int refuse_upgrade(struct lws *wsi, int status)
+{
+    unsigned char buf[LWS_PRE + 512];
+    const char *text = upgrade_refusal(status);
+    const char *reason = status == 401   ? "Unauthorized"
+                         : status == 403 ? "Forbidden"
+                         : status == 404 ? "Not Found"
+                         : status == 429 ? "Too Many Requests"
+                                         : "Service Unavailable";
+    int n = snprintf((char *)buf + LWS_PRE, sizeof buf - LWS_PRE,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
+                     status, reason, strlen(text) + 1, text);
+
+    lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS);
+    return -1; /* hang up: the answer says Connection: close */
+}
+
 static int ws_path_ok(struct lws *wsi)
 {
     char uri[64];
@@ -260,8 +282,7 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
             status = 404;
         if (status == 0)
             break;
-        lws_return_http_status(wsi, (unsigned)status, upgrade_refusal(status));
-        return 1; /* answered: lws completes the transaction */
+        return refuse_upgrade(wsi, status);
     }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!vhd || vhd->stopping || !ws_path_ok(wsi))
@@ -277,11 +298,15 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_RECEIVE:
         return conn_receive(vhd, pss, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (pss->close_code) {
+        if (pss->close_code && pss->q.len == 0) { /* what was queued goes out first */
             lws_close_reason(wsi, pss->close_code, NULL, 0);
             return -1;
         }
-        return fanout_write(pss);
+        if (fanout_write(pss) < 0)
+            return -1;
+        if (pss->close_code)
+            lws_callback_on_writable(wsi);
+        return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* another thread has work for the loop */
         if (vhd && vhd->dbq)
             dbq_complete(vhd->dbq);

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define AUTH_KEY_LEN 43  /* "pk_" + 40 hex */
+#define AUTH_KEY_LEN  43 /* "pk_" + 40 hex */
 #define AUTH_SALT_HEX 32 /* 16 random bytes */
 #define AUTH_HASH_HEX 64 /* SHA-256 */
 

@@ -64,7 +64,8 @@ static const struct cfg_option cfg_options[] = {
     {"fcgi-socket-mode", NULL, NULL, T_STR, OFF(fcgi_socket_mode), "0660", 0, 0, CFG_FCGI, "MODE",
      "octal permissions of the Unix socket (the web server's user must be able to write it)"},
     {"mount-prefix", NULL, NULL, T_STR, OFF(mount_prefix), NULL, 0, 0, CFG_FCGI, "PATH",
-     "URL prefix the API is mounted under, e.g. /api (default: from SCRIPT_NAME/PATH_INFO)"},
+     "URL prefix the API is mounted under: /api, or / (default: auto, from SCRIPT_NAME and "
+     "PATH_INFO)"},
     {"llm", NULL, NULL, T_STR, OFF(llm), "echo", 0, 0, SRV, "PROVIDER",
      "assistant: echo, none, openai or gemini"},
     {"llm-url", NULL, NULL, T_STR, OFF(llm_url), NULL, 0, 0, CFG_BROKER, "URL",

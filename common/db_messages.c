@@ -389,3 +389,22 @@ enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
     db_stmt_done(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "drop from reply queue");
 }
+
+enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
+                             struct db_message_list *out)
+{
+    static const char sql[] = "SELECT m.id, m.session_id, m.role, m.content, m.created_at,"
+                              " m.connection_id, m.client_msg_id, m.thread_id, m.status"
+                              " FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+                              " WHERE messages_fts MATCH ?1 AND m.session_id = ?2"
+                              " ORDER BY m.id LIMIT ?3";
+    sqlite3_stmt *st = db_stmt(db, sql);
+
+    assert(limit >= 0);
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, limit);
+    return read_list(db, st, limit, out);
+}

@@ -94,7 +94,8 @@ enum perr jx_int(const json_t *obj, const char *name, bool required, int64_t min
 enum perr jx_parse_object(const char *body, size_t len, json_t **out, char *why)
 {
     json_error_t err;
-    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    /* NUL is valid JSON (\u0000); the field readers refuse it by name */
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
 
     if (!v) {
         snprintf(why, JX_WHY_LEN, "invalid JSON at line %d, column %d: %s", err.line, err.column,
@@ -108,4 +109,39 @@ enum perr jx_parse_object(const char *body, size_t len, json_t **out, char *why)
     }
     *out = v;
     return PERR_OK;
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    size_t n;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+        n = 2;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+        n = 3;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+        n = 4;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+void jx_ascii_safe(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p) {
+        size_t n = utf8_seq(p);
+        if (n == 0) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
 }

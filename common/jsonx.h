@@ -16,6 +16,10 @@
  * in *len; NULL only when out of memory. */
 char *jx_dump(const json_t *v, size_t *len);
 
+/* Replaces every byte of s that is not part of valid UTF-8 with '?', in place, so text
+ * quoted from a request can go into a JSON string. */
+void jx_ascii_safe(char *s);
+
 /* ---- input ----
  * Each reads field name of obj. Absent (or null, where allowed) leaves *out as it was and
  * returns PERR_OK unless required. A wrong type or range returns PERR_INVALID_FIELD and

@@ -1,5 +1,6 @@
 /* h_meta: GET /, GET /health and GET /stats: what the service is and how it is doing. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
@@ -44,7 +45,9 @@ void h_root(struct rt_ctx *c)
     } else {
         if (host_only(c->req->host, host, sizeof host) < 0)
             snprintf(host, sizeof host, "%s", cfg->bind ? cfg->bind : "127.0.0.1");
-        snprintf(url, sizeof url, "ws://%s:%d/ws", host, cfg->ws_port);
+        /* an HTTPS parley-rest (--tls-cert) goes with a wss:// broker */
+        snprintf(url, sizeof url, "%s://%s:%d/ws", cfg->tls_cert ? "wss" : "ws", host,
+                 cfg->ws_port);
     }
     rt_json(c, 200,
             json_pack("{s:s, s:s, s:o, s:s}", "name", "parley", "version", PARLEY_VERSION,
@@ -95,4 +98,69 @@ void h_stats(struct rt_ctx *c)
                       (json_int_t)st.messages_total, "avg_response_time",
                       st.replies_total ? st.reply_ms_total / 1000.0 / st.replies_total : 0.0,
                       "model", cfg_model_name(r->cfg)));
+}
+
+/* One Prometheus sample line with its HELP and TYPE lines. */
+static int metric(char *buf, size_t size, size_t *len, const char *name, const char *type,
+                  const char *help, double value)
+{
+    int n = snprintf(buf + *len, size - *len, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help,
+                     name, type, name, value);
+
+    if (n < 0 || (size_t)n >= size - *len)
+        return -1;
+    *len += (size_t)n;
+    return 0;
+}
+
+void h_metrics(struct rt_ctx *c)
+{
+    struct router *r = c->r;
+    struct db_stats st = {0};
+    struct db_live live = {0};
+    size_t len = 0, size = 4096;
+    char *buf;
+    enum perr e;
+
+    if (rt_need_db(c))
+        return;
+    if ((e = db_stats_read(c->db, &st)) || (e = db_live_read(c->db, clock_now_ms(), &live))) {
+        rt_db_error(c, e);
+        return;
+    }
+    if (!(buf = malloc(size))) {
+        rt_error(c, PERR_INTERNAL, "out of memory");
+        return;
+    }
+    if (metric(buf, size, &len, "parley_uptime_seconds", "gauge",
+               "Seconds since this REST process started.", (double)uptime_s(r)) ||
+        metric(buf, size, &len, "parley_http_requests_total", "counter",
+               "HTTP requests answered by this REST process.",
+               (double)atomic_load(&r->total_requests)) ||
+        metric(buf, size, &len, "parley_http_requests_failed_total", "counter",
+               "HTTP requests answered with a status of 400 or more.",
+               (double)atomic_load(&r->failed)) ||
+        metric(buf, size, &len, "parley_sessions_created_total", "counter",
+               "Sessions created since the database was made.", (double)st.sessions_created) ||
+        metric(buf, size, &len, "parley_messages", "gauge", "Messages stored now.",
+               (double)st.messages_total) ||
+        metric(buf, size, &len, "parley_assistant_replies_total", "counter",
+               "Assistant replies stored.", (double)st.replies_total) ||
+        metric(buf, size, &len, "parley_assistant_reply_seconds_total", "counter",
+               "Time spent producing the stored assistant replies.", st.reply_ms_total / 1000.0) ||
+        metric(buf, size, &len, "parley_broker_up", "gauge",
+               "1 when the broker published its figures in the last 3 seconds.", live.up) ||
+        metric(buf, size, &len, "parley_websocket_connections", "gauge",
+               "WebSocket connections open at the broker.", (double)live.connections) ||
+        metric(buf, size, &len, "parley_active_sessions", "gauge",
+               "Sessions with at least one live member.", (double)live.active_sessions)) {
+        free(buf);
+        rt_error(c, PERR_INTERNAL, "the metrics did not fit their buffer; this is a bug");
+        return;
+    }
+    free(c->res->body);
+    c->res->body = buf;
+    c->res->body_len = len;
+    c->res->status = 200;
+    c->res->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }

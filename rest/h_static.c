@@ -123,3 +123,16 @@ void h_docs(struct rt_ctx *c)
 {
     serve(c, "/docs.html");
 }
+
+/* Generated from schema/openapi.json by tools/embed_file.sh. */
+extern const char parley_openapi[];
+extern const size_t parley_openapi_len;
+
+void h_openapi(struct rt_ctx *c)
+{
+    free(c->res->body);
+    c->res->body = strdup(parley_openapi);
+    c->res->body_len = c->res->body ? parley_openapi_len : 0;
+    c->res->status = c->res->body ? 200 : 500;
+    c->res->content_type = "application/json";
+}

@@ -50,16 +50,20 @@ static int add(struct db *db, const struct cfg *cfg, const char *name)
     }
     e = db_key_add(db, name, salt, hash);
     if (e == PERR_INVALID_FIELD) {
-        fprintf(stderr, "parley-rest: a key named '%s' exists already ('parley-rest keys list' "
-                        "shows it); choose another name\n", name);
+        fprintf(stderr,
+                "parley-rest: a key named '%s' exists already ('parley-rest keys list' "
+                "shows it); choose another name\n",
+                name);
         return 1;
     }
     if (e)
         return 1;
     tell_broker(cfg);
     printf("%s\n", key);
-    fprintf(stderr, "parley-rest: key '%s' added. This is the only time it is shown: store it "
-                    "now. Clients send it as 'Authorization: Bearer KEY'.\n", name);
+    fprintf(stderr,
+            "parley-rest: key '%s' added. This is the only time it is shown: store it "
+            "now. Clients send it as 'Authorization: Bearer KEY'.\n",
+            name);
     return 0;
 }
 
@@ -83,8 +87,10 @@ static int revoke(struct db *db, const struct cfg *cfg, const char *name)
     enum perr e = db_key_revoke(db, name);
 
     if (e == PERR_NOT_FOUND) {
-        fprintf(stderr, "parley-rest: no valid key named '%s'; 'parley-rest keys list' shows "
-                        "them\n", name);
+        fprintf(stderr,
+                "parley-rest: no valid key named '%s'; 'parley-rest keys list' shows "
+                "them\n",
+                name);
         return 1;
     }
     if (e)

@@ -57,7 +57,8 @@ struct server {
     int listen_fd;
     bool own_socket;  /* opened from --fcgi-socket: closed (and a Unix path unlinked) at exit */
     bool unix_socket; /* own_socket is the Unix path cfg.fcgi_socket */
-    char mount[256];  /* --mount-prefix without trailing slashes; empty: auto */
+    bool mount_given; /* --mount-prefix set (not "auto"): no guessing from SCRIPT_NAME */
+    char mount[256];  /* --mount-prefix without trailing slashes; empty: mounted at / */
     atomic_bool stopping;
 };
 
@@ -118,13 +119,12 @@ static void strip_prefix(char *buf, const char *prefix, size_t n)
 }
 
 /* The router's path for this request, into buf (size bytes): REQUEST_URI without its
- * query, percent-decoded like parley-rest decodes its URL, minus the mount point. The
- * mount point is --mount-prefix when given; otherwise SCRIPT_NAME when the server split
- * the path (PATH_INFO non-empty) and the URI starts with it; otherwise none (mounted at
- * /). nginx's stock fastcgi_params sets SCRIPT_NAME to the whole path and no PATH_INFO,
- * which is why an unsplit SCRIPT_NAME is not a mount point. Without REQUEST_URI the path
- * is SCRIPT_NAME + PATH_INFO, which the server has already decoded. Returns 0, or -1 when
- * the path is longer than buf. */
+ * query, percent-decoded as parley-rest decodes its URL, minus the mount point (or, with
+ * no REQUEST_URI, SCRIPT_NAME + PATH_INFO, which the server has decoded already). The
+ * mount point is --mount-prefix when given ("/": none); otherwise SCRIPT_NAME when the
+ * server split the path (PATH_INFO non-empty) and the path starts with it; otherwise
+ * none. An unsplit SCRIPT_NAME is not a mount point: nginx's stock fastcgi_params sends
+ * the whole path there and no PATH_INFO. Returns 0, or -1 when buf is too short. */
 static int request_path(const struct server *srv, FCGX_ParamArray envp, char *buf, size_t size)
 {
     const char *uri = FCGX_GetParam("REQUEST_URI", envp);
@@ -151,9 +151,9 @@ static int request_path(const struct server *srv, FCGX_ParamArray envp, char *bu
                size) {
         return -1;
     }
-    if (srv->mount[0])
+    if (srv->mount_given)
         strip_prefix(buf, srv->mount, strlen(srv->mount));
-    else if (uri && *uri && script && *script && info && *info)
+    else if (script && *script && info && *info)
         strip_prefix(buf, script, strlen(script));
     if (buf[0] != '/') { /* "" or a server that sent a relative path */
         if (strlen(buf) + 2 > size)
@@ -231,7 +231,8 @@ static void send_response(FCGX_Request *fr, const char *method, const struct rt_
     FCGX_FPrintF(out, "Status: %d %s\r\n", res->status, reason_phrase(res->status));
     if (res->content_type)
         FCGX_FPrintF(out, "Content-Type: %s\r\n", res->content_type);
-    FCGX_FPrintF(out, "Content-Length: %zu\r\n", res->body_len);
+    /* libfcgi has its own printf: no %zu */
+    FCGX_FPrintF(out, "Content-Length: %lu\r\n", (unsigned long)res->body_len);
     if (res->allow[0])
         FCGX_FPrintF(out, "Allow: %s\r\n", res->allow);
     if (res->challenge)
@@ -263,6 +264,8 @@ static void serve(struct server *srv, struct db *db, FCGX_Request *fr)
                   fr->out);
         goto out;
     }
+    if (FCGX_GetError(fr->in) != 0) /* the body broke off: no one to answer */
+        goto out;
     req.body = body ? body : "";
     if (request_path(srv, fr->envp, path, sizeof path) < 0)
         snprintf(path, sizeof path, "/(path too long)"); /* no route or file: 404 */
@@ -322,10 +325,21 @@ static void *worker_main(void *arg)
             nanosleep(&(struct timespec){.tv_nsec = 100 * 1000000L}, NULL);
             continue;
         }
+        /* libfcgi returns a request whose parameters could not be read (the server hung
+         * up, or SIGUSR1 interrupted the read) with an error on its input stream: drop
+         * the connection at once (FCGX_Finish_r would wait up to 2 s for the peer). */
+        if (FCGX_GetError(fr.in) != 0) {
+            FCGX_Free(&fr, 0);
+            close(fr.ipcFd);
+            fr.ipcFd = -1;
+            continue;
+        }
         serve(srv, db, &fr);
         FCGX_Finish_r(&fr);
     }
-    FCGX_Free(&fr, fr.ipcFd >= 0); /* a connection the web server kept open */
+    FCGX_Free(&fr, 0);
+    if (fr.ipcFd >= 0) /* a connection the web server kept open */
+        close(fr.ipcFd);
     db_close(db);
     atomic_store(&w->state, W_DONE);
     return NULL;
@@ -555,6 +569,7 @@ int main(int argc, char **argv)
         }
         memcpy(srv.mount, srv.cfg.mount_prefix, n);
         srv.mount[n] = '\0';
+        srv.mount_given = true;
     }
     /* SIGINT and SIGTERM are taken by sigtimedwait below; SIGUSR1 wakes a worker (only
      * workers unblock it). Set before FCGX_Init, which leaves handlers already set. */
@@ -596,7 +611,10 @@ int main(int argc, char **argv)
     }
     log_info("serving FastCGI on %s (database %s, %u threads, mount %s)",
              srv.cfg.fcgi_socket ? srv.cfg.fcgi_socket : "the socket on fd 0", srv.cfg.db_path,
-             threads, srv.mount[0] ? srv.mount : "auto");
+             threads,
+             !srv.mount_given ? "auto"
+             : srv.mount[0]   ? srv.mount
+                              : "/");
     for (;;) {
         struct timespec tick = {.tv_nsec = 250 * 1000000L};
         int sig = sigtimedwait(&stop_sigs, NULL, &tick);

@@ -7,6 +7,7 @@
  * opens its own database connection on first use (closed when the thread exits).
  * SIGINT and SIGTERM stop the daemon, finishing requests in flight, and exit 0. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <signal.h>
@@ -186,6 +187,47 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_write(LOG_LEVEL_WARN, "libmicrohttpd", "%s", msg);
 }
 
+/* Reads a whole PEM file (what: the flag, for the message). Returns a new NUL-terminated
+ * string (caller frees), or NULL after saying why. */
+static char *read_pem(const char *what, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+
+    if (!f || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+        !(buf = malloc((size_t)n + 1)) || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        log_error("cannot read %s '%s': %s", what, path, strerror(errno));
+        free(buf);
+        buf = NULL;
+    } else {
+        buf[n] = '\0';
+    }
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+/* HTTPS (--tls-cert, --tls-key): the PEM files into tls[] as MHD options (the strings
+ * are new: free tls[0].ptr_value and tls[1].ptr_value). Without TLS, tls[0] ends the
+ * list. Returns 0, or -1 after saying why. */
+static int tls_options(const struct cfg *cfg, struct MHD_OptionItem tls[3])
+{
+    tls[0] = tls[1] = tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    if (!cfg->tls_cert)
+        return 0;
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        log_error("this libmicrohttpd was built without TLS: --tls-cert cannot be served; "
+                  "use a libmicrohttpd with GnuTLS or put a web server in front (deploy/)");
+        return -1;
+    }
+    tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                     read_pem("--tls-cert", cfg->tls_cert)};
+    tls[1] =
+        (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, read_pem("--tls-key", cfg->tls_key)};
+    return tls[0].ptr_value && tls[1].ptr_value ? 0 : -1;
+}
+
 static int bind_address(const struct cfg *cfg, struct sockaddr_storage *ss)
 {
     struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
@@ -210,6 +252,7 @@ int main(int argc, char **argv)
 {
     struct server srv = {0};
     struct MHD_Daemon *d = NULL;
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
     struct sockaddr_storage addr;
     const union MHD_DaemonInfo *info;
     unsigned threads;
@@ -247,7 +290,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     /* Open once here so the schema is migrated before any request. */
-    if (!(db = db_open(srv.cfg.db_path)) || bind_address(&srv.cfg, &addr) < 0)
+    if (!(db = db_open(srv.cfg.db_path)) || bind_address(&srv.cfg, &addr) < 0 ||
+        tls_options(&srv.cfg, tls) < 0)
         goto out;
     if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&srv.cfg, keys) < 0)
         goto out;
@@ -256,21 +300,24 @@ int main(int argc, char **argv)
         goto out;
     threads =
         srv.cfg.threads > 0 ? (unsigned)srv.cfg.threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-                             (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-                         (uint16_t)srv.cfg.port, NULL, NULL, access_handler, &srv,
-                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
-                         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)srv.cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-                         request_completed, &srv, MHD_OPTION_END);
+    d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+            (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (srv.cfg.tls_cert ? MHD_USE_TLS : 0),
+        (uint16_t)srv.cfg.port, NULL, NULL, access_handler, &srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv.cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, &srv, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!d) {
-        log_error("cannot listen on %s port %d: is the port in use? choose another with --port",
-                  srv.cfg.bind, srv.cfg.port);
+        log_error("cannot listen on %s port %d: is the port in use? choose another with "
+                  "--port%s",
+                  srv.cfg.bind, srv.cfg.port,
+                  srv.cfg.tls_cert ? "; or are --tls-cert and --tls-key a PEM pair?" : "");
         goto out;
     }
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    log_info("listening on http://%s:%u (database %s, %u threads)", srv.cfg.bind,
+    log_info("listening on %s://%s:%u (database %s, %u threads)",
+             srv.cfg.tls_cert ? "https" : "http", srv.cfg.bind,
              info ? info->port : (unsigned)srv.cfg.port, srv.cfg.db_path, threads);
     while (sigwait(&sigs, &sig) != 0)
         ;
@@ -280,6 +327,8 @@ out:
     if (d)
         MHD_stop_daemon(d);
     router_free(srv.router);
+    free(tls[0].ptr_value);
+    free(tls[1].ptr_value);
     db_close(db);
     cfg_cleanup(&srv.cfg);
     return rc;

@@ -67,10 +67,17 @@ void h_session_get(struct rt_ctx *c);
 void h_session_delete(struct rt_ctx *c);
 void h_session_clear(struct rt_ctx *c);
 void h_message_post(struct rt_ctx *c);
+/* ---- h_messages.c ---- */
+void h_message_search(struct rt_ctx *c);
+void h_session_export(struct rt_ctx *c);
+/* ---- h_meta.c ---- */
+void h_metrics(struct rt_ctx *c);
 /* ---- h_static.c ---- */
 void h_static(struct rt_ctx *c);
 void h_demo(struct rt_ctx *c);
 void h_docs(struct rt_ctx *c);
+/* GET /openapi.json: schema/openapi.json, embedded at build time. */
+void h_openapi(struct rt_ctx *c);
 
 /* The route table's "METHOD /path" strings, for GET /. */
 json_t *router_endpoints(void);

@@ -28,8 +28,12 @@ static const struct route routes[] = {
     {"DELETE", "/sessions/{id}", h_session_delete, PRIVATE},
     {"POST", "/sessions/{id}/clear", h_session_clear, PRIVATE},
     {"POST", "/sessions/{id}/messages", h_message_post, PRIVATE},
+    {"GET", "/sessions/{id}/messages", h_message_search, PRIVATE},
+    {"GET", "/sessions/{id}/export", h_session_export, PRIVATE},
+    {"GET", "/metrics", h_metrics, PRIVATE},
     {"GET", "/demo", h_demo, PUBLIC},
     {"GET", "/docs", h_docs, PUBLIC},
+    {"GET", "/openapi.json", h_openapi, PUBLIC},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

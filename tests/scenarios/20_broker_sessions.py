@@ -290,6 +290,41 @@ def test_typing(t, b):
     bb.close()
 
 
+def test_fanout(t, b):
+    """Twelve members chatting at once: each gets every message exactly once, and all
+    see the same order (the order of the ids)."""
+    clients = [connect(t, b, "M%d" % i)[0] for i in range(12)]
+    sid = clients[0].create_session()
+    for c in clients[1:]:
+        c.join(sid)
+    time.sleep(0.3)
+    for c in clients:
+        c.clear()
+    for r in range(4):
+        for i, c in enumerate(clients):
+            c.send({"type": "chat", "message": "m%d from %d" % (r, i)})
+    seen = []
+    for c in clients:
+        got = []
+        try:
+            for _ in range(48):
+                got.append(c.expect(timeout=10, type="session_update",
+                                    update_type="message_added"))
+        except parley.ExpectError as e:
+            t.fail("fanout: %s gets 48 message_added" % c.name, str(e)[:300])
+        seen.append(got)
+    ids = [[e["message"]["id"] for e in g] for g in seen]
+    t.ok("fanout: every member gets all 48 messages once, in id order",
+         all(x == sorted(set(ids[0])) and len(x) == 48 for x in ids),
+         "lengths %r" % [len(x) for x in ids])
+    counts = {tuple(e.get("message_count") for e in g) for g in seen}
+    t.eq("fanout: everyone sees message_count run 1..48", counts, {tuple(range(1, 49))})
+    code, lines = sql(b.db, "select count(*) from messages where session_id = '%s';" % sid)
+    t.eq("fanout: 48 rows stored", lines, ["48"])
+    for c in clients:
+        c.close()
+
+
 def test_sigterm(t):
     b = Broker(t, llm="none", name="broker-sigterm")
     a, _ = connect(t, b, "A")
@@ -312,6 +347,8 @@ def main(t):
         test_sessions(t, b)
     with t.section("typing"):
         test_typing(t, b)
+    with t.section("fanout"):
+        test_fanout(t, b)
     parley.close_clients()
     b.stop()
     with t.section("sigterm"):

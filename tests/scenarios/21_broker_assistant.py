@@ -135,6 +135,52 @@ def test_stop(t, b):
     c.close()
 
 
+def test_stop_edges(t, b):
+    """stop from another member; a stop leaves the queued reply alone; leaving or closing
+    during a reply."""
+    a = connect(b, "A")
+    c = connect(b, "B")
+    sid = a.create_session()
+    c.join(sid)
+    long_text, short = words(200), "queued behind it"
+    a.send({"type": "chat", "message": long_text})
+    a.send({"type": "chat", "message": short})
+    c.expect(timeout=10, type="chunk", chunk_number=3)
+    c.send({"type": "stop"})  # B stops the reply to A's message
+    f1 = a.read_reply(sid, timeout=20)
+    check_reply(t, "stop by another member", f1, sid, long_text, stopped=True)
+    f2 = a.read_reply(sid, timeout=20)
+    check_reply(t, "stop: the queued reply still comes, complete", f2, sid, short)
+    c.read_reply(sid)
+    c.read_reply(sid)
+
+    # leaving during a reply: no more frames of it; the others get all of it
+    text = words(100)
+    a.chat(text)
+    c.expect(timeout=10, type="chunk", chunk_number=2)
+    c.request({"type": "leave_session"}, type="session_left")
+    c.clear()
+    check_reply(t, "reply while a member leaves", a.read_reply(sid, timeout=20), sid, text)
+    t.eq("the member that left mid-reply gets no more of it",
+         c.quiet(0.3, type=REPLY_TYPES), [])
+    # the sender closes during its reply: the others still get it and it is stored
+    c.join(sid)
+    a.expect(type="session_update", update_type="user_joined")
+    c.chat("B goes first")
+    a.read_reply(sid)
+    c.read_reply(sid)
+    text = words(60, "x")
+    a.chat(text)
+    c.expect(timeout=10, type="chunk", chunk_number=2)
+    a.close()
+    rest = c.read_reply(sid, timeout=20)
+    t.eq("sender closed mid-reply: the others get the rest, complete",
+         (rest[-1].get("type"), rest[-1].get("stopped")), ("response_complete", False))
+    t.eq("sender closed mid-reply: the reply is stored in full",
+         db_message(b.db, rest[-1].get("message_id", 0)), ["assistant|%s|complete" % text])
+    c.close()
+
+
 def test_queue(t, b):
     a = connect(b, "A")
     c = connect(b, "B")
@@ -323,7 +369,8 @@ def test_none(t):
 
 def main(t):
     b = Broker(t)
-    for name, fn in (("stream", test_stream), ("stop", test_stop), ("queue", test_queue),
+    for name, fn in (("stream", test_stream), ("stop", test_stop),
+                     ("stop edge cases", test_stop_edges), ("queue", test_queue),
                      ("join while streaming", test_join_streaming),
                      ("since after reconnect", test_since_reconnect),
                      ("client_msg_id resend", test_resend)):

@@ -58,6 +58,16 @@ def test_malformed(t, b):
                        ("binary frame carrying valid JSON", b'{"type":"ping"}'),
                        ("binary frame", b"\x00\x01\x02\xff")):
         check_err(t, c, name, data, "bad_request")
+    check_err(t, c, "deeply nested array", "[" * 500 + "]" * 500, "bad_request")
+    check_err(t, c, "object nested 150 deep", '{"a":' * 150 + "1" + "}" * 150,
+              "invalid_field", None, "type")
+    # valid JSON with an escaped NUL in a string: invalid_field naming the field
+    c.send('{"type":"bogus\\u0000x"}')
+    e = c.expect(type="error")
+    t.eq("type with an escaped NUL: invalid_field", e.get("code"), "invalid_field")
+    t.ok("type with an escaped NUL: the message names 'type'", "'type'" in e.get("message", ""),
+         repr(e))
+    t.ok("type with an escaped NUL: connection stays open", c.ping_ok(), "no pong")
     check_err(t, c, "object without type", {}, "invalid_field", None, "type")
     check_err(t, c, "type is a number", {"type": 5}, "invalid_field", None, "type")
     check_err(t, c, "type is null", {"type": None}, "invalid_field", None, "type")
@@ -136,6 +146,17 @@ def test_fields(t, b):
     check_err(t, c, "stop naming a session not joined",
               {"type": "stop", "session_id": s2}, "not_in_session", "stop")
     t.eq("errors stored nothing", parley.sql(b.db, "select count(*) from messages;")[1], ["0"])
+    # since beyond the newest id: an empty replay
+    j = c.join(sid, since=10 ** 12)
+    t.eq("join since far beyond the newest id: empty replay", j.get("messages"), [])
+    # a message with a NUL character: invalid_field naming 'message', nothing stored
+    c.send('{"type":"chat","message":"a\\u0000b"}')
+    f = c.expect(pred=lambda m: m.get("type") == "error" or m.get("update_type") ==
+                 "message_added")
+    t.eq("chat with an escaped NUL: invalid_field", f.get("code"), "invalid_field")
+    t.ok("chat with an escaped NUL: the message names 'message'",
+         "'message'" in f.get("message", ""), repr(f))
+    t.ok("chat with an escaped NUL: connection stays open", c.ping_ok(), "no pong")
     # a client_msg_id of exactly 128 is fine
     ack = c.chat("ok", client_msg_id="k" * 128)
     t.eq("chat client_msg_id of 128 chars: accepted", ack["message"].get("client_msg_id"),

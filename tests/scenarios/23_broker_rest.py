@@ -180,6 +180,31 @@ def test_clear_delete(t, rest, b):
     e = a.request({"type": "join_session", "session_id": sid}, type="error")
     t.eq("delete: join it afterwards is session_not_found", e.get("code"), "session_not_found")
     t.ok("delete: the connections stay open", a.ping_ok() and c.ping_ok(), "no pong")
+
+    # delete while a reply streams: members told, the reply dropped, nothing left over
+    s3 = rest.new_session()
+    a.join(s3)
+    c.join(s3)
+    a.clear()
+    c.clear()
+    text = " ".join("d%d" % i for i in range(150))
+    a.chat(text)
+    c.expect(timeout=10, type="chunk", chunk_number=3, session_id=s3)
+    r = rest.delete("/sessions/%s" % s3)
+    t.eq("delete while streaming: 200", r.status, 200)
+    for x in (a, c):
+        x.expect(type="session_update", update_type="session_deleted", session_id=s3)
+    time.sleep(1.0)
+    stray = [f for f in a.take_all(session_id=s3) + c.take_all(session_id=s3)
+             if f.get("type") in ("chunk", "response_complete") and not f.get("is_final")]
+    t.ok("delete while streaming: at most a final chunk afterwards, no response_complete",
+         not [f for f in stray if f.get("type") == "response_complete"],
+         repr(stray[:3]))
+    code, lines = sql(rest.db, "select count(*) from messages where session_id = '%s';" % s3)
+    t.eq("delete while streaming: no message of it left in the file", lines, ["0"])
+    t.ok("delete while streaming: both connections still work", a.ping_ok() and c.ping_ok(),
+         "no pong")
+    t.eq("delete while streaming: the broker is still running", b.alive(), True)
     a.close()
     c.close()
 

@@ -155,12 +155,12 @@ def test_kill9(t):
     def replied():
         return len([ln for ln in rows(b.db, sid) if ln.split("|", 2)[1:] ==
                     ["assistant", long_text]])
-    t.eq("kill -9: the interrupted reply is produced after the restart", poll(replied, 1, 20),
+    t.eq("kill -9: the interrupted reply is produced after the restart", poll(replied, 1, 15),
          1)
     t.eq("kill -9: every user message has exactly one reply in the end",
          poll(lambda: sql(b.db, "select role, count(*) from messages where session_id = '%s' "
                           "group by role order by role;" % sid)[1],
-              ["assistant|10", "user|10"], 20), ["assistant|10", "user|10"])
+              ["assistant|10", "user|10"], 8), ["assistant|10", "user|10"])
     history = rows(b.db, sid)
     a2 = connect(b, "A2")
     j = a2.join(sid, since=last_seen)
@@ -175,6 +175,35 @@ def test_kill9(t):
     t.ok("kill -9: ids keep increasing", ack["message"]["id"] > max(
         int(ln.split("|", 1)[0]) for ln in history), repr(ack))
     a2.close()
+    b.stop()
+
+
+def test_sigterm_streaming(t):
+    b = Broker(t, name="broker-sigterm-streaming")
+    a = connect(b, "A")
+    c = connect(b, "B")
+    sid = a.create_session()
+    c.join(sid)
+    text = " ".join("s%d" % i for i in range(200))
+    ack = a.chat(text)
+    a.send({"type": "chat", "message": "queued at shutdown"})
+    a.expect(type="session_update", update_type="message_added")
+    c.expect(timeout=10, type="chunk", chunk_number=3)
+    b.stop()  # exit 0
+    for x in (a, c):
+        t.eq("SIGTERM while streaming: %s gets close 1001" % x.name, x.wait_closed(5), 1001)
+    code, lines = sql(b.db, "select role, content from messages where session_id = '%s' "
+                      "and role = 'user' order by id;" % sid)
+    t.eq("SIGTERM while streaming: both user messages are stored", lines,
+         ["user|" + text, "user|queued at shutdown"])
+    b.start()
+
+    def complete():
+        return sql(b.db, "select content from messages where session_id = '%s' and "
+                   "role = 'assistant' and status = 'complete' order by id;" % sid)[1]
+    got = poll(complete, [text, "queued at shutdown"], 12)
+    t.eq("SIGTERM while streaming: after a restart both replies are complete, in order", got,
+         [text, "queued at shutdown"])
     b.stop()
 
 
@@ -228,6 +257,9 @@ def main(t):
     parley.close_clients()
     with t.section("kill -9"):
         test_kill9(t)
+    parley.close_clients()
+    with t.section("SIGTERM while streaming"):
+        test_sigterm_streaming(t)
     parley.close_clients()
     with t.section("read transaction held open"):
         test_reader(t)
