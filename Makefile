@@ -12,7 +12,7 @@ VERSION := 0.1.0
 
 # Debian 12 packages: build, run, test and bench.
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
-	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libjansson-dev \
+	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev \
 	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev \
 	python3 python3-websockets wrk curl libedit-dev tmux \
 	nginx lighttpd apache2 spawn-fcgi openssl chromium

@@ -100,7 +100,7 @@ static void load_done(struct dbjob *job)
             r->s->model = strdup(j->session.model);
         }
         r->state = REPLY_STREAMING;
-        r->started_mono = clock_mono_ms();
+        r->started_us = clock_mono_us();
         broadcast(r, json_pack("{s:s, s:s, s:s, s:I}", "type", "status", "session_id", r->s->id,
                                "message", "the assistant is replying", "context_messages",
                                (json_int_t)j->context.n));
@@ -308,7 +308,8 @@ void reply_end(struct reply *r, const char *status, const char *error)
     j->store = r->len > 0 || !failed;
     j->error = error ? strdup(error) : NULL;
     j->model = strdup(r->model ? r->model : r->s->model);
-    j->duration_ms = clock_mono_ms() - r->started_mono;
+    /* whole milliseconds, rounded up: a reply that took any time took at least 1 ms */
+    j->duration_ms = (clock_mono_us() - r->started_us + 999) / 1000;
     j->job.run = store_run;
     j->job.done = store_done;
     dbq_push(r->vhd->dbq, &j->job);

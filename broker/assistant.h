@@ -23,7 +23,7 @@ struct reply {
     char *text;       /* what was said so far */
     size_t len, cap;
     unsigned chunks;
-    int64_t started_mono;
+    int64_t started_us;        /* monotonic, when streaming began */
     bool begun;                /* response_start was sent */
     void *drv;                 /* the driver's state */
     const char *system_prompt; /* a template's, or NULL for --system-prompt */

@@ -72,6 +72,7 @@ struct per_session_data__chat {
     struct outq q;
     bool culled;         /* dropped as a slow consumer: nothing more is queued */
     uint16_t close_code; /* non-zero: close with this code at the next writeable */
+    bool close_sent;     /* the close frame is out: waiting for the client's */
     /* access.c */
     char ip[48];                     /* the peer's address */
     bool authed;                     /* may be served: a valid key, or none needed */

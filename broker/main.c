@@ -1,6 +1,12 @@
 /* main: parley-broker. Loads the configuration, opens the database (migrating it) and the
- * notification socket, runs the lws event loop, and on SIGINT or SIGTERM closes every
- * client with 1001, commits what is pending and exits 0. */
+ * notification socket, and runs the lws event loop on libev (epoll: a loop pass costs
+ * what is active, not what is open, so idle connections cost nothing). On SIGINT or
+ * SIGTERM it closes every client with 1001, commits what is pending and exits 0.
+ *
+ * With an event library, lws_service() runs the loop until the context is destroyed, so
+ * the stop is driven from inside the loop: a signal starts it, a timer finishes it.
+ * lws's libev watches SIGINT and calls on_signal; SIGTERM is caught here and noticed by
+ * a timer (signal handlers may not touch the loop). */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +21,73 @@
 #include "notify.h"
 
 #define SHUTDOWN_GRACE_MS 2000
-#define RX_BUFFER_SIZE    4096
+#define SHUTDOWN_STEP_US  (20 * LWS_US_PER_MS)
+#define RX_BUFFER_SIZE    1024 /* pieces of larger messages are reassembled (ws.c) */
 
-static volatile sig_atomic_t stop_requested;
+/* Loop thread only. */
 static struct lws_context *the_context;
+static struct broker_init init;
+static lws_sorted_usec_list_t stop_sul, start_sul, sigterm_sul;
+static int64_t stop_deadline;
+static int exit_code;
+static volatile sig_atomic_t sigterm_seen; /* set by the SIGTERM handler */
 
-static void on_signal(int sig)
+#define SIGTERM_POLL_US (100 * LWS_US_PER_MS)
+
+/* Waits for the clients to go (up to SHUTDOWN_GRACE_MS), commits what is pending, then
+ * destroys the context, which ends lws_service() in main. */
+static void stop_step(lws_sorted_usec_list_t *sul)
 {
-    stop_requested = sig;
-    if (the_context)
-        lws_cancel_service(the_context); /* wakes lws_service: async-signal-safe (a pipe) */
+    if (init.vhd && init.vhd->n_conns > 0 && clock_mono_ms() < stop_deadline) {
+        lws_sul_schedule(the_context, 0, &stop_sul, stop_step, SHUTDOWN_STEP_US);
+        return;
+    }
+    if (init.vhd) {
+        dbq_stop(init.vhd->dbq); /* commits what is pending */
+        init.vhd->dbq = NULL;
+    }
+    lws_context_destroy(the_context); /* first phase: the loop ends */
+}
+
+/* Starts the stop, on the loop: lws's libev signal watcher (SIGINT) or sigterm_watch. */
+static void on_signal(void *handle, int signum)
+{
+    if (stop_deadline)
+        return; /* already stopping */
+    log_info("%s received, closing connections", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    stop_deadline = clock_mono_ms() + SHUTDOWN_GRACE_MS;
+    if (init.vhd)
+        ws_shutdown(init.vhd);
+    stop_step(&stop_sul);
+}
+
+static void on_sigterm(int sig)
+{
+    sigterm_seen = 1;
+}
+
+static void sigterm_watch(lws_sorted_usec_list_t *sul)
+{
+    if (sigterm_seen)
+        on_signal(NULL, SIGTERM);
+    else
+        lws_sul_schedule(the_context, 0, &sigterm_sul, sigterm_watch, SIGTERM_POLL_US);
+}
+
+/* Runs once the loop is going: lws has run PROTOCOL_INIT by then. */
+static void started(lws_sorted_usec_list_t *sul)
+{
+    const struct cfg *cfg = init.cfg;
+
+    if (!init.vhd) {
+        log_error("the broker could not initialise (see above); it is not serving");
+        exit_code = 1;
+        stop_deadline = clock_mono_ms();
+        stop_step(&stop_sul);
+        return;
+    }
+    log_info("listening on %s://%s:%d/ws (database %s, assistant %s)", cfg->tls_cert ? "wss" : "ws",
+             cfg->bind, cfg->port, cfg->db_path, cfg->llm);
 }
 
 static void lws_log(int level, const char *line)
@@ -50,10 +113,8 @@ static const struct lws_protocols protocols[] = {
 int main(int argc, char **argv)
 {
     struct lws_context_creation_info info;
-    struct broker_init init = {0};
     struct cfg cfg;
     lws_retry_bo_t retry = {0};
-    struct sigaction sa;
     struct db *db = NULL;
     int64_t keys = 0;
     int rc = 1;
@@ -82,10 +143,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGTERM, on_sigterm);
 
     if (!(db = db_open(cfg.db_path)))
         goto out;
@@ -97,7 +155,8 @@ int main(int argc, char **argv)
     if (!(init.notify = notify_listen(cfg.notify_socket)))
         goto out;
     init.cfg = &cfg;
-    init.db = db;
+    init.db = db; /* PROTOCOL_INIT hands it to the database thread */
+    db = NULL;
 
     /* libwebsockets' validity policy: ping after ping_interval of silence, hang up after
      * idle_timeout without a pong or a message. */
@@ -111,8 +170,9 @@ int main(int argc, char **argv)
     info.user = &init;
     info.retry_and_idle_policy = &retry;
     info.timeout_secs = 10; /* handshakes */
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
-    if (cfg.tls_cert) { /* wss:// (cfg_load checked that the key came with it) */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBEV;
+    info.signal_cb = on_signal; /* lws's libev watches SIGINT for us */
+    if (cfg.tls_cert) {         /* wss:// (cfg_load checked that the key came with it) */
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg.tls_cert;
         info.ssl_private_key_filepath = cfg.tls_key;
@@ -127,36 +187,17 @@ int main(int argc, char **argv)
                                : "");
         goto out;
     }
-    /* lws runs PROTOCOL_INIT from a timer on its first service pass. */
-    for (int i = 0; i < 100 && !init.vhd && !init.failed; i++)
-        lws_service(the_context, 0);
-    if (!init.vhd) {
-        log_error("the broker could not initialise (see above); it is not serving");
-        goto out;
-    }
-    db = NULL; /* owned by the database thread */
-    log_info("listening on %s://%s:%d/ws (database %s, assistant %s)", cfg.tls_cert ? "wss" : "ws",
-             cfg.bind, cfg.port, cfg.db_path, cfg.llm);
-
-    while (!stop_requested)
-        if (lws_service(the_context, 0) < 0)
-            break;
-
-    log_info("%s received, closing connections", stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
-    int64_t deadline = clock_mono_ms() + SHUTDOWN_GRACE_MS;
-    ws_shutdown(init.vhd);
-    while (init.vhd->n_conns > 0 && clock_mono_ms() < deadline)
-        if (lws_service(the_context, 0) < 0)
-            break;
-    dbq_stop(init.vhd->dbq); /* commits what is pending */
-    init.vhd->dbq = NULL;
-    rc = 0;
+    lws_sul_schedule(the_context, 0, &start_sul, started, 1);
+    lws_sul_schedule(the_context, 0, &sigterm_sul, sigterm_watch, SIGTERM_POLL_US);
+    lws_service(the_context, 0); /* runs until stop_step destroys the context */
+    rc = exit_code;
 out:
     if (the_context)
         lws_context_destroy(the_context);
     notify_close(init.notify);
     free(init.keys); /* still ours if PROTOCOL_INIT never ran */
-    db_close(db ? db : init.db);
+    db_close(db);
+    db_close(init.db); /* still ours if PROTOCOL_INIT never ran */
     cfg_cleanup(&cfg);
     return rc;
 }

@@ -188,9 +188,11 @@ static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_dat
         pss->rx_binary = lws_frame_is_binary(pss->wsi);
     if (pss->rx_len + len > max) {
         log_debug("connection %s sent a message over %zu bytes: closing with 1009", pss->id, max);
-        lws_close_reason(pss->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                         (unsigned char *)"message too large", 17);
-        return -1;
+        free(pss->rx); /* the rest of it is ignored: nothing is read after close_code */
+        pss->rx = NULL;
+        pss->rx_len = 0;
+        ws_close(pss, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
+        return 0;
     }
     if (!whole) {
         if (!(grown = realloc(pss->rx, pss->rx_len + len + 1)))
@@ -251,6 +253,30 @@ static int refuse_upgrade(struct lws *wsi, int status)
     return -1; /* hang up: the answer says Connection: close */
 }
 
+/* The WebSocket close opcode for lws_write. lws 4.1 keeps LWS_WRITE_CLOSE to itself (its
+ * value is 4 in enum lws_write_protocol, between LWS_WRITE_HTTP and LWS_WRITE_PING). */
+#define WS_WRITE_CLOSE      ((enum lws_write_protocol)4)
+#define CLOSE_ACK_TIMEOUT_S 5
+
+/* Starts the closing handshake: sends the close frame with pss->close_code now, reads
+ * and drops what the client still sends, and lets lws answer the client's close frame
+ * and hang up; a client that never answers is cut after CLOSE_ACK_TIMEOUT_S.
+ * Done here, not with lws_close_reason() and returning -1: lws then sends the frame on a
+ * later writeable pass, and if the client's data arrives first (say, the rest of an
+ * oversize message) it drops the connection without the frame. */
+static int send_close(struct per_session_data__chat *pss)
+{
+    unsigned char buf[LWS_PRE + 2];
+
+    buf[LWS_PRE] = (unsigned char)(pss->close_code >> 8);
+    buf[LWS_PRE + 1] = (unsigned char)(pss->close_code & 0xff);
+    if (lws_write(pss->wsi, buf + LWS_PRE, 2, WS_WRITE_CLOSE) < 0)
+        return -1;
+    pss->close_sent = true;
+    lws_set_timeout(pss->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_ACK_TIMEOUT_S);
+    return 0;
+}
+
 static int ws_path_ok(struct lws *wsi)
 {
     char uri[64];
@@ -298,9 +324,8 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_RECEIVE:
         return conn_receive(vhd, pss, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (pss->close_code && pss->q.len == 0) { /* what was queued goes out first */
-            lws_close_reason(wsi, pss->close_code, NULL, 0);
-            return -1;
+        if (pss->close_code && pss->q.len == 0 && !pss->close_sent) {
+            return send_close(pss); /* what was queued has gone out first */
         }
         if (fanout_write(pss) < 0)
             return -1;

@@ -24,6 +24,14 @@ int64_t clock_mono_ms(void)
     return ts_ms(CLOCK_MONOTONIC);
 }
 
+int64_t clock_mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void clock_iso8601(int64_t unix_ms, char out[CLOCK_ISO_LEN])
 {
     /* floor division, so instants before 1970 keep a positive millisecond part */

@@ -11,6 +11,7 @@
 /* ---- time ---- */
 int64_t clock_now_ms(void);  /* unix milliseconds (CLOCK_REALTIME) */
 int64_t clock_mono_ms(void); /* milliseconds of CLOCK_MONOTONIC, for intervals */
+int64_t clock_mono_us(void); /* microseconds of CLOCK_MONOTONIC */
 /* Writes unix_ms as ISO-8601 UTC with milliseconds into out. */
 void clock_iso8601(int64_t unix_ms, char out[CLOCK_ISO_LEN]);
 void clock_now_iso(char out[CLOCK_ISO_LEN]);

@@ -335,7 +335,18 @@ class WebServer(Rest):
         was_running = self.popen.poll() is None
         self.returncode = parley._stop_pid(self.popen)
         self.failed_at_stop = self.t.failed if self.t is not None else 0
-        if check and self.t is not None:
+        if check and self.t is not None and self.kind == "lighttpd":
+            # lighttpd 1.4.69 sometimes exits 1 after a clean SIGTERM stop under load (its
+            # own status, not Parley's): it must have stopped on our signal, logged its
+            # clean stop, and not crashed or been killed.
+            stopped = "server stopped by UID" in self.log_tail(5)
+            self.t.ok("lighttpd stops cleanly on SIGTERM%s" % (
+                "" if was_running else " (had already exited)"),
+                was_running and self.returncode in (0, 1) and stopped,
+                "exit %r, clean-stop line logged: %s" % (self.returncode, stopped))
+            if self.returncode != 0 or not stopped:
+                self.print_log_tail(self.t)
+        elif check and self.t is not None:
             self.t.eq("%s exits 0 on SIGTERM%s" % (
                 self.name, "" if was_running else " (had already exited)"), self.returncode, 0)
             if self.returncode != 0:
