@@ -132,6 +132,7 @@ struct per_vhost_data__chat {
     struct map *per_ip;      /* address -> connections */
     struct map *refusals;    /* "reason|address" -> when last logged */
     struct map *templates;   /* prompt template name -> system prompt (envelope llm_request) */
+    struct map *deleted;     /* session id -> when REST deleted it (kept a minute) */
     struct llm_http *llm;    /* the HTTP thread, with --llm openai or gemini */
     struct map *llm_replies; /* request id (decimal) -> struct reply */
     uint64_t llm_next_id;
@@ -209,7 +210,11 @@ void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
 /* Detaches every member without telling them (session_deleted has been sent), then
  * frees s when nothing else needs it. */
 void sess_drop_members(struct per_vhost_data__chat *vhd, struct live_session *s);
-/* Once a second: expires typing indicators. */
+/* Remembers that REST deleted session id, so a join that read it just before answers
+ * session_not_found rather than joining a session that is gone. */
+void sess_mark_deleted(struct per_vhost_data__chat *vhd, const char *id);
+bool sess_was_deleted(struct per_vhost_data__chat *vhd, const char *id);
+/* Once a second: expires typing indicators and old deletion marks. */
 void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
 /* Publishes the live figures (heartbeat, changed member counts) through the DB thread. */
 void sess_publish(struct per_vhost_data__chat *vhd);

@@ -3,15 +3,22 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "log.h"
 
+#define CHECKPOINT_MS 1000
+
 struct dbq {
     struct db *db;
+    struct db *ckpt_db; /* the checkpointer's own connection */
     struct lws_context *ctx;
     pthread_t thread;
+    pthread_t ckpt_thread;
+    bool ckpt_started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t ckpt_wake;
     struct dbjob *todo, **todo_tail; /* {lock} */
     struct dbjob *done, **done_tail; /* {lock} */
     bool stop;                       /* {lock} */
@@ -67,6 +74,28 @@ static void *dbq_thread(void *arg)
     return NULL;
 }
 
+/* The checkpointer: once a second copies the WAL into the database file, so the writer
+ * (which does not checkpoint: db_no_autocheckpoint) never waits on that I/O. */
+static void *ckpt_thread(void *arg)
+{
+    struct dbq *q = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&q->lock);
+    while (!q->stop) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CHECKPOINT_MS / 1000;
+        pthread_cond_timedwait(&q->ckpt_wake, &q->lock, &until);
+        if (q->stop)
+            break;
+        pthread_mutex_unlock(&q->lock);
+        db_checkpoint(q->ckpt_db);
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
 struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
 {
     struct dbq *q = calloc(1, sizeof *q);
@@ -79,6 +108,12 @@ struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
     q->done_tail = &q->done;
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
+    pthread_cond_init(&q->ckpt_wake, NULL);
+    /* Without its own connection the writer checkpoints as SQLite does by default. */
+    q->ckpt_db = db_open(db_path(db));
+    if (q->ckpt_db && db_no_autocheckpoint(db) == PERR_OK &&
+        pthread_create(&q->ckpt_thread, NULL, ckpt_thread, q) == 0)
+        q->ckpt_started = true;
     if (pthread_create(&q->thread, NULL, dbq_thread, q) != 0) {
         log_error("cannot start the database thread");
         pthread_mutex_destroy(&q->lock);
@@ -122,9 +157,14 @@ void dbq_stop(struct dbq *q)
     pthread_mutex_lock(&q->lock);
     q->stop = true;
     pthread_cond_signal(&q->wake);
+    pthread_cond_signal(&q->ckpt_wake);
     pthread_mutex_unlock(&q->lock);
     pthread_join(q->thread, NULL);
+    if (q->ckpt_started)
+        pthread_join(q->ckpt_thread, NULL);
+    db_close(q->ckpt_db);
     db_live_down(q->db);
+    db_checkpoint(q->db); /* leave the file whole for the next start */
     db_close(q->db);
     q->db = NULL;
     /* Jobs pushed by these callbacks would never run: the callbacks must check
@@ -144,5 +184,6 @@ void dbq_stop(struct dbq *q)
     }
     pthread_mutex_destroy(&q->lock);
     pthread_cond_destroy(&q->wake);
+    pthread_cond_destroy(&q->ckpt_wake);
     free(q);
 }

@@ -153,6 +153,8 @@ static void join_done(struct dbjob *job)
 
     if (!pss)
         goto out;
+    if (!job->err && sess_was_deleted(vhd, j->session.id))
+        job->err = PERR_SESSION_NOT_FOUND; /* read just before REST deleted it */
     if (job->err) {
         req_error(&j->req, pss);
         goto out;

@@ -130,6 +130,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("parley-broker", cfg.log_level);
+    db_use_full_sync(strcmp(cfg.db_sync, "full") == 0);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
     if (cfg.argc > 0) {
         log_error("unexpected argument '%s'; see 'parley-broker --help'", cfg.argv[0]);

@@ -98,6 +98,8 @@ void notify_in_event(struct per_vhost_data__chat *vhd, const json_t *ev)
     if (strcmp(event, "message_added") == 0) {
         message_added(vhd, ev);
     } else if (strcmp(event, "session_deleted") == 0 || strcmp(event, "history_cleared") == 0) {
+        if (strcmp(event, "session_deleted") == 0)
+            sess_mark_deleted(vhd, sid);
         if ((s = sess_find(vhd, sid)))
             session_gone(vhd, s, event);
     } else if (strcmp(event, "session_created") != 0) {

@@ -1,5 +1,6 @@
 /* sessions: the broker's live view of sessions: who is in each, who is typing, and the
  * member counts it publishes for REST. The database holds the sessions themselves. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,8 +223,61 @@ void sess_drop_members(struct per_vhost_data__chat *vhd, struct live_session *s)
     sess_release(vhd, s);
 }
 
+#define DELETED_KEEP_MS 60000
+
+struct deleted_mark {
+    char id[DB_ID_LEN];
+    int64_t when_mono;
+};
+
+void sess_mark_deleted(struct per_vhost_data__chat *vhd, const char *id)
+{
+    struct deleted_mark *d;
+
+    if (map_get(vhd->deleted, id) || !(d = calloc(1, sizeof *d)))
+        return;
+    snprintf(d->id, sizeof d->id, "%s", id);
+    d->when_mono = clock_mono_ms();
+    if (map_put(vhd->deleted, d->id, d) < 0)
+        free(d);
+}
+
+bool sess_was_deleted(struct per_vhost_data__chat *vhd, const char *id)
+{
+    return map_get(vhd->deleted, id) != NULL;
+}
+
+struct expiry {
+    int64_t cutoff;
+    struct deleted_mark *old[64];
+    size_t n;
+};
+
+static void find_old(void *value, void *arg)
+{
+    struct deleted_mark *d = value;
+    struct expiry *x = arg;
+
+    if (d->when_mono < x->cutoff && x->n < sizeof x->old / sizeof x->old[0])
+        x->old[x->n++] = d;
+}
+
+/* Forgets deletion marks older than DELETED_KEEP_MS, a batch a second (map_each may not
+ * remove while it walks). */
+static void expire_deleted(struct per_vhost_data__chat *vhd, int64_t now_mono)
+{
+    struct expiry x = {.cutoff = now_mono - DELETED_KEEP_MS};
+
+    map_each(vhd->deleted, find_old, &x);
+    for (size_t i = 0; i < x.n; i++) {
+        map_del(vhd->deleted, x.old[i]->id);
+        free(x.old[i]);
+    }
+}
+
 void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono)
 {
+    expire_deleted(vhd, now_mono);
     for (struct per_session_data__chat *pss = vhd->conns_list; pss; pss = pss->next)
         for (unsigned i = 0; i < pss->n_joined; i++)
             if (pss->typing_until[i] && pss->typing_until[i] <= now_mono)

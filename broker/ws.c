@@ -56,6 +56,11 @@ static void free_session(void *value, void *arg)
     sess_free(s);
 }
 
+static void free_mark(void *value, void *arg)
+{
+    free(value);
+}
+
 static int vhost_init(struct lws *wsi)
 {
     struct broker_init *init = lws_context_user(lws_get_context(wsi));
@@ -71,8 +76,9 @@ static int vhost_init(struct lws *wsi)
     vhd->driver = asst_driver_for(init->cfg->llm);
     vhd->sessions = map_new();
     vhd->conns = map_new();
+    vhd->deleted = map_new();
     vhd->notify = init->notify;
-    if (!vhd->sessions || !vhd->conns)
+    if (!vhd->sessions || !vhd->conns || !vhd->deleted)
         return -1;
     if (access_init(vhd, init->keys, init->n_keys) < 0 || envelope_load_templates(vhd) < 0)
         return -1;
@@ -114,6 +120,9 @@ static void vhost_destroy(struct per_vhost_data__chat *vhd)
     envelope_free_templates(vhd);
     map_free(vhd->sessions);
     map_free(vhd->conns);
+    if (vhd->deleted)
+        map_each(vhd->deleted, free_mark, NULL);
+    map_free(vhd->deleted);
     for (size_t i = 0; i < vhd->n_dirty; i++)
         free(vhd->dirty[i]);
     free(vhd->dirty);

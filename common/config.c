@@ -34,6 +34,8 @@ struct cfg_option {
 static const struct cfg_option cfg_options[] = {
     {"db", NULL, NULL, T_STR, OFF(db_path), "var/parley.db", 0, 0, SRV, "PATH",
      "SQLite database file (created and migrated if needed)"},
+    {"db-sync", NULL, NULL, T_STR, OFF(db_sync), "normal", 0, 0, SRV, "MODE",
+     "normal (survives kill -9) or full (an fsync per commit: survives power loss)"},
     {"bind", NULL, NULL, T_STR, OFF(bind), "127.0.0.1", 0, 0, CFG_REST | CFG_BROKER, "ADDR",
      "address to listen on"},
     {"port", "PARLEY_PORT", NULL, T_INT, OFF(port), "8000", 0, 65535, CFG_REST, "N",
@@ -377,6 +379,10 @@ enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog,
     }
     cfg->argc = argc - i;
     cfg->argv = argv + i;
+    if ((which & SRV) && strcmp(cfg->db_sync, "normal") && strcmp(cfg->db_sync, "full")) {
+        fprintf(stderr, "%s: --db-sync must be normal or full, not '%s'\n", prog, cfg->db_sync);
+        return CFG_ERROR;
+    }
     if ((which & SRV) && strcmp(cfg->llm, "echo") && strcmp(cfg->llm, "none") &&
         strcmp(cfg->llm, "openai") && strcmp(cfg->llm, "gemini")) {
         fprintf(stderr,

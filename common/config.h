@@ -31,6 +31,7 @@ struct cfg_list {
 struct cfg {
     /* where and how to serve */
     char *db_path;
+    char *db_sync; /* normal or full */
     char *bind;
     int port;
     int ws_port; /* REST: the broker's port, for ws_url */

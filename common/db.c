@@ -18,8 +18,16 @@ extern const size_t parley_migrations_count;
 #define DB_STMT_CACHE      64
 #define DB_BUSY_TIMEOUT_MS 5000
 
+static bool db_full_sync; /* set once at start, before any thread opens the database */
+
+void db_use_full_sync(bool full)
+{
+    db_full_sync = full;
+}
+
 struct db {
     sqlite3 *conn;
+    char *path;
     int tx_depth;
     size_t n_stmts;
     struct {
@@ -115,6 +123,11 @@ static int exec(struct db *db, const char *sql, const char *what)
     return 0;
 }
 
+const char *db_path(struct db *db)
+{
+    return db->path;
+}
+
 int db_user_version(struct db *db)
 {
     static const char sql[] = "PRAGMA user_version";
@@ -171,8 +184,10 @@ struct db *db_open(const char *path)
     struct db *db = calloc(1, sizeof *db);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
 
-    if (!db)
+    if (!db || !(db->path = strdup(path))) {
+        free(db);
         return NULL;
+    }
     if (sqlite3_open_v2(path, &db->conn, flags, NULL) != SQLITE_OK) {
         log_error("cannot open database '%s': %s; check that its folder exists and is "
                   "writable, or set --db",
@@ -183,7 +198,8 @@ struct db *db_open(const char *path)
     sqlite3_extended_result_codes(db->conn, 1);
     if (exec(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
         exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys") < 0 ||
-        exec(db, "PRAGMA synchronous = FULL", "setting synchronous") < 0) {
+        exec(db, db_full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+             "setting synchronous") < 0) {
         log_error("database '%s' is not usable", path);
         goto fail;
     }
@@ -202,7 +218,28 @@ void db_close(struct db *db)
     for (size_t i = 0; i < db->n_stmts; i++)
         sqlite3_finalize(db->stmts[i].st);
     sqlite3_close(db->conn);
+    free(db->path);
     free(db);
+}
+
+enum perr db_no_autocheckpoint(struct db *db)
+{
+    return exec(db, "PRAGMA wal_autocheckpoint = 0", "turning off autocheckpoint") < 0
+               ? PERR_UNAVAILABLE
+               : PERR_OK;
+}
+
+enum perr db_checkpoint(struct db *db)
+{
+    static const char sql[] = "PRAGMA wal_checkpoint(PASSIVE)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    rc = db_step_done(st);
+    db_stmt_done(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "checkpoint");
 }
 
 enum perr db_ping(struct db *db)

@@ -100,15 +100,28 @@ struct db_live_member {
 #define DB_LIVE_FRESH_MS 3000
 
 /* ---- connection ---- */
+/* How commits reach the disk, for every connection this process opens afterwards (call
+ * once at start). false (the default): PRAGMA synchronous = NORMAL: in WAL mode a commit
+ * survives the process being killed (kill -9), and only an OS crash or power loss can
+ * take the last commits back. true: FULL, an fsync per commit, survives power loss too. */
+void db_use_full_sync(bool full);
 /* Opens (creating if needed) the database at path: WAL, foreign keys, busy timeout,
  * migrations up to the newest embedded schema. Returns a new handle, or NULL after
  * logging why (with what to do). Free with db_close. */
 struct db *db_open(const char *path);
 void db_close(struct db *db);
+/* The file the connection was opened on (borrowed: valid while db is open). */
+const char *db_path(struct db *db);
 /* The schema version the file is at (PRAGMA user_version). */
 int db_user_version(struct db *db);
 /* The number of migrations embedded in this binary. */
 int db_schema_version(void);
+/* Stops this connection from checkpointing the WAL as part of its commits (the broker's
+ * writer: a checkpoint's fsyncs would stall every message queued behind it). */
+enum perr db_no_autocheckpoint(struct db *db);
+/* Copies committed WAL pages into the database without blocking writers or readers
+ * (PRAGMA wal_checkpoint(PASSIVE)). For a connection of its own, on its own thread. */
+enum perr db_checkpoint(struct db *db);
 /* A cheap query, for /health. */
 enum perr db_ping(struct db *db);
 
@@ -144,6 +157,13 @@ enum perr db_message_get(struct db *db, int64_t id, struct db_message *out);
  * *has_more tells whether older ones exist. */
 enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
                            struct db_message_list *out, bool *has_more);
+/* Called for each message of a page; m and its strings are borrowed: valid only during
+ * the call (they point into SQLite's row). */
+typedef void (*db_message_fn)(void *arg, const struct db_message *m);
+/* As db_messages_page, handing each message to fn (ascending) instead of copying them:
+ * for answers that only write the rows out. */
+enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
+                                bool *has_more, db_message_fn fn, void *arg);
 /* Messages with id > since, ascending, at most limit. */
 enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
                             struct db_message_list *out);

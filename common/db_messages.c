@@ -408,3 +408,63 @@ enum perr db_messages_search(struct db *db, const char *session_id, const char *
     sqlite3_bind_int(st, 3, limit);
     return read_list(db, st, limit, out);
 }
+
+/* Fills m with pointers into st's current row (no copies): valid until the next step. */
+static void view_message(sqlite3_stmt *st, struct db_message *m)
+{
+    memset(m, 0, sizeof *m);
+    m->id = sqlite3_column_int64(st, 0);
+    db_column_copy(st, 1, m->session_id, sizeof m->session_id);
+    db_column_copy(st, 2, m->role, sizeof m->role);
+    m->content = (char *)sqlite3_column_text(st, 3);
+    if (!m->content)
+        m->content = "";
+    db_column_copy(st, 4, m->created_at, sizeof m->created_at);
+    m->connection_id = (char *)sqlite3_column_text(st, 5);
+    m->client_msg_id = (char *)sqlite3_column_text(st, 6);
+    m->thread_id = (char *)sqlite3_column_text(st, 7);
+    m->status = (char *)sqlite3_column_text(st, 8);
+}
+
+enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
+                                bool *has_more, db_message_fn fn, void *arg)
+{
+    /* the newest `limit` before `before`, handed over oldest first */
+    static const char sql[] = "SELECT * FROM (SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3)"
+                              " ORDER BY id";
+    static const char sql_older[] = "SELECT EXISTS(SELECT 1 FROM messages"
+                                    " WHERE session_id = ?1 AND id < ?2)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    struct db_message m;
+    int64_t oldest = 0;
+    int rc;
+
+    assert(limit >= 0);
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
+    sqlite3_bind_int(st, 3, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        view_message(st, &m);
+        if (!oldest)
+            oldest = m.id;
+        fn(arg, &m);
+    }
+    db_stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, __func__, "read messages");
+    *has_more = false;
+    if (!oldest)
+        return PERR_OK; /* none in this page: none older either */
+    if (!(st = db_stmt(db, sql_older)))
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, oldest);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *has_more = sqlite3_column_int(st, 0) != 0;
+    db_stmt_done(st);
+    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "look for older messages");
+}

@@ -2,6 +2,7 @@
 #include "jsonx.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 char *jx_dump(const json_t *v, size_t *len)
@@ -144,4 +145,69 @@ void jx_ascii_safe(char *s)
         }
         p += n;
     }
+}
+
+/* ---- jx_buf ---- */
+
+void jx_buf_raw(struct jx_buf *b, const char *s, size_t n)
+{
+    char *grown;
+
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (!(grown = realloc(b->p, cap))) {
+            b->oom = true;
+            return;
+        }
+        b->p = grown;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void jx_buf_cstr(struct jx_buf *b, const char *s)
+{
+    jx_buf_raw(b, s, strlen(s));
+}
+
+void jx_buf_string(struct jx_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+
+    jx_buf_raw(b, "\"", 1);
+    while (*p) {
+        size_t n = utf8_seq(p);
+        if (n > 1 || (n == 1 && *p >= 0x20 && *p != '"' && *p != '\\')) {
+            p += n; /* plain: stays in the current run */
+            continue;
+        }
+        jx_buf_raw(b, (const char *)run, (size_t)(p - run));
+        if (n == 0) {
+            jx_buf_raw(b, "\xef\xbf\xbd", 3); /* U+FFFD for a byte that is not UTF-8 */
+        } else if (*p == '"' || *p == '\\') {
+            char esc[2] = {'\\', (char)*p};
+            jx_buf_raw(b, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
+            jx_buf_raw(b, esc, 6);
+        }
+        run = ++p;
+    }
+    jx_buf_raw(b, (const char *)run, (size_t)(p - run));
+    jx_buf_raw(b, "\"", 1);
+}
+
+void jx_buf_int(struct jx_buf *b, int64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof num, "%lld", (long long)v);
+
+    jx_buf_raw(b, num, (size_t)n);
 }

@@ -20,6 +20,21 @@ char *jx_dump(const json_t *v, size_t *len);
  * quoted from a request can go into a JSON string. */
 void jx_ascii_safe(char *s);
 
+/* A growing buffer for writing JSON text directly, for hot paths where building jansson
+ * objects costs more than the answer is worth. Any allocation failure sets oom and
+ * makes the rest no-ops. */
+struct jx_buf {
+    char *p; /* NUL-terminated; owned: free(p) */
+    size_t len, cap;
+    bool oom;
+};
+
+void jx_buf_raw(struct jx_buf *b, const char *s, size_t n);
+void jx_buf_cstr(struct jx_buf *b, const char *s); /* raw text */
+/* s as a quoted, escaped JSON string; bytes that are not valid UTF-8 become U+FFFD. */
+void jx_buf_string(struct jx_buf *b, const char *s);
+void jx_buf_int(struct jx_buf *b, int64_t v);
+
 /* ---- input ----
  * Each reads field name of obj. Absent (or null, where allowed) leaves *out as it was and
  * returns PERR_OK unless required. A wrong type or range returns PERR_INVALID_FIELD and

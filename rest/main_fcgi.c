@@ -553,6 +553,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("parley-fcgi", srv.cfg.log_level);
+    db_use_full_sync(strcmp(srv.cfg.db_sync, "full") == 0);
     if (srv.cfg.argc > 0) {
         log_error("unexpected argument '%s'; see 'parley-fcgi --help'", srv.cfg.argv[0]);
         cfg_cleanup(&srv.cfg);

@@ -272,6 +272,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("parley-rest", srv.cfg.log_level);
+    db_use_full_sync(strcmp(srv.cfg.db_sync, "full") == 0);
     if (srv.cfg.argc > 0 && strcmp(srv.cfg.argv[0], "keys") == 0) {
         rc = keys_command(&srv.cfg, srv.cfg.argc, srv.cfg.argv);
         cfg_cleanup(&srv.cfg);

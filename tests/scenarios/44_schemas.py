@@ -115,6 +115,7 @@ def scenario(t, b, r):
     send(f, {"type": "leave_session"})
     e.expect(type="user_left")
     send(f, {"type": "join_session", "session_id": csid})
+    f.expect(type="session_joined")  # joined before the delete below, not racing it
     e.expect(type="user_joined")
     t.eq("REST delete of the channel's session: 200", r.delete("/sessions/%s" % csid).status, 200)
     e.expect(type="session_deleted")
