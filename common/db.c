@@ -101,12 +101,13 @@ void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size)
     buf[n] = '\0';
 }
 
-int db_step_done(sqlite3_stmt *st)
+int db_run(sqlite3_stmt *st)
 {
     int rc;
 
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         ;
+    db_stmt_done(st);
     return rc;
 }
 
@@ -237,8 +238,7 @@ enum perr db_checkpoint(struct db *db)
 
     if (!st)
         return PERR_UNAVAILABLE;
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "checkpoint");
 }
 
@@ -266,8 +266,7 @@ enum perr db_tx_begin(struct db *db)
 
     if (!st)
         return PERR_UNAVAILABLE;
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         return db_fail(db, __func__, "begin");
     db->tx_depth++;
@@ -285,8 +284,7 @@ enum perr db_tx_commit(struct db *db)
     st = db_stmt(db, db->tx_depth > 1 ? release : commit);
     if (!st)
         return PERR_UNAVAILABLE;
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE) {
         db_fail(db, __func__, "commit");
         db_tx_rollback(db);
@@ -317,8 +315,7 @@ enum perr db_counter_add(struct db *db, const char *name, int64_t delta)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, delta);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, name);
 }
 

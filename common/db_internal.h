@@ -21,8 +21,9 @@ int db_bind_text(sqlite3_stmt *st, int idx, const char *s);
 char *db_column_strdup(sqlite3_stmt *st, int col);
 /* Copies column col into a fixed buffer, truncating to size-1 bytes. */
 void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size);
-/* Runs a statement that returns no rows (or ignores them). Returns SQLITE_DONE on success. */
-int db_step_done(sqlite3_stmt *st);
+/* Runs st to the end (ignoring rows), then resets it for the next use. Returns
+ * SQLITE_DONE on success. sqlite3_changes() and the last insert id stay readable. */
+int db_run(sqlite3_stmt *st);
 /* Adds delta to the named counter (inside the caller's transaction). */
 enum perr db_counter_add(struct db *db, const char *name, int64_t delta);
 /* Live member count cut-off: heartbeats at or after this are fresh. */

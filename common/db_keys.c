@@ -33,8 +33,7 @@ enum perr db_key_add(struct db *db, const char *name, const char *salt, const ch
     sqlite3_bind_text(st, 2, salt, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
         return PERR_INVALID_FIELD; /* the name is taken */
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "add key");
@@ -53,8 +52,7 @@ enum perr db_key_revoke(struct db *db, const char *name)
     clock_now_iso(now);
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         return db_fail(db, __func__, "revoke key");
     return sqlite3_changes(sqlite3_db_handle(st)) ? PERR_OK : PERR_NOT_FOUND;

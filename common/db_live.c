@@ -29,16 +29,14 @@ enum perr db_live_reset(struct db *db, int pid, const char *model)
         return e;
     if (!(st = db_stmt(db, sql_del)))
         goto fail;
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE || !(st = db_stmt(db, sql_state)))
         goto fail;
     sqlite3_bind_int(st, 1, pid);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, clock_now_ms());
     db_bind_text(st, 4, model);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     return db_tx_commit(db);
@@ -66,8 +64,7 @@ enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
         goto fail;
     sqlite3_bind_int64(st, 1, now_ms);
     sqlite3_bind_int64(st, 2, connections);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     for (size_t i = 0; i < n_changed; i++) {
@@ -77,8 +74,7 @@ enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
         sqlite3_bind_text(st, 1, m->session_id, -1, SQLITE_STATIC);
         if (m->clients > 0)
             sqlite3_bind_int64(st, 2, m->clients);
-        rc = db_step_done(st);
-        db_stmt_done(st);
+        rc = db_run(st);
         if (rc != SQLITE_DONE)
             goto fail;
     }
@@ -97,8 +93,7 @@ enum perr db_live_down(struct db *db)
 
     if (!st)
         return PERR_UNAVAILABLE;
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "mark broker down");
 }
 

@@ -145,7 +145,7 @@ static enum perr touch_session(struct db *db, const char *session_id, const char
     if (rc == SQLITE_ROW && count)
         *count = sqlite3_column_int64(st, 0);
     if (rc == SQLITE_ROW)
-        rc = db_step_done(st); /* RETURNING: the update completes on the last step */
+        rc = db_run(st); /* RETURNING: the update completes on the last step */
     db_stmt_done(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "update session");
 }
@@ -200,8 +200,7 @@ static enum perr insert_row(struct db *db, const struct db_message_in *in,
         db_bind_text(st, 13, reply->reasoning);
         db_bind_text(st, 14, reply->error);
     }
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         return db_fail(db, __func__, "insert message");
     *id = sqlite3_last_insert_rowid(sqlite3_db_handle(st));
@@ -221,8 +220,7 @@ static enum perr queue_reply(struct db *db, int64_t message_id, const char *sess
     sqlite3_bind_int64(st, 1, message_id);
     sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "queue reply");
 }
 
@@ -385,8 +383,7 @@ enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_int64(st, 1, message_id);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "drop from reply queue");
 }
 

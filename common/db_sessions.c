@@ -109,8 +109,7 @@ enum perr db_session_create(struct db *db, const char *model, const char *title,
     db_bind_text(st, 3, model);
     db_bind_text(st, 4, channel);
     sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE) {
         e = db_fail(db, __func__, "insert session");
         db_tx_rollback(db);
@@ -181,8 +180,7 @@ enum perr db_session_delete(struct db *db, const char *id)
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         return db_fail(db, __func__, "delete session");
     return sqlite3_changes(sqlite3_db_handle(st)) ? PERR_OK : PERR_SESSION_NOT_FOUND;
@@ -205,8 +203,7 @@ enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared)
         goto fail;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     if (sqlite3_changes(sqlite3_db_handle(st)) == 0) {
@@ -216,8 +213,7 @@ enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared)
     if (!(st = db_stmt(db, sql_del)))
         goto fail;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    rc = db_step_done(st);
-    db_stmt_done(st);
+    rc = db_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     *cleared = sqlite3_changes(sqlite3_db_handle(st));
