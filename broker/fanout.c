@@ -4,6 +4,8 @@
  * holds a reference to the same frame, written from its SERVER_WRITEABLE callback, one
  * lws_write per callback.
  *
+ * Several frames waiting for one connection go out in one write (write_coalesced).
+ *
  * Slow consumers: a connection whose queue would exceed FANOUT_MAX_BYTES (256 KiB) or
  * FANOUT_MAX_FRAMES is culled: its queue is dropped, nothing more is queued for it, and
  * lws closes it (PENDING_TIMEOUT_LAGGING, asynchronously, since we may be inside another
@@ -16,6 +18,8 @@
 
 #include "broker.h"
 #include "log.h"
+
+#define COALESCE_MAX (64 * 1024) /* bytes written at once to one connection */
 
 struct frame *frame_new(const char *text, size_t len)
 {
@@ -93,6 +97,60 @@ void fanout_push(struct per_vhost_data__chat *vhd, struct per_session_data__chat
     lws_callback_on_writable(pss->wsi);
 }
 
+/* Takes the oldest frame off q (the caller unrefs it). */
+static struct frame *pop(struct outq *q)
+{
+    struct frame *f = q->v[q->head];
+
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    q->bytes -= f->len;
+    return f;
+}
+
+/* Writes a WebSocket text frame header for a len-byte payload (server frames are not
+ * masked) into out; returns its size: 2, 4 or 10 bytes. */
+static size_t text_header(unsigned char *out, size_t len)
+{
+    out[0] = 0x81; /* FIN, text */
+    if (len < 126) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+/* Several queued frames in one write: frames them here, whole, into one buffer and hands
+ * it to lws as raw bytes (it keeps any part the socket does not take and sends it before
+ * anything else). One system call and one writeable callback instead of one per frame:
+ * this is what lets a busy session's fan-out keep up. Loop thread only (the buffer). */
+static int write_coalesced(struct per_session_data__chat *pss)
+{
+    static unsigned char buf[LWS_PRE + COALESCE_MAX];
+    struct outq *q = &pss->q;
+    size_t len = 0;
+
+    while (q->len) {
+        struct frame *f = q->v[q->head];
+        if (len + 10 + f->len > COALESCE_MAX)
+            break;
+        len += text_header(buf + LWS_PRE + len, f->len);
+        memcpy(buf + LWS_PRE + len, f->data + LWS_PRE, f->len);
+        len += f->len;
+        frame_unref(pop(q));
+    }
+    return lws_write(pss->wsi, buf + LWS_PRE, len, LWS_WRITE_RAW) < 0 ? -1 : 0;
+}
+
 int fanout_write(struct per_session_data__chat *pss)
 {
     struct outq *q = &pss->q;
@@ -102,11 +160,13 @@ int fanout_write(struct per_session_data__chat *pss)
     if (pss->culled || q->len == 0)
         return 0; /* an unexpected writeable callback is a no-op */
     f = q->v[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->len--;
-    q->bytes -= f->len;
-    n = lws_write(pss->wsi, f->data + LWS_PRE, f->len, LWS_WRITE_TEXT);
-    frame_unref(f);
+    if (q->len > 1 && 10 + f->len + 10 + q->v[(q->head + 1) % q->cap]->len <= COALESCE_MAX) {
+        n = write_coalesced(pss);
+    } else {
+        f = pop(q);
+        n = lws_write(pss->wsi, f->data + LWS_PRE, f->len, LWS_WRITE_TEXT);
+        frame_unref(f);
+    }
     if (n < 0) {
         log_debug("write to connection %s failed: closing it", pss->id);
         return -1;
