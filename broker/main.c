@@ -119,17 +119,9 @@ int main(int argc, char **argv)
     int64_t keys = 0;
     int rc = 1;
 
-    switch (cfg_load(&cfg, CFG_BROKER, "parley-broker", argc, argv)) {
-    case CFG_OK:
-        break;
-    case CFG_EXIT:
-        cfg_cleanup(&cfg);
-        return 0;
-    case CFG_ERROR:
-        cfg_cleanup(&cfg);
-        return 2;
-    }
-    log_init("parley-broker", cfg.log_level);
+    if ((rc = cfg_main_load(&cfg, CFG_BROKER, "parley-broker", argc, argv)) >= 0)
+        return rc;
+    rc = 1; /* until it runs */
     db_use_full_sync(strcmp(cfg.db_sync, "full") == 0);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
     if (cfg.argc > 0) {

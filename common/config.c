@@ -444,3 +444,19 @@ int cfg_check_protected(const struct cfg *cfg, int64_t active_keys)
               cfg->bind);
     return -1;
 }
+
+int cfg_main_load(struct cfg *cfg, enum cfg_prog which, const char *prog, int argc, char **argv)
+{
+    switch (cfg_load(cfg, which, prog, argc, argv)) {
+    case CFG_OK:
+        log_init(prog, cfg->log_level);
+        return -1;
+    case CFG_EXIT:
+        cfg_cleanup(cfg);
+        return 0;
+    case CFG_ERROR:
+        break;
+    }
+    cfg_cleanup(cfg);
+    return 2;
+}

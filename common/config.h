@@ -93,6 +93,10 @@ enum cfg_result {
 enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog, int argc,
                          char **argv);
 void cfg_cleanup(struct cfg *cfg);
+/* What a program's main does first: cfg_load, then log_init with the chosen level.
+ * Returns -1 to go on, or the status main should exit with (0 after --help or --version,
+ * 2 after a bad option), cfg cleaned up already. */
+int cfg_main_load(struct cfg *cfg, enum cfg_prog which, const char *prog, int argc, char **argv);
 
 /* Extra --help text for a program with positional commands (the client): args follows
  * "Usage: PROG [OPTION]..." and epilog is printed after the options. Both borrowed (string

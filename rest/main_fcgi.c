@@ -542,17 +542,9 @@ int main(int argc, char **argv)
     int64_t keys = 0;
     int rc = 1;
 
-    switch (cfg_load(&srv.cfg, CFG_FCGI, "parley-fcgi", argc, argv)) {
-    case CFG_OK:
-        break;
-    case CFG_EXIT:
-        cfg_cleanup(&srv.cfg);
-        return 0;
-    case CFG_ERROR:
-        cfg_cleanup(&srv.cfg);
-        return 2;
-    }
-    log_init("parley-fcgi", srv.cfg.log_level);
+    if ((rc = cfg_main_load(&srv.cfg, CFG_FCGI, "parley-fcgi", argc, argv)) >= 0)
+        return rc;
+    rc = 1; /* until it runs */
     db_use_full_sync(strcmp(srv.cfg.db_sync, "full") == 0);
     if (srv.cfg.argc > 0) {
         log_error("unexpected argument '%s'; see 'parley-fcgi --help'", srv.cfg.argv[0]);
