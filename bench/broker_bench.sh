@@ -14,11 +14,15 @@
 #   (f) handshakes/s: connect, upgrade, close, as fast as possible for 5 s
 #   (g) latency in a crowd: (c) again while BENCH_IDLE idle connections are held, to show
 #       what idle connections cost the active ones
+#   (h) a stalled member: a session of 10 at 1,000 msg/s of 1,000-byte messages, then the
+#       same with one receiver that stops reading (--stalled 1): the others' p99 and its
+#       ratio, the broker's VmRSS growth (sampled every 100 ms), and whether the broker
+#       closed the stalled member (slow-consumer policy: 256 KiB or 4,096 frames queued)
 #
 # A benchmark, not a test: figures are printed, never asserted. It exits non-zero only when
 # a scenario could not run (missing binary, broker that does not start, or dies).
 # Environment: BENCH_DURATION (10), BENCH_IDLE (5000), BENCH_HOLD (20), BENCH_SCENARIOS
-# (abcdefg), BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
+# (abcdefgh), BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
 set -u
 
 BROKER_BIN=${BROKER_BIN:-bin/parley-broker}
@@ -26,7 +30,7 @@ BENCH_BIN=${BENCH_BIN:-build/bench}
 DURATION=${BENCH_DURATION:-10}
 IDLE=${BENCH_IDLE:-5000}
 HOLD=${BENCH_HOLD:-20}
-SCENARIOS=${BENCH_SCENARIOS:-abcdefg}
+SCENARIOS=${BENCH_SCENARIOS:-abcdefgh}
 LOADGEN=$BENCH_BIN/loadgen
 CEILING=$BENCH_BIN/ceiling
 
@@ -170,6 +174,9 @@ run_load() {
 	return $st
 }
 
+rss_growth() { # rss_growth LABEL WORD: the number after WORD on loadgen's VmRSS line
+	awk -v w="$2" '/broker VmRSS kB:/ { for (i = 1; i < NF; i++) if ($i == w) { print $(i + 1); exit } }' "$TMP/$1.out"
+}
 figure() { # figure LABEL PATTERN FIELD: a number from a loadgen output line
 	awk -v pat="$2" -v f="$3" 'index($0, pat) { sub(/,$/, "", $f); print $f; exit }' "$TMP/$1.out" 2>/dev/null
 }
@@ -292,6 +299,38 @@ case $SCENARIOS in *g*)
 	wait "$LPID"
 	LPID=""
 	tail -n +$((${shown:-0} + 1)) "$TMP/crowd.out" | sed 's/^/broker_bench:     /'
+	check_broker
+	stop_broker
+	;;
+esac
+
+case $SCENARIOS in *h*)
+	say "(h) a stalled member: a session of 10 at 1,000 msg/s, 1,000-byte messages, ${DURATION} s; first all reading"
+	start_broker
+	base99=""
+	if run_load stall0 --port "$PORT" --conns 10 --session-size 10 --senders 1 --rate 1000 \
+		--size 1000 --duration "$DURATION" --broker-pid "$BPID"; then
+		base99=$(figure stall0 "latency us" 9)
+	fi
+	check_broker
+	stop_broker
+	say "  then the same with one receiver that stops reading when the send window opens"
+	start_broker
+	if run_load stall1 --port "$PORT" --conns 10 --session-size 10 --senders 1 --rate 1000 \
+		--size 1000 --duration "$DURATION" --stalled 1 --broker-pid "$BPID"; then
+		p99=$(figure stall1 "latency us" 9)
+		ratio=$(awk -v a="$p99" -v b="$base99" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')
+		closed=$(awk '/closed by the broker/ { for (i = 2; i <= NF; i++) if ($i == "closed") { print $(i - 1); exit } }' "$TMP/stall1.out")
+		growth=$(rss_growth stall1 growth)
+		growth_end=$(rss_growth stall1 peak,)
+		base_growth=$(rss_growth stall0 growth)
+		left=$(awk '/the broker.s socket left ESTABLISHED/ { for (i = 1; i < NF; i++) if ($i == "ESTABLISHED") { print $(i + 1); exit } }' "$TMP/stall1.out")
+		say "  others' p99: $base99 us all reading, $p99 us beside the stalled member: ratio $ratio"
+		say "  stalled member closed by the broker: ${closed:-?} of 1 (its socket left ESTABLISHED ${left:-never} s after the stall)"
+		say "  broker VmRSS growth: ${growth:-?} kB at the peak, ${growth_end:-?} kB at the end (all reading: ${base_growth:-?} kB at the peak)"
+		grep 'is not reading' "$LOG" | head -3 | sed 's/^/broker_bench:     (broker log) /'
+		note "(h) session of 10, 1,000-byte messages p99 $base99 us; with 1 stalled: p99 $p99 us (x $ratio), stalled closed: ${closed:-?} of 1 (${left:-never} s after the stall), broker RSS +${growth:-?} kB at the peak (+${base_growth:-?} kB all reading)"
+	fi
 	check_broker
 	stop_broker
 	;;

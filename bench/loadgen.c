@@ -13,6 +13,12 @@
  *               content starts with the send time in ns, at R messages/s in total (0: as
  *               fast as acknowledgements allow, --window unacknowledged per sender).
  *               Every receiver records the delivery latency in a log-linear histogram.
+ *               --stalled K: when the send window opens, the last K receivers of the first
+ *               session stop reading (no EPOLLIN, socket kept open, not even pings read);
+ *               the broker's side of their sockets is watched every 100 ms (sock_diag:
+ *               its TCP state and send queue); after the window they read again, to see
+ *               whether the broker closed them. Their deliveries are not in the latency
+ *               figures. With --broker-pid, its VmRSS is sampled every 100 ms.
  *   idle        --idle N --hold S [--broker-pid P]
  *               N connections that only answer pings, held S seconds; drops, and the
  *               broker's VmRSS before and after, per connection.
@@ -25,6 +31,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -35,6 +44,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -50,6 +60,8 @@
 #define SETTLE_MAX_S    15.0
 #define DRAIN_MAX_S     5.0
 #define CLOSE_WAIT_S    2.0
+#define SAMPLE_MS       100 /* --stalled: broker VmRSS and socket states */
+#define STALL_READ_S    5.0 /* --stalled: reading again, at most this long */
 #define WS_GUID         "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 /* ---- options and figures ---- */
@@ -61,6 +73,7 @@ static struct {
     const char *host;
     int port;
     long conns, session_size, senders, window, size, concurrency, idle, broker_pid, sources;
+    long stalled;
     double rate, duration_s, hold_s, handshakes_s;
     bool quiet;
 } opt = {.host = "127.0.0.1",
@@ -267,6 +280,7 @@ struct conn {
     bool we_close; /* we started the close: not a drop */
     long session;  /* sessions mode: index into sess[] */
     long unacked;  /* sender: messages sent, own message_added not yet back */
+    long stall;    /* --stalled: 1 + index into stalls[], or 0 */
     int64_t close_deadline_ns;
 };
 
@@ -274,8 +288,33 @@ struct session {
     char id[40];
     long first, n; /* conns [first, first + n) */
     long members;
+    long stalled; /* members that stopped reading: no deliveries expected */
     bool created, create_sent;
 };
+
+/* --stalled: what was seen of each stalled receiver; survives conn_close. */
+struct stall {
+    long conn;
+    int port;                         /* our local port, to find the broker's socket */
+    uint32_t addr;                    /* our local address, network order */
+    int64_t event_ns;                 /* first epoll event while stalled (hangup, error), or 0 */
+    uint32_t events;                  /* its mask */
+    int64_t broker_close_ns;          /* the broker's socket left ESTABLISHED (or vanished), or 0 */
+    int broker_state;                 /* last TCP state seen (1 established), 0 not seen, -1 gone */
+    long txq, txq_max, txq_at_close;  /* bytes in the broker's kernel send queue */
+    long unread;                      /* bytes waiting in our receive buffer when reading resumed */
+    uint64_t bytes_after, msgs_after; /* read once reading resumed */
+    int family;                       /* of the broker's socket, once found */
+    bool closed;                      /* the broker closed it (we did not) */
+    int64_t closed_ns;
+    char why[64];
+};
+
+static struct stall *stalls;
+static long n_stalls;
+static bool stalling; /* the stalled receivers do not read */
+static int64_t stall_ns;
+static struct timespec stall_wall; /* to find the stall in the broker's log */
 
 static struct conn *conns;
 static long n_conns;
@@ -291,8 +330,8 @@ static void conn_arm(struct conn *c, bool want_out)
     struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0),
                              .data.u64 = (uint64_t)(c - conns)};
 
-    if (c->out_armed == want_out)
-        return;
+    if (c->out_armed == want_out || (c->stall && stalling))
+        return; /* a stalled receiver's interest is set by stall_begin and stall_end */
     c->out_armed = want_out;
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
@@ -304,9 +343,17 @@ static void conn_close(struct conn *c, const char *why)
         return;
     if (c->st == CS_CONNECTING || c->st == CS_UPGRADING)
         in_flight--;
+    if (c->stall && !c->we_close) {
+        struct stall *t = &stalls[c->stall - 1];
+        t->closed = true;
+        t->closed_ns = now_ns();
+        snprintf(t->why, sizeof t->why, "%s", why);
+    }
+    if (c->member && c->stall && c->session >= 0)
+        sess[c->session].stalled--;
     if (c->st == CS_OPEN || c->st == CS_CLOSING) {
         open_count--;
-        if (!c->we_close) {
+        if (!c->we_close && !c->stall) { /* a stalled receiver's close is counted apart */
             fig.dropped++;
             if (error_prints < 5 && !opt.quiet) {
                 error_prints++;
@@ -324,12 +371,13 @@ static void conn_close(struct conn *c, const char *why)
     free(c->in);
     free(c->out);
     free(c->msg);
-    long s = c->session;
+    long s = c->session, stall = c->stall;
     bool sender = c->sender;
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->session = s;
     c->sender = sender;
+    c->stall = stall;
     c->st = CS_FREE;
 }
 
@@ -514,7 +562,7 @@ static int send_chat(struct conn *c)
         return -1;
     c->unacked++;
     fig.sent++;
-    fig.expected += (uint64_t)sess[c->session].members;
+    fig.expected += (uint64_t)(sess[c->session].members - sess[c->session].stalled);
     return 0;
 }
 
@@ -550,6 +598,11 @@ static void on_message_added(struct conn *c, const char *text, size_t len)
 
     if (read_stamp(text, len, &ns, &sender) < 0)
         return; /* not one of ours */
+    if (c->stall) {
+        /* read by a stalled receiver once reading resumed: not a latency */
+        stalls[c->stall - 1].msgs_after++;
+        return;
+    }
     fig.deliveries++;
     fig.last_delivery_ns = now;
     if (now >= fig.run_start_ns && now < fig.run_end_ns)
@@ -790,6 +843,8 @@ static void conn_readable(struct conn *c)
             return;
         }
         c->in_len += (size_t)n;
+        if (c->stall)
+            stalls[c->stall - 1].bytes_after += (uint64_t)n;
         if (c->st == CS_UPGRADING) {
             long used = parse_upgrade(c);
             if (used < 0)
@@ -825,6 +880,17 @@ static void pump(int timeout_ms)
         if (c->st == CS_CONNECTING) {
             if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
                 send_upgrade(c);
+            continue;
+        }
+        if (c->stall && stalling) {
+            /* only a hangup or an error can be reported (EPOLLRDHUP, EPOLLHUP, EPOLLERR):
+             * note the first, and stop watching until stall_end, reading nothing */
+            struct stall *t = &stalls[c->stall - 1];
+            if (!t->event_ns) {
+                t->event_ns = now_ns();
+                t->events = evs[i].events;
+            }
+            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
             continue;
         }
         if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
@@ -966,6 +1032,256 @@ static void print_latency(void)
            (double)hist.max / 1e3, (unsigned long long)hist.total);
 }
 
+/* ---- --stalled: receivers that stop reading ---- */
+
+static struct {
+    long before, peak, end; /* broker VmRSS, kB */
+    int64_t peak_ns, next_ns;
+} rss = {-1, -1, -1, 0, 0};
+
+/* The last opt.stalled members of the first session that are not senders stop reading:
+ * no EPOLLIN (and no EPOLLOUT: they write nothing), only EPOLLRDHUP, so that a hangup or
+ * a reset is seen without reading a byte. */
+static void stall_begin(void)
+{
+    struct session *s = &sess[0];
+
+    stalls = calloc((size_t)opt.stalled, sizeof *stalls);
+    if (!stalls)
+        return;
+    stall_ns = now_ns();
+    clock_gettime(CLOCK_REALTIME, &stall_wall);
+    stalling = true;
+    for (long i = s->first + s->n - 1; i >= s->first && n_stalls < opt.stalled; i--) {
+        struct conn *c = &conns[i];
+        struct stall *t = &stalls[n_stalls];
+        struct sockaddr_in me;
+        socklen_t len = sizeof me;
+        struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)i};
+        if (c->sender || c->st != CS_OPEN || !c->member)
+            continue;
+        t->conn = i;
+        if (getsockname(c->fd, (struct sockaddr *)&me, &len) == 0) {
+            t->port = ntohs(me.sin_port);
+            t->addr = me.sin_addr.s_addr;
+        }
+        c->stall = ++n_stalls;
+        s->stalled++;
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+    if (n_stalls < opt.stalled)
+        fprintf(stderr, "loadgen: only %ld receivers of the first session could be stalled\n",
+                n_stalls);
+}
+
+/* The broker's side of a stalled connection, looked up by its exact address with
+ * sock_diag (cheap, unlike reading /proc/net/tcp with thousands of TIME_WAIT entries):
+ * its TCP state and the bytes in its kernel send queue. Returns 1 when found, 0 when the
+ * kernel has no such socket, -1 when it cannot tell. The client's side says nothing
+ * until we read: a FIN waits behind the bytes that cannot be sent. */
+static int diag_fd = -1;
+
+static int broker_socket(const struct stall *t, int family, int *state, long *sendq)
+{
+    struct {
+        struct nlmsghdr nh;
+        struct inet_diag_req_v2 r;
+    } req = {.nh = {.nlmsg_len = sizeof req,
+                    .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                    .nlmsg_flags = NLM_F_REQUEST},
+             .r = {.sdiag_family = (uint8_t)family,
+                   .sdiag_protocol = IPPROTO_TCP,
+                   .idiag_states = ~0u,
+                   .id = {.idiag_sport = htons((uint16_t)opt.port),
+                          .idiag_dport = htons((uint16_t)t->port),
+                          .idiag_cookie = {INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE}}}};
+    union {
+        struct nlmsghdr nh;
+        char buf[4096];
+    } ans;
+    ssize_t n;
+
+    if (family == AF_INET) {
+        req.r.id.idiag_src[0] = server.sin_addr.s_addr;
+        req.r.id.idiag_dst[0] = t->addr;
+    } else { /* a dual-stack listener: v4-mapped addresses */
+        req.r.id.idiag_src[2] = req.r.id.idiag_dst[2] = htonl(0xffff);
+        req.r.id.idiag_src[3] = server.sin_addr.s_addr;
+        req.r.id.idiag_dst[3] = t->addr;
+    }
+    if (diag_fd < 0 &&
+        (diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)) < 0)
+        return -1;
+    if (send(diag_fd, &req, sizeof req, 0) != (ssize_t)sizeof req)
+        return -1;
+    if ((n = recv(diag_fd, &ans, sizeof ans, 0)) < (ssize_t)sizeof ans.nh)
+        return -1;
+    if (ans.nh.nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = NLMSG_DATA(&ans.nh);
+        return e->error == -ENOENT ? 0 : -1;
+    }
+    if (ans.nh.nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+        (size_t)n < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+        return -1;
+    const struct inet_diag_msg *m = NLMSG_DATA(&ans.nh);
+    *state = m->idiag_state;
+    *sendq = (long)m->idiag_wqueue;
+    return 1;
+}
+
+static void scan_broker_sockets(void)
+{
+    int64_t now = now_ns();
+
+    for (long k = 0; k < n_stalls; k++) {
+        struct stall *t = &stalls[k];
+        int st = 0, found;
+        long q = 0;
+        if (t->broker_close_ns || !t->port)
+            continue; /* already seen leaving ESTABLISHED */
+        found = broker_socket(t, t->family ? t->family : AF_INET, &st, &q);
+        if (found == 0 && !t->family && !t->broker_state &&
+            (found = broker_socket(t, AF_INET6, &st, &q)) == 1)
+            t->family = AF_INET6;
+        if (found < 0)
+            continue;
+        if (found == 1 && !t->family)
+            t->family = AF_INET;
+        if (found == 0) {
+            if (t->broker_state) { /* was there: reset, or closed for good */
+                t->broker_state = -1;
+                t->broker_close_ns = now;
+            }
+            continue;
+        }
+        t->broker_state = st;
+        t->txq = q;
+        if (q > t->txq_max)
+            t->txq_max = q;
+        if (st != 1 && !t->broker_close_ns) { /* 1: ESTABLISHED */
+            t->broker_close_ns = now;
+            t->txq_at_close = q;
+        }
+    }
+}
+
+/* Every SAMPLE_MS in sessions mode: the broker's VmRSS, and the sockets of the stalled. */
+static void sample(bool force)
+{
+    int64_t now = now_ns();
+    long kb;
+
+    if ((opt.broker_pid <= 0 && !n_stalls) || (!force && now < rss.next_ns))
+        return;
+    rss.next_ns = now + SAMPLE_MS * 1000000ll;
+    if ((kb = broker_rss_kb()) > rss.peak) {
+        rss.peak = kb;
+        rss.peak_ns = now;
+    }
+    if (kb > 0)
+        rss.end = kb;
+    if (stalling)
+        scan_broker_sockets();
+}
+
+static const char *tcp_state_name(int st)
+{
+    static const char *names[] = {"?",          "ESTABLISHED", "SYN_SENT",  "SYN_RECV",
+                                  "FIN_WAIT1",  "FIN_WAIT2",   "TIME_WAIT", "CLOSE",
+                                  "CLOSE_WAIT", "LAST_ACK",    "LISTEN",    "CLOSING"};
+
+    if (st < 0)
+        return "gone";
+    return st < (int)(sizeof names / sizeof *names) ? names[st] : "?";
+}
+
+/* The stalled receivers read again until the broker's close reaches them, or they have
+ * been quiet for a second (still open), or STALL_READ_S. */
+static void stall_end(void)
+{
+    int64_t end, quiet_from;
+    uint64_t last_bytes = 0;
+
+    sample(true);
+    stalling = false;
+    for (long k = 0; k < n_stalls; k++) {
+        struct conn *c = &conns[stalls[k].conn];
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (c->out_len ? EPOLLOUT : 0),
+                                 .data.u64 = (uint64_t)stalls[k].conn};
+        int unread = 0;
+        if (c->st == CS_FREE)
+            continue;
+        if (ioctl(c->fd, FIONREAD, &unread) == 0)
+            stalls[k].unread = unread;
+        c->out_armed = c->out_len > 0;
+        if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+            epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev); /* dropped after a hangup event */
+    }
+    end = now_ns() + (int64_t)(STALL_READ_S * 1e9);
+    quiet_from = now_ns();
+    while (now_ns() < end) {
+        long open = 0;
+        uint64_t bytes = 0;
+        for (long k = 0; k < n_stalls; k++) {
+            open += conns[stalls[k].conn].st != CS_FREE;
+            bytes += stalls[k].bytes_after;
+        }
+        if (open == 0)
+            break;
+        if (bytes != last_bytes)
+            last_bytes = bytes, quiet_from = now_ns();
+        else if (now_ns() - quiet_from > 1000000000ll)
+            break;
+        pump(10);
+        sample(false);
+    }
+}
+
+static void stall_report(void)
+{
+    long closed = 0;
+
+    for (long k = 0; k < n_stalls; k++) {
+        struct stall *t = &stalls[k];
+        closed += t->closed;
+        printf("loadgen: stalled connection %ld: ", t->conn);
+        if (t->broker_close_ns)
+            printf("the broker's socket left ESTABLISHED %.2f s after the stall (%s, %ld bytes "
+                   "in its kernel send queue)",
+                   secs(t->broker_close_ns - stall_ns), tcp_state_name(t->broker_state),
+                   t->txq_at_close);
+        else
+            printf("the broker's socket stayed %s through the send window",
+                   tcp_state_name(t->broker_state));
+        printf("; at most %ld bytes in that send queue; %ld bytes waited unread in ours\n",
+               t->txq_max, t->unread);
+        if (t->event_ns)
+            printf("loadgen:   while stalled, epoll reported %s%s%s %.2f s after the stall\n",
+                   t->events & EPOLLRDHUP ? "RDHUP " : "", t->events & EPOLLHUP ? "HUP " : "",
+                   t->events & EPOLLERR ? "ERR" : "", secs(t->event_ns - stall_ns));
+        printf("loadgen:   reading again: %llu bytes, %llu of our messages, then %s\n",
+               (unsigned long long)t->bytes_after, (unsigned long long)t->msgs_after,
+               t->closed ? t->why : "nothing: still open");
+    }
+    char when[32];
+    struct tm tm;
+    gmtime_r(&stall_wall.tv_sec, &tm);
+    strftime(when, sizeof when, "%H:%M:%S", &tm);
+    printf("loadgen: stalled %ld of the first session's receivers at %s.%03ld UTC: %ld closed "
+           "by the broker, %ld still open\n",
+           n_stalls, when, stall_wall.tv_nsec / 1000000, closed, n_stalls - closed);
+}
+
+static void print_rss(void)
+{
+    if (rss.before > 0 && rss.peak > 0 && rss.end > 0)
+        printf("loadgen: broker VmRSS kB: %ld when the send window opened%s, peak %ld (%.1f s "
+               "after), %ld at the end: growth %ld kB at the peak, %ld kB at the end\n",
+               rss.before, n_stalls ? " (the stall)" : "", rss.peak,
+               secs(rss.peak_ns - fig.run_start_ns), rss.end, rss.peak - rss.before,
+               rss.end - rss.before);
+}
+
 static int run_sessions(void)
 {
     long members = 0, ready, sender_n = 0, rr = 0;
@@ -1010,6 +1326,10 @@ static int run_sessions(void)
            "sessions\n",
            secs(now_ns() - setup0), ready, opt.conns, members, n_sess);
     settle();
+    rss.before = rss.peak = rss.end = broker_rss_kb();
+    rss.peak_ns = now_ns();
+    if (opt.stalled > 0)
+        stall_begin();
 
     t0 = now_ns();
     fig.run_start_ns = t0;
@@ -1040,13 +1360,19 @@ static int run_sessions(void)
             }
         }
         pump(1);
+        sample(false);
     }
     fig.running = false;
     cpu_end("during the send window");
     /* drain: what was sent arrives, or DRAIN_MAX_S passes */
     drain_end = now_ns() + (int64_t)(DRAIN_MAX_S * 1e9);
-    while (fig.deliveries < fig.expected && now_ns() < drain_end)
+    while (fig.deliveries < fig.expected && now_ns() < drain_end) {
         pump(5);
+        sample(false);
+    }
+    if (n_stalls)
+        stall_end();
+    sample(true);
 
     double window = secs(fig.run_end_ns - fig.run_start_ns);
     double span = secs((fig.last_delivery_ns > t0 ? fig.last_delivery_ns : fig.run_end_ns) - t0);
@@ -1064,8 +1390,12 @@ static int run_sessions(void)
            "error events %llu\n",
            (unsigned long long)fig.dropped, (unsigned long long)fig.connect_fail,
            (unsigned long long)fig.upgrade_fail, (unsigned long long)fig.errors);
+    if (n_stalls)
+        stall_report();
+    print_rss();
     close_all();
     free(senders);
+    free(stalls);
     return 0;
 }
 
@@ -1151,7 +1481,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen [--host A] [--port P] MODE\n"
             "  sessions:   --conns N --session-size S [--senders K] [--rate R] [--window W]\n"
-            "              [--duration D] [--size BYTES]\n"
+            "              [--duration D] [--size BYTES] [--stalled K] [--broker-pid PID]\n"
             "  idle:       --idle N --hold S [--broker-pid PID]\n"
             "  handshakes: --handshakes D [--concurrency C]\n"
             "  --concurrency also bounds handshakes in flight while connecting (default 64)\n"
@@ -1201,6 +1531,8 @@ static int parse_args(int argc, char **argv)
             bad = num(v, 1, 1e9, &d), opt.window = (long)d;
         } else if (strcmp(a, "--duration") == 0) {
             bad = num(v, 0.1, 3600, &d), opt.duration_s = d;
+        } else if (strcmp(a, "--stalled") == 0) {
+            bad = num(v, 0, MAX_CONNS, &d), opt.stalled = (long)d;
         } else if (strcmp(a, "--size") == 0) {
             bad = num(v, 1, MAX_CONTENT, &d), opt.size = (long)d;
         } else if (strcmp(a, "--idle") == 0) {
@@ -1279,6 +1611,10 @@ int main(int argc, char **argv)
                "rate %s, %.0f s, %ld-byte messages\n",
                opt.conns, opt.session_size, opt.senders,
                opt.rate > 0 ? "fixed" : "as fast as acknowledged", opt.duration_s, opt.size);
+        if (opt.stalled > 0)
+            printf("loadgen: %ld receiver(s) of the first session stop reading when the send "
+                   "window opens\n",
+                   opt.stalled);
         rc = run_sessions();
         break;
     case MODE_IDLE:

@@ -3,6 +3,7 @@
  * descriptor. Vhost state is made in PROTOCOL_INIT and freed in PROTOCOL_DESTROY. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "assistant.h"
@@ -128,6 +129,20 @@ static void vhost_destroy(struct per_vhost_data__chat *vhd)
     free(vhd->dirty);
 }
 
+/* Caps the kernel's send buffer for the connection. Without it the kernel keeps up to
+ * tcp_wmem's maximum (4 MiB here) for a client that stops reading before the broker's own
+ * queue (FANOUT_MAX_BYTES) even starts to fill: a stalled client would cost ten times the
+ * cap and be culled seconds later. 64 KiB (the kernel doubles it) fits the largest
+ * coalesced write. */
+static void limit_send_buffer(struct lws *wsi)
+{
+    int size = 64 * 1024;
+    int fd = (int)lws_get_socket_fd(wsi);
+
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
 static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                       struct lws *wsi)
 {
@@ -146,6 +161,7 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
     vhd->conns_list = pss;
     vhd->n_conns++;
     access_conn_open(vhd, pss);
+    limit_send_buffer(wsi);
     ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected", "connection_id",
                    pss->id, "message", "connected to Parley", "server_info", "name", "parley",
                    "version", PARLEY_VERSION, "model",
