@@ -55,6 +55,10 @@ SCHEMA := $(sort $(wildcard schema/*.sql))
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
+# Keep intermediate files (the unit tests' objects): make would otherwise delete them
+# after `make test`, printing a line after the runner's "N passed, M failed".
+.SECONDARY:
+
 .PHONY: all deps run test test-release test-asan bench format format-check clean asan web
 BINS := parley-rest parley-broker parley-fcgi parley
 all: $(addprefix bin/,$(BINS)) web
