@@ -153,7 +153,7 @@ asan: $(addprefix $(ASAN_DIR)/bin/,$(BINS)) $(addprefix $(ASAN_DIR)/tests/,$(UNI
 
 # ---- run -----------------------------------------------------------------------
 run: all
-	@sh tools/run.sh
+	@bash tools/run.sh
 
 # ---- tests ---------------------------------------------------------------------
 # The whole suite runs twice: on the release binaries and under ASan + UBSan.

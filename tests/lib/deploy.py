@@ -665,3 +665,31 @@ def run_proxied(t, kind, extra=None):
     web.stop()
     fcgi.stop()
     broker.stop()
+
+
+# ---------------------------------------------------------------- API keys behind a proxy
+
+def add_api_key(t, db, name):
+    """`parley-rest --db DB keys add NAME` (the real command): the pk_... key it prints on
+    stdout, after reporting its exit code and the key's format."""
+    code, out, err = parley.run_cli("parley-rest", ["--db", db, "keys", "add", name])
+    t.eq("keys add %s: exit 0" % name, code, 0)
+    key = out.strip()
+    t.match("keys add %s: stdout is pk_ + 40 hex" % name, key, r"^pk_[0-9a-f]{40}$")
+    if code != 0:
+        t.diag("keys add stderr: %s" % err)
+    return key
+
+
+def start_proxied(t, kind, tmp, www):
+    """The processes of run_proxied in tmp (whose parley.db may be prepared first):
+    parley-broker (pings every second), parley-fcgi on a Unix socket (under spawn-fcgi
+    for Apache), the web server from deploy/KIND/parley.conf. Returns (broker, fcgi, web,
+    front, public ws url); stop them with web.stop(), fcgi.stop(), broker.stop()."""
+    web_port = free_port()
+    public = "ws://127.0.0.1:%d/ws" % web_port
+    broker = Broker(t, tmpdir=tmp, flags={"--ping-interval": "1", "--idle-timeout": "3"})
+    fcgi = Fcgi(t, tmpdir=tmp, ws_port=broker.port, flags={"--public-ws-url": public},
+                spawn=(kind == "apache"))
+    web = WebServer(t, kind, tmp, www, fcgi.socket_spec, broker.port, port=web_port)
+    return broker, fcgi, web, Front(web.port), public
