@@ -79,7 +79,9 @@ struct per_session_data__chat {
     double tokens;                   /* rate-limit bucket */
     int64_t refill_mono;             /* when tokens was last topped up */
     unsigned flood;                  /* messages refused in a row */
-    int64_t confirmed_mono;          /* when lws_validity_confirmed was last called */
+    int64_t heard_mono;              /* keepalive: the last message or pong */
+    int64_t pinged_mono;             /* keepalive: the last ping sent */
+    bool ping_due;                   /* keepalive: send a ping at the next writeable */
     char private_session[DB_ID_LEN]; /* envelope llm_request without a channel */
 };
 

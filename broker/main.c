@@ -151,10 +151,9 @@ int main(int argc, char **argv)
     init.db = db; /* PROTOCOL_INIT hands it to the database thread */
     db = NULL;
 
-    /* libwebsockets' validity policy: ping after ping_interval of silence, hang up after
-     * idle_timeout without a pong or a message. */
-    retry.secs_since_valid_ping = (uint16_t)cfg.ping_interval_s;
-    retry.secs_since_valid_hangup = (uint16_t)cfg.idle_timeout_s;
+    /* lws's own validity timers off (all zero): the broker pings and hangs up itself in
+     * its once-a-second tick (ws.c, keepalive), since lws re-sorts a timer list on every
+     * pong, which costs O(connections) each and most of a core at 19,000 idle ones. */
 
     memset(&info, 0, sizeof info);
     info.port = cfg.port;

@@ -38,10 +38,52 @@ int64_t ws_shutdown(struct per_vhost_data__chat *vhd)
     return vhd->n_conns;
 }
 
+/* Keepalive, once a second: a connection silent (no message, no pong) for
+ * --ping-interval is pinged, one silent for --idle-timeout is dropped. One pass over the
+ * connections, O(1) each. */
+static void keepalive(struct per_vhost_data__chat *vhd, int64_t now)
+{
+    int64_t ping_ms = (int64_t)vhd->cfg->ping_interval_s * 1000;
+    int64_t idle_ms = (int64_t)vhd->cfg->idle_timeout_s * 1000;
+
+    for (struct per_session_data__chat *pss = vhd->conns_list; pss; pss = pss->next) {
+        int64_t silent = now - pss->heard_mono;
+        if (pss->culled || pss->close_sent)
+            continue;
+        if (silent >= idle_ms) {
+            log_debug("connection %s silent for %lld ms: dropping it", pss->id, (long long)silent);
+            pss->culled = true; /* nothing more is queued; lws closes it */
+            fanout_clear(&pss->q);
+            lws_set_timeout(pss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        } else if (silent >= ping_ms && now - pss->pinged_mono >= ping_ms) {
+            pss->ping_due = true;
+            lws_callback_on_writable(pss->wsi);
+        }
+    }
+}
+
+/* Sends the ping keepalive asked for. Returns -1 when the connection must close.
+ * The ping carries a payload: lws 4.1 does not report a pong with an empty one
+ * (LWS_CALLBACK_RECEIVE_PONG), and the client echoes it. */
+static int send_ping(struct per_session_data__chat *pss)
+{
+    unsigned char buf[LWS_PRE + 2] = {0};
+
+    pss->ping_due = false;
+    pss->pinged_mono = clock_mono_ms();
+    memcpy(buf + LWS_PRE, "ka", 2);
+    if (lws_write(pss->wsi, buf + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+        return -1;
+    if (pss->q.len || pss->close_code)
+        lws_callback_on_writable(pss->wsi);
+    return 0;
+}
+
 static void tick(lws_sorted_usec_list_t *sul)
 {
     struct per_vhost_data__chat *vhd = lws_container_of(sul, struct per_vhost_data__chat, tick);
 
+    keepalive(vhd, clock_mono_ms());
     sess_tick(vhd, clock_mono_ms());
     sess_publish(vhd);
     access_tick(vhd);
@@ -150,6 +192,7 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
 
     /* lws zeroed pss; access_conn_filter has filled in the peer and authentication */
     pss->wsi = wsi;
+    pss->heard_mono = pss->pinged_mono = clock_mono_ms();
     if (clock_random_hex(pss->id, BROKER_CONN_ID_HEX / 2) < 0 ||
         map_put(vhd->conns, pss->id, pss) < 0) {
         ws_close(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
@@ -203,12 +246,7 @@ static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_dat
 
     if (pss->culled || pss->close_code)
         return 0;
-    if (clock_mono_ms() - pss->confirmed_mono >= 1000) {
-        /* any message counts as a sign of life; at most once a second, since lws keeps
-         * the validity timers in a sorted list */
-        lws_validity_confirmed(pss->wsi);
-        pss->confirmed_mono = clock_mono_ms();
-    }
+    pss->heard_mono = clock_mono_ms(); /* any message is a sign of life (keepalive) */
     if (!pss->rx)
         pss->rx_binary = lws_frame_is_binary(pss->wsi);
     if (pss->rx_len + len > max) {
@@ -348,7 +386,12 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
         break;
     case LWS_CALLBACK_RECEIVE:
         return conn_receive(vhd, pss, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        pss->heard_mono = clock_mono_ms();
+        break;
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (pss->ping_due && !pss->close_code && !pss->culled)
+            return send_ping(pss);
         if (pss->close_code && pss->q.len == 0 && !pss->close_sent) {
             return send_close(pss); /* what was queued has gone out first */
         }
