@@ -2,15 +2,17 @@
  *
  * An event for a session is rendered at most once per dialect; every receiver's queue
  * holds a reference to the same frame, written from its SERVER_WRITEABLE callback, one
- * lws_write per callback.
+ * write per callback.
  *
  * Several frames waiting for one connection go out in one write (write_coalesced).
  *
  * Slow consumers: a connection whose queue would exceed FANOUT_MAX_BYTES (256 KiB) or
  * FANOUT_MAX_FRAMES is culled: its queue is dropped, nothing more is queued for it, and
  * lws closes it (PENDING_TIMEOUT_LAGGING, asynchronously, since we may be inside another
- * connection's callback). A client that cannot keep up reconnects and catches up with
- * join_session's `since`; it never makes the broker's memory grow without bound. */
+ * connection's callback). Each connection's kernel send buffer is capped at 64 KiB (ws.c),
+ * so the kernel cannot hold megabytes for it first. A client that cannot keep up
+ * reconnects and catches up with join_session's `since`; it never makes the broker's
+ * memory grow without bound. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

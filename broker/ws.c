@@ -1,6 +1,10 @@
 /* ws: the lws protocol callbacks. "parley-chat" serves the WebSocket connections on /ws;
  * "parley-notify" reads the notification socket, adopted into the same loop as a raw file
- * descriptor. Vhost state is made in PROTOCOL_INIT and freed in PROTOCOL_DESTROY. */
+ * descriptor. Vhost state is made in PROTOCOL_INIT and freed in PROTOCOL_DESTROY.
+ *
+ * Also here: each connection's life (open, reassembling messages, close with our own
+ * close handshake), upgrade refusals with their HTTP status, and the once-a-second tick
+ * (keepalive pings and idle drops, typing expiry, live figures, key refresh). */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
