@@ -171,10 +171,10 @@ enum perr db_messages_since(struct db *db, const char *session_id, int64_t since
  * assistant's context for a reply to message up_to, which ends with that message. */
 enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                               struct db_message_list *out);
-/* Messages of the session matching an FTS5 query (build it with care: see
- * h_messages.c), ascending, at most limit. */
+/* The newest limit messages of the session matching an FTS5 query (build it with care:
+ * see h_messages.c) with id < before (before <= 0: no bound), ascending. */
 enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
-                             struct db_message_list *out);
+                             int64_t before, struct db_message_list *out);
 void db_message_cleanup(struct db_message *m);
 void db_message_list_cleanup(struct db_message_list *l);
 

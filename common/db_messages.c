@@ -388,13 +388,14 @@ enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
 }
 
 enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
-                             struct db_message_list *out)
+                             int64_t before, struct db_message_list *out)
 {
-    static const char sql[] = "SELECT m.id, m.session_id, m.role, m.content, m.created_at,"
-                              " m.connection_id, m.client_msg_id, m.thread_id, m.status"
-                              " FROM messages_fts f JOIN messages m ON m.id = f.rowid"
-                              " WHERE messages_fts MATCH ?1 AND m.session_id = ?2"
-                              " ORDER BY m.id LIMIT ?3";
+    /* the newest `limit` matches before `before`, handed over oldest first */
+    static const char sql[] = "SELECT * FROM (SELECT m.id, m.session_id, m.role, m.content,"
+                              " m.created_at, m.connection_id, m.client_msg_id, m.thread_id,"
+                              " m.status FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+                              " WHERE messages_fts MATCH ?1 AND m.session_id = ?2 AND m.id < ?4"
+                              " ORDER BY m.id DESC LIMIT ?3) ORDER BY id";
     sqlite3_stmt *st = db_stmt(db, sql);
 
     assert(limit >= 0);
@@ -403,6 +404,7 @@ enum perr db_messages_search(struct db *db, const char *session_id, const char *
     sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, limit);
+    sqlite3_bind_int64(st, 4, before > 0 ? before : INT64_MAX);
     return read_list(db, st, limit, out);
 }
 

@@ -77,7 +77,7 @@ void h_message_search(struct rt_ctx *c)
         return;
     }
     if (q && (match = fts_query(q)))
-        e = db_messages_search(c->db, c->id, match, (int)limit, &l);
+        e = db_messages_search(c->db, c->id, match, (int)limit, before, &l);
     else
         e = db_messages_page(c->db, c->id, (int)limit, before, &l, &has_more);
     free(match);
