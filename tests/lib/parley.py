@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -943,3 +944,44 @@ def sql(db, query, timeout=10):
     if p.returncode != 0:
         out += p.stderr.decode("utf-8", "replace")
     return p.returncode, out.splitlines()
+
+
+SHELL_MARK = "END-OF-QUERY-5b1e"
+
+
+class Shell:
+    """An interactive sqlite3 process fed through a pipe (like a person at the prompt)."""
+
+    def __init__(self, db):
+        self.p = subprocess.Popen([SQLITE, "-batch", db], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.buf = b""
+
+    def query(self, text, timeout=10):
+        self.p.stdin.write((text + "\nSELECT '%s';\n" % SHELL_MARK).encode())
+        self.p.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while (SHELL_MARK + "\n").encode() not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("sqlite3 shell did not answer %r; got %r" % (text, self.buf))
+            r, _, _ = select.select([self.p.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.p.stdout.fileno(), 65536)
+                if not chunk:
+                    raise EOFError("sqlite3 shell exited; got %r" % self.buf)
+                self.buf += chunk
+        out, _, self.buf = self.buf.partition((SHELL_MARK + "\n").encode())
+        return out.decode("utf-8", "replace").splitlines()
+
+    def close(self):
+        try:
+            self.p.stdin.write(b".quit\n")
+            self.p.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return self.p.wait()

@@ -2,66 +2,18 @@
 a read transaction open in sqlite3 while the daemon keeps writing."""
 
 import os
-import select
-import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
-from parley import TS_RE, Rest  # noqa: E402
-
-SQLITE = "/usr/bin/sqlite3"
-MARK = "END-OF-QUERY-5b1e"
+from parley import SQLITE, TS_RE, Rest, Shell, sql  # noqa: E402
 
 
-def sql(db, query, timeout=10):
-    """One sqlite3 shell run: returns (exit code, output lines)."""
-    p = subprocess.run([SQLITE, "-batch", db, query], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=timeout)
-    out = p.stdout.decode("utf-8", "replace")
-    if p.returncode != 0:
-        out += p.stderr.decode("utf-8", "replace")
-    return p.returncode, out.splitlines()
 
 
-class Shell:
-    """An interactive sqlite3 process fed through a pipe (like a person at the prompt)."""
 
-    def __init__(self, db):
-        self.p = subprocess.Popen([SQLITE, "-batch", db], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.buf = b""
-
-    def query(self, text, timeout=10):
-        self.p.stdin.write((text + "\nSELECT '%s';\n" % MARK).encode())
-        self.p.stdin.flush()
-        deadline = time.monotonic() + timeout
-        while (MARK + "\n").encode() not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("sqlite3 shell did not answer %r; got %r" % (text, self.buf))
-            r, _, _ = select.select([self.p.stdout], [], [], left)
-            if r:
-                chunk = os.read(self.p.stdout.fileno(), 65536)
-                if not chunk:
-                    raise EOFError("sqlite3 shell exited; got %r" % self.buf)
-                self.buf += chunk
-        out, _, self.buf = self.buf.partition((MARK + "\n").encode())
-        return out.decode("utf-8", "replace").splitlines()
-
-    def close(self):
-        try:
-            self.p.stdin.write(b".quit\n")
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            return self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            return self.p.wait()
 
 
 def test_history(t, rest):

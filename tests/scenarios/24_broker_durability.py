@@ -4,17 +4,14 @@ survives and clients rejoin with `since`; a person holding a read transaction op
 the sqlite3 shell stalls nothing."""
 
 import os
-import select
-import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
-from parley import SQLITE, Broker, Rest, check_reply, one_of, sql, strict_equal  # noqa: E402
+from parley import SQLITE, Broker, Rest, Shell, check_reply, one_of, sql, strict_equal  # noqa: E402
 
-MARK = "END-OF-QUERY-7c2d"
 
 
 def connect(b, name):
@@ -38,42 +35,6 @@ def rows(db, sid):
     return lines
 
 
-class Shell:
-    """An interactive sqlite3 process fed through a pipe (like a person at the prompt)."""
-
-    def __init__(self, db):
-        self.p = subprocess.Popen([SQLITE, "-batch", db], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.buf = b""
-
-    def query(self, text, timeout=10):
-        self.p.stdin.write((text + "\nSELECT '%s';\n" % MARK).encode())
-        self.p.stdin.flush()
-        deadline = time.monotonic() + timeout
-        while (MARK + "\n").encode() not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("sqlite3 shell did not answer %r; got %r" % (text, self.buf))
-            r, _, _ = select.select([self.p.stdout], [], [], left)
-            if r:
-                chunk = os.read(self.p.stdout.fileno(), 65536)
-                if not chunk:
-                    raise EOFError("sqlite3 shell exited; got %r" % self.buf)
-                self.buf += chunk
-        out, _, self.buf = self.buf.partition((MARK + "\n").encode())
-        return out.decode("utf-8", "replace").splitlines()
-
-    def close(self):
-        try:
-            self.p.stdin.write(b".quit\n")
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            return self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            return self.p.wait()
 
 
 def test_reply_while_down(t):
