@@ -15,7 +15,7 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev \
 	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev \
 	python3 python3-websockets wrk curl libedit-dev tmux \
-	nginx lighttpd apache2 spawn-fcgi openssl chromium
+	nginx lighttpd apache2 spawn-fcgi openssl chromium systemd
 
 PKGS := libmicrohttpd jansson sqlite3 libcrypto
 BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libcrypto
