@@ -1,4 +1,5 @@
 /* db_keys: API keys, stored as salted hashes (see auth.h and schema/001_init.sql). */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,72 +65,73 @@ void db_key_list_free(struct db_key_info *v, size_t n)
     free(v);
 }
 
-enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n)
+/* Where a row's three text columns go in one element of the array read_rows makes. */
+struct row_layout {
+    size_t elem_size;
+    size_t offset[3];
+    size_t size[3];
+};
+
+/* Steps st to the end, copying columns 0..2 of each row into a new array of elements
+ * laid out as l says (caller frees *out). Resets st. */
+static enum perr read_rows(struct db *db, sqlite3_stmt *st, const struct row_layout *l, void **out,
+                           size_t *n, const char *what)
 {
-    static const char sql[] = "SELECT name, created_at, revoked_at FROM api_keys"
-                              " ORDER BY created_at, name";
-    sqlite3_stmt *st = db_stmt(db, sql);
-    struct db_key_info *v = NULL, *grown;
+    char *v = NULL, *grown;
     size_t got = 0, cap = 0;
     int rc;
 
-    if (!st)
-        return PERR_UNAVAILABLE;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (got == cap) {
             cap = cap ? cap * 2 : 8;
-            if (!(grown = realloc(v, cap * sizeof *v))) {
+            if (!(grown = realloc(v, cap * l->elem_size))) {
                 rc = SQLITE_NOMEM;
                 break;
             }
             v = grown;
         }
-        memset(&v[got], 0, sizeof v[got]);
-        db_column_copy(st, 0, v[got].name, sizeof v[got].name);
-        db_column_copy(st, 1, v[got].created_at, sizeof v[got].created_at);
-        db_column_copy(st, 2, v[got].revoked_at, sizeof v[got].revoked_at);
+        memset(v + got * l->elem_size, 0, l->elem_size);
+        for (int c = 0; c < 3; c++)
+            db_column_copy(st, c, v + got * l->elem_size + l->offset[c], l->size[c]);
         got++;
     }
     db_stmt_done(st);
     if (rc != SQLITE_DONE) {
         free(v);
-        return db_fail(db, __func__, "list keys");
+        return db_fail(db, __func__, what);
     }
     *out = v;
     *n = got;
     return PERR_OK;
 }
 
-enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n)
+enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n)
 {
-    static const char sql[] = "SELECT name, salt, hash FROM api_keys WHERE revoked_at IS NULL";
+    static const char sql[] = "SELECT name, created_at, revoked_at FROM api_keys"
+                              " ORDER BY created_at, name";
+    static const struct row_layout layout = {
+        sizeof(struct db_key_info),
+        {offsetof(struct db_key_info, name), offsetof(struct db_key_info, created_at),
+         offsetof(struct db_key_info, revoked_at)},
+        {sizeof out[0]->name, sizeof out[0]->created_at, sizeof out[0]->revoked_at}};
     sqlite3_stmt *st = db_stmt(db, sql);
-    struct auth_key *v = NULL, *grown;
-    size_t got = 0, cap = 0;
-    int rc;
 
     if (!st)
         return PERR_UNAVAILABLE;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == cap) {
-            cap = cap ? cap * 2 : 8;
-            if (!(grown = realloc(v, cap * sizeof *v))) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-            v = grown;
-        }
-        db_column_copy(st, 0, v[got].name, sizeof v[got].name);
-        db_column_copy(st, 1, v[got].salt, sizeof v[got].salt);
-        db_column_copy(st, 2, v[got].hash, sizeof v[got].hash);
-        got++;
-    }
-    db_stmt_done(st);
-    if (rc != SQLITE_DONE) {
-        free(v);
-        return db_fail(db, __func__, "read keys");
-    }
-    *out = v;
-    *n = got;
-    return PERR_OK;
+    return read_rows(db, st, &layout, (void **)out, n, "list keys");
+}
+
+enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n)
+{
+    static const char sql[] = "SELECT name, salt, hash FROM api_keys WHERE revoked_at IS NULL";
+    static const struct row_layout layout = {
+        sizeof(struct auth_key),
+        {offsetof(struct auth_key, name), offsetof(struct auth_key, salt),
+         offsetof(struct auth_key, hash)},
+        {sizeof out[0]->name, sizeof out[0]->salt, sizeof out[0]->hash}};
+    sqlite3_stmt *st = db_stmt(db, sql);
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    return read_rows(db, st, &layout, (void **)out, n, "read keys");
 }
