@@ -17,6 +17,7 @@ extern const size_t parley_migrations_count;
 
 #define DB_STMT_CACHE      64
 #define DB_BUSY_TIMEOUT_MS 5000
+#define DB_WAL_LIMIT       "67108864" /* bytes a WAL file is cut back to when it starts over */
 
 static bool db_full_sync; /* set once at start, before any thread opens the database */
 
@@ -199,6 +200,7 @@ struct db *db_open(const char *path)
     sqlite3_extended_result_codes(db->conn, 1);
     if (exec(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
         exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys") < 0 ||
+        exec(db, "PRAGMA journal_size_limit = " DB_WAL_LIMIT, "limiting the WAL") < 0 ||
         exec(db, db_full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
              "setting synchronous") < 0) {
         log_error("database '%s' is not usable", path);
@@ -230,16 +232,20 @@ enum perr db_no_autocheckpoint(struct db *db)
                : PERR_OK;
 }
 
-enum perr db_checkpoint(struct db *db)
+enum perr db_checkpoint(struct db *db, int *wal_frames)
 {
-    static const char sql[] = "PRAGMA wal_checkpoint(PASSIVE)";
-    sqlite3_stmt *st = db_stmt(db, sql);
-    int rc;
+    int log_frames = 0, done_frames = 0;
+    int rc = sqlite3_wal_checkpoint_v2(db->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                       &done_frames);
 
-    if (!st)
-        return PERR_UNAVAILABLE;
-    rc = db_run(st);
-    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "checkpoint");
+    if (wal_frames)
+        *wal_frames = rc == SQLITE_OK ? log_frames : -1;
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY) /* busy: another checkpoint is running */
+        return PERR_OK;
+    log_error("checkpoint of '%s' failed: %s; the WAL file keeps growing until one succeeds "
+              "(check the disk)",
+              db->path, sqlite3_errmsg(db->conn));
+    return PERR_UNAVAILABLE;
 }
 
 enum perr db_ping(struct db *db)

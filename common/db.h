@@ -120,8 +120,12 @@ int db_schema_version(void);
  * writer: a checkpoint's fsyncs would stall every message queued behind it). */
 enum perr db_no_autocheckpoint(struct db *db);
 /* Copies committed WAL pages into the database without blocking writers or readers
- * (PRAGMA wal_checkpoint(PASSIVE)). For a connection of its own, on its own thread. */
-enum perr db_checkpoint(struct db *db);
+ * (a PASSIVE checkpoint). Sets *wal_frames (NULL is fine) to the WAL's length in pages,
+ * -1 when the checkpoint could not run. A WAL starts over only when a writer begins a
+ * transaction with all of it copied: while another connection keeps committing, a
+ * checkpoint of one's own never gets there and the WAL grows without bound, so the
+ * broker's writer finishes what its checkpointer began (dbq.c). */
+enum perr db_checkpoint(struct db *db, int *wal_frames);
 /* A cheap query, for /health. */
 enum perr db_ping(struct db *db);
 
@@ -172,9 +176,15 @@ enum perr db_messages_since(struct db *db, const char *session_id, int64_t since
 enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                               struct db_message_list *out);
 /* The newest limit messages of the session matching an FTS5 query (build it with care:
- * see h_messages.c) with id < before (before <= 0: no bound), ascending. */
+ * see h_messages.c) with id < before (before <= 0: no bound), ascending. Indexes what is
+ * not indexed yet first (db_search_index), so every stored message can be found. */
 enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
                              int64_t before, struct db_message_list *out);
+/* Adds at most max_rows (0: all) of the messages not yet in the search index to it, in
+ * one transaction, oldest first; *indexed (NULL is fine) says how many. Messages are
+ * stored without indexing (schema/003_search_later.sql): indexing many at once costs a
+ * fraction of indexing each in its own commit. */
+enum perr db_search_index(struct db *db, int max_rows, int *indexed);
 void db_message_cleanup(struct db_message *m);
 void db_message_list_cleanup(struct db_message_list *l);
 

@@ -387,6 +387,59 @@ enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
     return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "drop from reply queue");
 }
 
+/* Runs sql with ?1 bound to id, for db_search_index. */
+static enum perr run_upto(struct db *db, const char *sql, int64_t id, const char *what)
+{
+    sqlite3_stmt *st = db_stmt(db, sql);
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_int64(st, 1, id);
+    return db_run(st) == SQLITE_DONE ? PERR_OK : db_fail(db, "db_search_index", what);
+}
+
+enum perr db_search_index(struct db *db, int max_rows, int *indexed)
+{
+    /* the last row of this batch, then the batch up to it, then the mark */
+    static const char sql_upto[] = "SELECT count(*), max(id) FROM (SELECT id FROM messages"
+                                   " WHERE id > (SELECT indexed_id FROM search_state)"
+                                   " ORDER BY id LIMIT ?1)";
+    static const char sql_add[] = "INSERT INTO messages_fts(rowid, content) SELECT id, content"
+                                  " FROM messages WHERE id > (SELECT indexed_id FROM"
+                                  " search_state) AND id <= ?1 ORDER BY id";
+    static const char sql_mark[] = "UPDATE search_state SET indexed_id = ?1";
+    sqlite3_stmt *st;
+    int64_t upto = 0;
+    int n = 0, rc = SQLITE_ERROR;
+    enum perr e;
+
+    if (indexed)
+        *indexed = 0;
+    if ((e = db_tx_begin(db)))
+        return e;
+    if ((st = db_stmt(db, sql_upto))) {
+        sqlite3_bind_int64(st, 1, max_rows > 0 ? max_rows : INT64_MAX);
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            n = sqlite3_column_int(st, 0);
+            upto = sqlite3_column_int64(st, 1);
+        }
+        db_stmt_done(st);
+    }
+    if (rc != SQLITE_ROW)
+        e = st ? db_fail(db, __func__, "find messages to index") : PERR_UNAVAILABLE;
+    else if (n > 0 && !(e = run_upto(db, sql_add, upto, "index messages")))
+        e = run_upto(db, sql_mark, upto, "mark messages indexed");
+    if (e) {
+        db_tx_rollback(db);
+        return e;
+    }
+    if ((e = db_tx_commit(db))) /* with nothing new, a read: no commit to write */
+        return e;
+    if (indexed)
+        *indexed = n;
+    return PERR_OK;
+}
+
 enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
                              int64_t before, struct db_message_list *out)
 {
@@ -396,10 +449,13 @@ enum perr db_messages_search(struct db *db, const char *session_id, const char *
                               " m.status FROM messages_fts f JOIN messages m ON m.id = f.rowid"
                               " WHERE messages_fts MATCH ?1 AND m.session_id = ?2 AND m.id < ?4"
                               " ORDER BY m.id DESC LIMIT ?3) ORDER BY id";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st;
+    enum perr e;
 
     assert(limit >= 0);
-    if (!st)
+    if ((e = db_search_index(db, 0, NULL)))
+        return e;
+    if (!(st = db_stmt(db, sql)))
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);

@@ -209,6 +209,63 @@ def test_clear_delete(t, rest, b):
     c.close()
 
 
+def test_search(t, rest, b):
+    """Messages are stored first and indexed for search after (schema/003): a search sees
+    every stored message anyway, deleting rows indexed or not keeps the index whole, and
+    the broker indexes on its own when it is idle."""
+    def search(sid, q):
+        r = rest.get("/sessions/%s/messages?q=%s" % (sid, q))
+        return [m["id"] for m in r.body.get("messages", [])] if r.status == 200 else r.status
+
+    def indexed():
+        code, out = sql(b.db, "SELECT indexed_id FROM search_state")
+        return int(out[0]) if code == 0 and out else out
+
+    def fts_whole():
+        # SQLite 3.40 compares the index with the messages table too: only meaningful
+        # when every message is indexed
+        return sql(b.db, "INSERT INTO messages_fts(messages_fts, rank) "
+                   "VALUES ('integrity-check', 1); SELECT 'whole';")
+
+    sid = rest.new_session()
+    a = connect(b, "A")
+    a.join(sid)
+    ids = [a.chat(text)["message"]["id"] for text in ("zebra one", "zebra two", "other")]
+    t.eq("search right after chat over the socket: both zebra messages", search(sid, "zebra"),
+         ids[:2])
+    t.eq("search: the index now reaches the last message", indexed(), ids[2])
+    more = [a.chat(text)["message"]["id"] for text in ("zebra three", "zebra four")]
+    t.eq("the broker indexes on its own within 2 s of going idle",
+         poll(indexed, more[1], 2.0), more[1])
+    t.eq("search finds the messages the broker indexed", search(sid, "zebra"),
+         ids[:2] + more)
+    t.eq("the search index is whole (FTS5 integrity-check)", fts_whole(), (0, ["whole"]))
+
+    a.close()
+    b.stop()
+
+    # REST stores without indexing, and with the broker gone nothing indexes: rows that
+    # were never indexed are deleted, and the index must not be touched for them
+    sid2 = rest.new_session()
+    late = [rest.add_message(sid, "zebra from REST")["id"],
+            rest.add_message(sid2, "zebra elsewhere")["id"],
+            rest.add_message(sid2, "zebra again")["id"]]
+    t.eq("REST messages are stored, not yet indexed", indexed(), more[1])
+    r = rest.post("/sessions/%s/clear" % sid)
+    t.eq("clear a history of indexed and unindexed messages: 200", r.status, 200)
+    r = rest.delete("/sessions/%s" % sid2)
+    t.eq("delete a session of unindexed messages: 200", r.status, 200)
+    t.eq("after clear and delete: still not indexed", indexed(), more[1])
+    sid3 = rest.new_session()
+    last = rest.add_message(sid3, "zebra survives")["id"]
+    t.eq("after clear: search finds nothing in the cleared session", search(sid, "zebra"), [])
+    t.eq("that search brought the index up to the last message", indexed(), last)
+    t.eq("search in a third session finds its message", search(sid3, "zebra"), [last])
+    code, out = sql(b.db, "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zebra'")
+    t.eq("only the surviving zebra is left in the index", (code, out), (0, ["1"]))
+    t.eq("the index is whole at the end", fts_whole(), (0, ["whole"]))
+
+
 def main(t):
     rest = Rest(t)
     b = Broker(t, tmpdir=rest.tmpdir, port=rest.ws_port)
@@ -223,6 +280,11 @@ def main(t):
                                                                       "connections": 0}, 5)
         t.eq("/health: broker up false within 5 s of the broker stopping", got,
              {"up": False, "connections": 0})
+    # no assistant here: its replies would match the searches too
+    b = Broker(t, tmpdir=rest.tmpdir, port=rest.ws_port, llm="none")
+    with t.section("search"):
+        test_search(t, rest, b)  # stops b
+    parley.close_clients()
     rest.stop()
 
 
