@@ -7,11 +7,16 @@
  * receiver per system call can hope for on this machine, before any WebSocket framing,
  * JSON or bookkeeping. It is not a test: it prints figures and fails only if it cannot run.
  *
- * Usage: ceiling [--pairs N] [--size BYTES] [--duration S] [--send-cpu C] [--recv-cpu C] */
+ * With --rate it measures the latency floor instead (see run_latency).
+ *
+ * Usage: ceiling [--pairs N] [--size BYTES] [--duration S] [--send-cpu C] [--recv-cpu C]
+ *        ceiling --rate R [--handoff 0|1] [--pairs N] ... */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -33,6 +38,8 @@ struct opts {
     long size;
     double duration_s;
     long send_cpu, recv_cpu;
+    long rate;    /* --rate: the latency floor instead (messages a second) */
+    long handoff; /* --handoff 1: through a worker thread and back */
 };
 
 struct receiver {
@@ -148,10 +155,251 @@ out:
     return rc;
 }
 
+/* ---- the latency floor (--rate) ----
+ *
+ * The shape of a chat in a small session, without a broker: the client thread (pinned to
+ * --recv-cpu) sends a --size-byte message stamped with the time at --rate a second to a
+ * relay thread (pinned to --send-cpu), which send()s it on to --pairs receiving
+ * connections that the client thread drains with epoll, noting each delivery's latency.
+ * With --handoff 1 the relay first passes each message through a pipe to a second thread
+ * on its cpu and back, as the broker passes a chat to its database thread and the result
+ * back to its loop. What is left of the broker's latency above this is its own work. */
+
+struct relay {
+    int in;          /* the relay's end of the client's sending connection */
+    const int *outs; /* the relay's ends of the receiving connections */
+    long n, size, cpu;
+    bool handoff;
+    int to_worker[2], from_worker[2]; /* pipes: relay -> worker -> relay */
+    atomic_bool stop;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Reads whole size-byte messages from fd into buf (holding *len bytes between calls) and
+ * calls fn on each. Returns -1 when the connection ended. */
+static int read_messages(int fd, char *buf, size_t *len, long size, void (*fn)(char *, void *),
+                         void *arg)
+{
+    for (;;) {
+        ssize_t got = read(fd, buf + *len, (size_t)(size * 64) - *len);
+        if (got == 0)
+            return -1;
+        if (got < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        *len += (size_t)got;
+        size_t used = 0;
+        for (; *len - used >= (size_t)size; used += (size_t)size)
+            fn(buf + used, arg);
+        memmove(buf, buf + used, *len - used);
+        *len -= used;
+    }
+}
+
+static void fan_out(char *msg, void *arg)
+{
+    const struct relay *r = arg;
+
+    for (long i = 0; i < r->n; i++)
+        if (send(r->outs[i], msg, (size_t)r->size, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            fprintf(stderr, "ceiling: relay send: %s\n", strerror(errno));
+}
+
+static void to_worker(char *msg, void *arg)
+{
+    const struct relay *r = arg;
+
+    if (write(r->to_worker[1], msg, (size_t)r->size) != (ssize_t)r->size)
+        fprintf(stderr, "ceiling: relay hand-off: %s\n", strerror(errno));
+}
+
+static void back_to_relay(char *msg, void *arg)
+{
+    const struct relay *r = arg;
+
+    if (write(r->from_worker[1], msg, (size_t)r->size) != (ssize_t)r->size)
+        fprintf(stderr, "ceiling: worker hand-back: %s\n", strerror(errno));
+}
+
+static void *worker_main(void *arg)
+{
+    struct relay *r = arg;
+    char *buf = malloc((size_t)r->size * 64);
+    size_t len = 0;
+
+    pin(r->cpu, "worker");
+    while (buf && read_messages(r->to_worker[0], buf, &len, r->size, back_to_relay, r) == 0) {
+        struct pollfd p = {.fd = r->to_worker[0], .events = POLLIN};
+        poll(&p, 1, -1);
+    }
+    free(buf);
+    return NULL;
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    int ep = epoll_create1(0);
+    int back = r->handoff ? r->from_worker[0] : -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = r->in}, evs[2];
+    char *in_buf = malloc((size_t)r->size * 64), *back_buf = malloc((size_t)r->size * 64);
+    size_t in_len = 0, back_len = 0;
+
+    pin(r->cpu, "relay");
+    epoll_ctl(ep, EPOLL_CTL_ADD, r->in, &ev);
+    if (back >= 0) {
+        ev.data.fd = back;
+        epoll_ctl(ep, EPOLL_CTL_ADD, back, &ev);
+    }
+    while (in_buf && back_buf && !atomic_load(&r->stop)) {
+        int n = epoll_wait(ep, evs, 2, 50);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == r->in)
+                read_messages(r->in, in_buf, &in_len, r->size, r->handoff ? to_worker : fan_out, r);
+            else
+                read_messages(back, back_buf, &back_len, r->size, fan_out, r);
+        }
+    }
+    free(in_buf);
+    free(back_buf);
+    close(ep);
+    return NULL;
+}
+
+struct samples {
+    int64_t *v;
+    size_t n, cap;
+};
+
+static void note_latency(char *msg, void *arg)
+{
+    struct samples *s = arg;
+    int64_t stamp;
+
+    memcpy(&stamp, msg, sizeof stamp);
+    if (s->n < s->cap)
+        s->v[s->n++] = now_ns() - stamp;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct_us(const struct samples *s, double q)
+{
+    size_t i = (size_t)(q * (double)(s->n - 1));
+    return (double)s->v[i] / 1e3;
+}
+
+/* Pair 0 carries the client's messages to the relay, pairs 1..--pairs the relay's to the
+ * client. Returns 0, or 1 when it could not run. */
+static int run_latency(const struct opts *o, int *tx, int *rx)
+{
+    struct relay r = {.in = rx[0],
+                      .outs = tx + 1,
+                      .n = o->pairs,
+                      .size = o->size,
+                      .cpu = o->send_cpu,
+                      .handoff = o->handoff,
+                      .to_worker = {-1, -1},
+                      .from_worker = {-1, -1}};
+    struct samples s = {.cap = (size_t)((double)o->rate * o->duration_s * (double)r.n) + 1024};
+    size_t *held = calloc((size_t)o->pairs + 1, sizeof *held);
+    char *bufs = calloc((size_t)o->pairs + 1, (size_t)o->size * 64);
+    char *msg = calloc(1, (size_t)o->size);
+    pthread_t relay_thread, worker_thread;
+    bool relay_started = false, worker_started = false;
+    int ep = epoll_create1(0), rc = 1;
+    uint64_t sent = 0;
+
+    s.v = malloc(s.cap * sizeof *s.v);
+    if (!s.v || !held || !bufs || !msg || ep < 0 || o->size < (long)sizeof(int64_t))
+        goto out;
+    for (long i = 1; i <= o->pairs; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)i};
+        fcntl(rx[i], F_SETFL, O_NONBLOCK);
+        epoll_ctl(ep, EPOLL_CTL_ADD, rx[i], &ev);
+    }
+    fcntl(rx[0], F_SETFL, O_NONBLOCK);
+    if (o->handoff) {
+        if (pipe2(r.to_worker, O_NONBLOCK) < 0 || pipe2(r.from_worker, O_NONBLOCK) < 0)
+            goto out;
+        if (pthread_create(&worker_thread, NULL, worker_main, &r) != 0)
+            goto out;
+        worker_started = true;
+    }
+    if (pthread_create(&relay_thread, NULL, relay_main, &r) != 0)
+        goto out;
+    relay_started = true;
+    pin(o->recv_cpu, "client");
+    memset(msg, 'x', (size_t)o->size);
+
+    int64_t t0 = now_ns(), end = t0 + (int64_t)(o->duration_s * 1e9);
+    while (now_ns() < end) {
+        uint64_t due = (uint64_t)((double)o->rate * (double)(now_ns() - t0) / 1e9);
+        struct epoll_event evs[64];
+        for (; sent < due; sent++) {
+            int64_t stamp = now_ns();
+            memcpy(msg, &stamp, sizeof stamp);
+            if (send(tx[0], msg, (size_t)o->size, MSG_NOSIGNAL) != (ssize_t)o->size)
+                goto out;
+        }
+        int n = epoll_wait(ep, evs, 64, 1);
+        for (int i = 0; i < n; i++) {
+            long k = (long)evs[i].data.u64;
+            read_messages(rx[k], bufs + (size_t)k * (size_t)o->size * 64, &held[k], o->size,
+                          note_latency, &s);
+        }
+    }
+    qsort(s.v, s.n, sizeof *s.v, cmp_i64);
+    printf("ceiling: latency floor: %ld msg/s of %ld bytes relayed to %ld receivers, relay on "
+           "cpu %ld%s, client on cpu %ld, %.1f s\n",
+           o->rate, o->size, r.n, o->send_cpu,
+           o->handoff ? " (each message through a worker thread on that cpu and back)" : "",
+           o->recv_cpu, o->duration_s);
+    if (s.n)
+        printf("ceiling: latency us  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  "
+               "(%zu samples)\n",
+               pct_us(&s, 0.5), pct_us(&s, 0.9), pct_us(&s, 0.99), pct_us(&s, 0.999),
+               pct_us(&s, 1.0), s.n);
+    rc = 0;
+out:
+    atomic_store(&r.stop, true);
+    if (relay_started)
+        pthread_join(relay_thread, NULL);
+    if (r.to_worker[1] >= 0)
+        close(r.to_worker[1]); /* the worker reads the end and stops */
+    if (worker_started)
+        pthread_join(worker_thread, NULL);
+    for (int i = 0; i < 2; i++) {
+        if (r.from_worker[i] >= 0)
+            close(r.from_worker[i]);
+        if (i == 0 && r.to_worker[0] >= 0)
+            close(r.to_worker[0]);
+    }
+    if (ep >= 0)
+        close(ep);
+    free(s.v);
+    free(held);
+    free(bufs);
+    free(msg);
+    return rc;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: ceiling [--pairs N] [--size BYTES] [--duration S] "
-                    "[--send-cpu C] [--recv-cpu C]   (cpu -1: do not pin)\n");
+                    "[--send-cpu C] [--recv-cpu C]   (cpu -1: do not pin)\n"
+                    "       ceiling --rate R [--handoff 0|1] [--pairs N] [--size BYTES] "
+                    "[--duration S] [--send-cpu C] [--recv-cpu C]   (the latency floor)\n");
 }
 
 int main(int argc, char **argv)
@@ -179,6 +427,10 @@ int main(int argc, char **argv)
             bad = parse_long(v, -1, 1023, &o.send_cpu);
         else if (!bad && strcmp(argv[i], "--recv-cpu") == 0)
             bad = parse_long(v, -1, 1023, &o.recv_cpu);
+        else if (!bad && strcmp(argv[i], "--rate") == 0)
+            bad = parse_long(v, 1, 100000, &o.rate);
+        else if (!bad && strcmp(argv[i], "--handoff") == 0)
+            bad = parse_long(v, 0, 1, &o.handoff);
         else
             bad = 1;
         if (bad) {
@@ -188,6 +440,8 @@ int main(int argc, char **argv)
         i++;
     }
 
+    if (o.rate) /* the latency floor: one more pair, for the client's messages */
+        o.pairs++;
     tx = calloc((size_t)o.pairs, sizeof *tx);
     rx = calloc((size_t)o.pairs, sizeof *rx);
     if (!tx || !rx)
@@ -196,6 +450,12 @@ int main(int argc, char **argv)
         tx[i] = rx[i] = -1;
     if (make_pairs(o.pairs, tx, rx) < 0)
         goto out;
+    if (o.rate) {
+        o.pairs--;
+        rc = run_latency(&o, tx, rx);
+        o.pairs++;
+        goto out;
+    }
     if ((r.ep = epoll_create1(0)) < 0)
         goto out;
     for (long i = 0; i < o.pairs; i++) {

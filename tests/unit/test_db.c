@@ -118,10 +118,26 @@ static long long side_int(const char *sql, const char *bind)
     return side_query(path, sql, bind, NULL, 0);
 }
 
-/* How many messages_fts rows match term. */
+/* How many messages_fts rows match term (what is indexed so far: db_search_index). */
 static long long fts_hits(const char *term)
 {
     return side_int("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?1", term);
+}
+
+/* db_search_index(db, max_rows): how many it indexed, or -1 on an error. */
+static int index_now(struct db *db, int max_rows)
+{
+    int n = -1;
+
+    return db_search_index(db, max_rows, &n) == PERR_OK ? n : -1;
+}
+
+/* 0 when the FTS5 index agrees with itself and with the messages table (SQLite 3.40
+ * compares both: meaningful only when every message is indexed). */
+static int fts_whole(void)
+{
+    return side_exec(path, "INSERT INTO messages_fts(messages_fts, rank)"
+                           " VALUES ('integrity-check', 1)");
 }
 
 /* Adds a message; returns its id, or -1 (the failure is recorded). */
@@ -272,11 +288,18 @@ static void migrate_old(void)
     EQ_STR(contents(&l, got, sizeof got), "hello from the aardvark schema");
     EQ_INT(more, false);
     db_message_list_cleanup(&l);
-    /* 002 indexed the rows already there, and its trigger indexes new ones */
+    /* 002 indexed the rows already there; 003 marked them indexed; new ones are indexed
+     * after their commit */
     EQ_INT(fts_hits("aardvark"), 1);
     EQ_INT(side_int("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'aardvark'", NULL), 1);
+    EQ_INT(side_int("SELECT indexed_id FROM search_state", NULL), 1);
+    EQ_INT(index_now(db, 0), 0);
     id = add(db, "00000000000000aa", "user", "a zebra crossing", NULL, false);
+    EQ_INT(fts_hits("zebra"), 0);
+    EQ_INT(index_now(db, 0), 1);
+    EQ_INT(side_int("SELECT indexed_id FROM search_state", NULL), id);
     EQ_INT(fts_hits("zebra"), 1);
+    EQ_INT(fts_whole(), 0);
     EQ_INT(side_int("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'zebra'", NULL), id);
     EQ_INT(fts_hits("giraffe"), 0);
     db_close(db);
@@ -437,6 +460,7 @@ static void session_delete_cascades(void)
     add(db, s.id, "assistant", "doomed reply", NULL, false);
     add(db, keep.id, "user", "kept", NULL, true);
     EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 2);
+    EQ_INT(index_now(db, 0), 3);
     EQ_INT(fts_hits("wombat"), 1);
 
     EQ_INT(db_session_delete(db, s.id), PERR_OK);
@@ -447,6 +471,7 @@ static void session_delete_cascades(void)
     EQ_INT(side_int("SELECT count(*) FROM messages WHERE session_id = ?1", keep.id), 1);
     EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 1);
     EQ_INT(fts_hits("wombat"), 0);
+    EQ_INT(fts_whole(), 0);
     EQ_INT(db_session_delete(db, s.id), PERR_SESSION_NOT_FOUND);
     EQ_INT(db_session_delete(db, "ffffffffffffffff"), PERR_SESSION_NOT_FOUND);
     db_session_cleanup(&s);
@@ -472,6 +497,9 @@ static void session_clear(void)
     REQUIRE(db_session_get(db, s.id, &got) == PERR_OK);
     memcpy(before, got.updated_at, sizeof before);
     db_session_cleanup(&got);
+    /* the first two indexed, the last two not: clear must take out only what is in */
+    EQ_INT(index_now(db, 2), 2);
+    EQ_INT(fts_hits("platypus"), 1);
     pause_ms(3);
 
     EQ_INT(db_session_clear(db, s.id, &cleared), PERR_OK);
@@ -482,7 +510,10 @@ static void session_clear(void)
     db_session_cleanup(&got);
     EQ_INT(side_int("SELECT count(*) FROM messages WHERE session_id = ?1", s.id), 0);
     EQ_INT(side_int("SELECT count(*) FROM reply_queue", NULL), 0);
+    EQ_INT(fts_hits("platypus"), 0); /* alpha's went; other's is not indexed yet */
+    EQ_INT(index_now(db, 0), 1);     /* other's: gamma is gone */
     EQ_INT(fts_hits("platypus"), 1);
+    EQ_INT(fts_whole(), 0);
     REQUIRE(db_session_get(db, other.id, &got) == PERR_OK);
     EQ_INT(got.message_count, 1);
     db_session_cleanup(&got);
