@@ -82,7 +82,15 @@ static void *dbq_thread(void *arg)
         }
         if (!q->todo && q->stop)
             break;
-        if (q->todo) {
+        if (q->finish_ckpt) {
+            /* Between batches nobody else writes, so this checkpoint completes, copying
+             * only what came since the checkpointer's pass, and the next commit starts the
+             * WAL over. Before the next batch: under a steady load there is always one. */
+            q->finish_ckpt = false;
+            pthread_mutex_unlock(&q->lock);
+            db_checkpoint(q->db, NULL);
+            pthread_mutex_lock(&q->lock);
+        } else if (q->todo) {
             batch = q->todo;
             q->todo = NULL;
             q->todo_tail = &q->todo;
@@ -99,14 +107,6 @@ static void *dbq_thread(void *arg)
             q->done_tail = &batch->next;
             pthread_mutex_unlock(&q->lock);
             lws_cancel_service(q->ctx); /* the loop runs the done callbacks */
-            pthread_mutex_lock(&q->lock);
-        } else if (q->finish_ckpt) {
-            /* Between batches nobody else writes, so this checkpoint completes, copying
-             * only what came since the checkpointer's pass, and the next commit starts the
-             * WAL over. */
-            q->finish_ckpt = false;
-            pthread_mutex_unlock(&q->lock);
-            db_checkpoint(q->db, NULL);
             pthread_mutex_lock(&q->lock);
         } else { /* idle, and the index is due */
             int n = 0;

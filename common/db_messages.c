@@ -8,6 +8,7 @@
 #include "log.h"
 
 /* Columns every message read selects, in this order (see read_message). */
+#define SEARCH_CATCH_UP_CHUNK 1000 /* messages a search indexes in one transaction */
 #define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status"
 
@@ -451,9 +452,13 @@ enum perr db_messages_search(struct db *db, const char *session_id, const char *
                               " ORDER BY m.id DESC LIMIT ?3) ORDER BY id";
     sqlite3_stmt *st;
     enum perr e;
+    int n = 0;
 
     assert(limit >= 0);
-    if ((e = db_search_index(db, 0, NULL)))
+    do /* in chunks: between them, another writer (the broker) may commit */
+        e = db_search_index(db, SEARCH_CATCH_UP_CHUNK, &n);
+    while (e == PERR_OK && n == SEARCH_CATCH_UP_CHUNK);
+    if (e)
         return e;
     if (!(st = db_stmt(db, sql)))
         return PERR_UNAVAILABLE;
