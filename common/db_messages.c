@@ -399,42 +399,52 @@ static enum perr run_upto(struct db *db, const char *sql, int64_t id, const char
     return db_run(st) == SQLITE_DONE ? PERR_OK : db_fail(db, "db_search_index", what);
 }
 
+/* How many messages (at most max_rows, 0: all) are not indexed yet, and the id of the
+ * last of them. */
+static enum perr unindexed(struct db *db, int max_rows, int *n, int64_t *upto)
+{
+    static const char sql[] = "SELECT count(*), max(id) FROM (SELECT id FROM messages"
+                              " WHERE id > (SELECT indexed_id FROM search_state)"
+                              " ORDER BY id LIMIT ?1)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_int64(st, 1, max_rows > 0 ? max_rows : INT64_MAX);
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *n = sqlite3_column_int(st, 0);
+        *upto = sqlite3_column_int64(st, 1);
+    }
+    db_stmt_done(st);
+    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, "db_search_index", "find messages to index");
+}
+
 enum perr db_search_index(struct db *db, int max_rows, int *indexed)
 {
-    /* the last row of this batch, then the batch up to it, then the mark */
-    static const char sql_upto[] = "SELECT count(*), max(id) FROM (SELECT id FROM messages"
-                                   " WHERE id > (SELECT indexed_id FROM search_state)"
-                                   " ORDER BY id LIMIT ?1)";
     static const char sql_add[] = "INSERT INTO messages_fts(rowid, content) SELECT id, content"
                                   " FROM messages WHERE id > (SELECT indexed_id FROM"
                                   " search_state) AND id <= ?1 ORDER BY id";
     static const char sql_mark[] = "UPDATE search_state SET indexed_id = ?1";
-    sqlite3_stmt *st;
     int64_t upto = 0;
-    int n = 0, rc = SQLITE_ERROR;
+    int n = 0;
     enum perr e;
 
     if (indexed)
         *indexed = 0;
+    /* Most calls find nothing new: that takes a read, not the write lock. */
+    if ((e = unindexed(db, max_rows, &n, &upto)) || n == 0)
+        return e;
     if ((e = db_tx_begin(db)))
         return e;
-    if ((st = db_stmt(db, sql_upto))) {
-        sqlite3_bind_int64(st, 1, max_rows > 0 ? max_rows : INT64_MAX);
-        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            n = sqlite3_column_int(st, 0);
-            upto = sqlite3_column_int64(st, 1);
-        }
-        db_stmt_done(st);
-    }
-    if (rc != SQLITE_ROW)
-        e = st ? db_fail(db, __func__, "find messages to index") : PERR_UNAVAILABLE;
-    else if (n > 0 && !(e = run_upto(db, sql_add, upto, "index messages")))
+    if (!(e = unindexed(db, max_rows, &n, &upto)) && n > 0 &&
+        !(e = run_upto(db, sql_add, upto, "index messages")))
         e = run_upto(db, sql_mark, upto, "mark messages indexed");
     if (e) {
         db_tx_rollback(db);
         return e;
     }
-    if ((e = db_tx_commit(db))) /* with nothing new, a read: no commit to write */
+    if ((e = db_tx_commit(db)))
         return e;
     if (indexed)
         *indexed = n;

@@ -72,19 +72,29 @@ void h_health(struct rt_ctx *c)
                       "uptime_s", (json_int_t)uptime_s(c->r)));
 }
 
+/* The stored counters and the broker's live figures, for /stats and /metrics; false when
+ * the request was answered with an error. */
+static bool read_figures(struct rt_ctx *c, struct db_stats *st, struct db_live *live)
+{
+    enum perr e;
+
+    if (rt_need_db(c))
+        return false;
+    if ((e = db_stats_read(c->db, st)) || (e = db_live_read(c->db, clock_now_ms(), live))) {
+        rt_db_error(c, e);
+        return false;
+    }
+    return true;
+}
+
 void h_stats(struct rt_ctx *c)
 {
     struct router *r = c->r;
     struct db_stats st = {0};
     struct db_live live = {0};
-    enum perr e;
 
-    if (rt_need_db(c))
+    if (!read_figures(c, &st, &live))
         return;
-    if ((e = db_stats_read(c->db, &st)) || (e = db_live_read(c->db, clock_now_ms(), &live))) {
-        rt_db_error(c, e);
-        return;
-    }
     /* This request counts as one of the total; it is successful unless it fails here. */
     rt_json(c, 200,
             json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s}", "uptime_s",
@@ -120,14 +130,9 @@ void h_metrics(struct rt_ctx *c)
     struct db_live live = {0};
     size_t len = 0, size = 4096;
     char *buf;
-    enum perr e;
 
-    if (rt_need_db(c))
+    if (!read_figures(c, &st, &live))
         return;
-    if ((e = db_stats_read(c->db, &st)) || (e = db_live_read(c->db, clock_now_ms(), &live))) {
-        rt_db_error(c, e);
-        return;
-    }
     if (!(buf = malloc(size))) {
         rt_error(c, PERR_INTERNAL, "out of memory");
         return;

@@ -152,22 +152,8 @@ class Fcgi(Rest):
                     "--"] + argv
         return argv
 
-    def wait_ready(self):
-        deadline = time.monotonic() + self.ready_timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError("%s exited with %s before it was ready; stderr:\n%s" % (
-                    self.name, self.popen.returncode, self.log_tail()))
-            try:
-                fcgi_request(self.addr, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/health"},
-                             timeout=2)
-                return
-            except (OSError, ValueError) as e:
-                last = e
-                time.sleep(0.05)
-        raise RuntimeError("%s not ready within %.0f s (%s); stderr:\n%s" % (
-            self.name, self.ready_timeout, last, self.log_tail()))
+    def probe(self):
+        fcgi_request(self.addr, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/health"}, timeout=2)
 
     def params(self, method, path, body=b"", headers=None, script_name=None, path_info=None,
                request_uri=None):
@@ -363,26 +349,13 @@ class TlsRest(Rest):
         return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
                                            context=self.ctx)
 
-    def wait_ready(self):
-        deadline = time.monotonic() + self.ready_timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError("%s exited with %s before it was ready; stderr:\n%s" % (
-                    self.name, self.popen.returncode, self.log_tail()))
-            try:
-                conn = self._conn(2)
-                conn.request("GET", "/health")
-                conn.getresponse().read()
-                conn.close()
-                return
-            except ssl.SSLError:
-                raise
-            except OSError as e:
-                last = e
-                time.sleep(0.05)
-        raise RuntimeError("%s not ready within %.0f s (%s); stderr:\n%s" % (
-            self.name, self.ready_timeout, last, self.log_tail()))
+    fatal_probe_errors = (ssl.SSLError,)
+
+    def probe(self):
+        conn = self._conn(2)
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        conn.close()
 
     def request(self, method, path, body=None, headers=None, timeout=10, **kw):
         hdrs = dict(headers or {})
@@ -415,33 +388,20 @@ class TlsBroker(Broker):
     def url(self):
         return "wss://127.0.0.1:%d/ws" % self.port
 
-    def wait_ready(self):
+    fatal_probe_errors = (ssl.SSLCertVerificationError,)
+
+    def probe(self):
         import base64
-        deadline = time.monotonic() + self.ready_timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError("%s exited with %s before it was ready; stderr:\n%s" % (
-                    self.name, self.popen.returncode, self.log_tail()))
-            try:
-                raw = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-                with self.ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                    key = base64.b64encode(os.urandom(16)).decode()
-                    s.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket"
-                               "\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                               "Sec-WebSocket-Version: 13\r\n\r\n" % (self.port, key)).encode())
-                    head = s.recv(4096)
-                    if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":
-                        raise ValueError("upgrade answered %r" % head[:80])
-                    s.sendall(parley.ws_frame(0x8, b"\x03\xe8"))
-                return
-            except ssl.SSLCertVerificationError:
-                raise
-            except (OSError, ValueError) as e:
-                last = e
-                time.sleep(0.05)
-        raise RuntimeError("%s not ready within %.0f s (%s); stderr:\n%s" % (
-            self.name, self.ready_timeout, last, self.log_tail()))
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        with self.ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            key = base64.b64encode(os.urandom(16)).decode()
+            s.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket"
+                       "\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                       "Sec-WebSocket-Version: 13\r\n\r\n" % (self.port, key)).encode())
+            head = s.recv(4096)
+            if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":
+                raise ValueError("upgrade answered %r" % head[:80])
+            s.sendall(parley.ws_frame(0x8, b"\x03\xe8"))
 
     def client(self, name="ws", **kw):
         return parley.WsClient(self.url, name=name, ssl=self.ctx, **kw)

@@ -324,6 +324,16 @@ class Rest:
         self.wait_ready()
         return self
 
+    # errors of probe() that are not "not listening yet": raised at once
+    fatal_probe_errors = ()
+
+    def probe(self):
+        """One readiness check: returns once the server answers, raises until then."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        conn.close()
+
     def wait_ready(self):
         deadline = time.monotonic() + self.ready_timeout
         last = None
@@ -332,12 +342,11 @@ class Rest:
                 raise RuntimeError("%s exited with %s before it was ready; stderr:\n%s" % (
                     self.name, self.popen.returncode, self.log_tail()))
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/health")
-                conn.getresponse().read()
-                conn.close()
+                self.probe()
                 return
-            except OSError as e:
+            except self.fatal_probe_errors:
+                raise
+            except (OSError, ValueError) as e:
                 last = e
                 time.sleep(0.05)
         raise RuntimeError("%s not ready within %.0f s (%s); stderr:\n%s" % (
@@ -508,26 +517,13 @@ class Broker(Rest):
         argv[0] = os.path.join(BIN_DIR, "parley-broker")
         return argv
 
-    def wait_ready(self):
-        deadline = time.monotonic() + self.ready_timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError("%s exited with %s before it was ready; stderr:\n%s" % (
-                    self.name, self.popen.returncode, self.log_tail()))
-            try:
-                sock, _ = ws_handshake(self.port, timeout=2)
-                try:
-                    sock.sendall(ws_frame(0x8, b"\x03\xe8"))  # close 1000
-                except OSError:
-                    pass
-                sock.close()
-                return
-            except (OSError, ValueError) as e:
-                last = e
-                time.sleep(0.05)
-        raise RuntimeError("%s not ready within %.0f s (%s); stderr:\n%s" % (
-            self.name, self.ready_timeout, last, self.log_tail()))
+    def probe(self):
+        sock, _ = ws_handshake(self.port, timeout=2)
+        try:
+            sock.sendall(ws_frame(0x8, b"\x03\xe8"))  # close 1000
+        except OSError:
+            pass
+        sock.close()
 
     def kill9(self):
         """SIGKILL (the crash test only). Returns the exit status (-9)."""
