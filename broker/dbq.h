@@ -20,6 +20,7 @@ struct dbjob {
     void (*done)(struct dbjob *job);
     struct dbjob *next;
     enum perr err;
+    size_t bytes; /* the payload it carries (a message's content), 0 when small */
 };
 
 struct dbq;
