@@ -93,6 +93,8 @@ static void create_done(struct dbjob *job)
         req_error(&j->req, pss);
     } else if (pss) {
         s = sess_get(vhd, j->created.id, j->created.model);
+        if (s)
+            sess_history_at(s, 0); /* new: no history */
         if (s && sess_join(vhd, s, pss) == 0) {
             json_t *ev = json_pack("{s:s, s:s, s:s, s:s?}", "type", "session_created", "session_id",
                                    s->id, "model", s->model, "title", j->created.title);
@@ -436,6 +438,8 @@ static void store_done(struct dbjob *job)
         goto out;
     if (j->session.channel && !s->channel)
         s->channel = strdup(j->session.channel);
+    if (j->private_new)
+        sess_history_at(s, 0); /* made by this job: the message below is its first */
     if (j->private_new && pss && sess_join(vhd, s, pss) == 0)
         snprintf(pss->private_session, sizeof pss->private_session, "%s", s->id);
     if (pss)

@@ -34,8 +34,7 @@ void flat_leave(struct inbound *in)
 /* chat {message, session_id?, client_msg_id?} */
 void flat_chat(struct inbound *in)
 {
-    struct live_session *s =
-        sess_resolve(in->vhd, in->pss, in->has[1] ? in->v[1].s : NULL, "chat");
+    struct live_session *s = sess_resolve(in->vhd, in->pss, in->has[1] ? in->v[1].s : NULL, "chat");
     struct store_request req = {.role = "user",
                                 .content = in->v[0].s,
                                 .client_msg_id = in->has[2] ? in->v[2].s : NULL,
@@ -48,8 +47,7 @@ void flat_chat(struct inbound *in)
 /* stop {session_id?} */
 void flat_stop(struct inbound *in)
 {
-    struct live_session *s =
-        sess_resolve(in->vhd, in->pss, in->has[0] ? in->v[0].s : NULL, "stop");
+    struct live_session *s = sess_resolve(in->vhd, in->pss, in->has[0] ? in->v[0].s : NULL, "stop");
 
     if (s)
         asst_stop(in->vhd, s);

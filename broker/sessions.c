@@ -314,8 +314,10 @@ void sess_reconciled(struct live_session *s, int64_t id)
     if (s->reconciled_set && id <= s->reconciled)
         return;
     n = told_index(s, id + 1);
-    memmove(s->told, s->told + n, (s->n_told - n) * sizeof *s->told);
-    s->n_told -= n;
+    if (n) {
+        memmove(s->told, s->told + n, (s->n_told - n) * sizeof *s->told);
+        s->n_told -= n;
+    }
     s->reconciled = id;
     s->reconciled_set = true;
 }
