@@ -345,20 +345,26 @@ static void ev_session_joined(struct repl *r, json_t *m)
 {
     const char *sid = json_string_value(json_object_get(m, "session_id"));
     json_t *msgs = json_object_get(m, "messages"), *x, *streaming;
-    bool first = r->first_join || strcmp(r->session, sid ? sid : "") != 0;
+    bool first = r->first_join || r->paging_first || strcmp(r->session, sid ? sid : "") != 0;
+    bool more = json_is_true(json_object_get(m, "has_more")); /* the replay goes on */
+    json_int_t last_id = json_integer_value(json_object_get(m, "last_id"));
     size_t i, n = json_array_size(msgs), shown = 0, from = 0;
 
     set_session(r, sid);
-    r->first_join = false;
     r->message_count = json_integer_value(json_object_get(m, "message_count"));
     r->clients = json_integer_value(json_object_get(m, "clients"));
-    if (first) {
-        from = n > REPLAY_SHOWN ? n - REPLAY_SHOWN : 0;
+    if (first && !r->paging_first)
         term_line(TERM_GREEN, "joined session %s (%lld messages, %lld here)", r->session,
                   (long long)r->message_count, (long long)r->clients);
-        if (from)
-            term_line(TERM_DIM, "... %zu earlier messages (/history to see them)", from);
+    if (first) {
+        /* a long replay comes in pages: show the end of the last one */
+        from = more ? n : n > REPLAY_SHOWN ? n - REPLAY_SHOWN : 0;
+        r->paged_over = r->paging_first ? r->paged_over + (more ? n : from) : (more ? n : from);
+        if (!more && r->paged_over)
+            term_line(TERM_DIM, "... %zu earlier messages (/history to see them)", r->paged_over);
     }
+    r->first_join = false;
+    r->paging_first = first && more;
     json_array_foreach(msgs, i, x)
     {
         json_int_t id = json_integer_value(json_object_get(x, "id"));
@@ -370,6 +376,11 @@ static void ev_session_joined(struct repl *r, json_t *m)
         seen_id(r, id);
         show_chat(r, x);
         shown++;
+    }
+    if (more && last_id > 0) { /* ask for the next page */
+        send_quiet(r, json_pack("{s:s, s:s, s:I}", "type", "join_session", "session_id", r->session,
+                                "since", last_id));
+        return;
     }
     if (!first)
         term_line(TERM_GREEN, "rejoined session %s: %zu missed message%s, %lld here", r->session,
@@ -457,12 +468,23 @@ static void ev_session_update(struct repl *r, json_t *m)
     } else if (strcmp(kind, "user_typing") == 0 && conn) {
         typist_set(r, conn, json_is_true(json_object_get(m, "typing")));
     } else if (strcmp(kind, "user_joined") == 0 || strcmp(kind, "user_left") == 0) {
-        bool joined = kind[5] == 'j';
+        bool joined = strcmp(kind, "user_joined") == 0;
         r->clients = json_integer_value(json_object_get(m, "clients"));
         if (!joined && conn)
             typist_set(r, conn, false);
         term_line(TERM_DIM, "user %.6s %s (%lld here)", conn ? conn : "?",
                   joined ? "joined" : "left", (long long)r->clients);
+    } else if (strcmp(kind, "presence") == 0) { /* a burst of joins and leaves, told at once */
+        size_t i, nj = json_array_size(json_object_get(m, "joined"));
+        json_t *left = json_object_get(m, "left"), *x;
+        r->clients = json_integer_value(json_object_get(m, "clients"));
+        json_array_foreach(left, i, x)
+        {
+            if (json_is_string(x))
+                typist_set(r, json_string_value(x), false);
+        }
+        term_line(TERM_DIM, "%zu joined, %zu left (%lld here)", nj, json_array_size(left),
+                  (long long)r->clients);
     } else if (strcmp(kind, "history_cleared") == 0) {
         stream_failed(r, "history cleared");
         r->message_count = 0;

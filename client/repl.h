@@ -50,6 +50,8 @@ struct repl {
     int64_t clients;
     int64_t last_msg_id; /* newest message id seen in the session, for join's since */
     bool first_join;     /* the session has not been joined on this run yet */
+    bool paging_first;   /* a first join's replay continues (has_more): still the first */
+    size_t paged_over;   /* messages of a first join's earlier pages, not shown */
     int disconnects;     /* times the connection was lost (shown on rejoin) */
 
     struct repl_pending *pending;

@@ -750,6 +750,10 @@ function handle(m) {
         finishStream(rid, null);
       }
       for (const msg of m.messages || []) addMessage(msg);
+      // a long replay comes in pages: ask for the next one
+      if (m.has_more && m.last_id) {
+        conn.send({ type: 'join_session', session_id: sid, since: m.last_id });
+      }
       if (m.streaming) {
         const s = streamFor(m.streaming.response_id, true);
         s.text = m.streaming.text;
@@ -823,6 +827,12 @@ function onUpdate(m) {
       setClients(m.clients);
       remoteTyping(m.connection_id, false);
       notice(`${guest(m.connection_id)} left`);
+      scheduleRefresh();
+      break;
+    case 'presence': // a burst of joins and leaves, told together
+      setClients(m.clients);
+      for (const id of m.left || []) remoteTyping(id, false);
+      notice(`${(m.joined || []).length} joined, ${(m.left || []).length} left`);
       scheduleRefresh();
       break;
     case 'history_cleared':
