@@ -49,7 +49,7 @@ BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/se
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
-UNIT_TESTS := test_config test_clock test_db test_notify
+UNIT_TESTS := test_config test_clock test_db test_notify test_utf8
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 

@@ -217,8 +217,22 @@ json_t *proto_message(const struct db_message *m);
 
 /* ---- ws.c ---- */
 struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const char *id);
+/* Asks for a writeable callback on pss. */
+void ws_wake(struct per_session_data__chat *pss);
 /* Asks the connection to close with code at its next writeable callback. */
 void ws_close(struct per_session_data__chat *pss, uint16_t code);
+/* The vhost's state, made from init (its db and keys are stolen) on context ctx, without
+ * the notification socket and the tick: PROTOCOL_INIT adds those. ws_vhd_cleanup releases
+ * what it made (also after a failure, and twice). */
+struct broker_init;
+int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx,
+                struct broker_init *init);
+void ws_vhd_cleanup(struct per_vhost_data__chat *vhd);
+/* A connection (pss zeroed but for the peer, authentication and dialect) joins the
+ * vhost: gets its id and is sent `connected`. Returns -1 when it cannot be served.
+ * ws_conn_detach takes it out again (leaves its sessions, drops its queue). */
+int ws_conn_attach(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
+void ws_conn_detach(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
 /* lws protocol callbacks, for the protocol table in main.c. */
 int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len);

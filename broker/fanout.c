@@ -56,7 +56,8 @@ static void cull(struct per_session_data__chat *pss)
              pss->q.len, pss->q.bytes);
     pss->culled = true;
     fanout_clear(&pss->q);
-    lws_set_timeout(pss->wsi, PENDING_TIMEOUT_LAGGING, LWS_TO_KILL_ASYNC);
+    if (pss->wsi) /* none for the fuzzer's connections */
+        lws_set_timeout(pss->wsi, PENDING_TIMEOUT_LAGGING, LWS_TO_KILL_ASYNC);
 }
 
 /* Makes room for one more entry; returns -1 when the queue may not grow. */
@@ -110,7 +111,7 @@ void fanout_push(struct per_vhost_data__chat *vhd, struct per_session_data__chat
     q->bytes += f->len;
     if (asked)
         q->asked_bytes += f->len;
-    lws_callback_on_writable(pss->wsi);
+    ws_wake(pss);
 }
 
 /* Takes the oldest frame off q (the caller unrefs it). */

@@ -26,12 +26,18 @@ struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const c
     return map_get(vhd->conns, id);
 }
 
+void ws_wake(struct per_session_data__chat *pss)
+{
+    if (pss->wsi) /* none for the fuzzer's connections */
+        lws_callback_on_writable(pss->wsi);
+}
+
 void ws_close(struct per_session_data__chat *pss, uint16_t code)
 {
     if (pss->close_code)
         return;
     pss->close_code = code;
-    lws_callback_on_writable(pss->wsi);
+    ws_wake(pss);
 }
 
 int64_t ws_shutdown(struct per_vhost_data__chat *vhd)
@@ -109,7 +115,28 @@ static void free_mark(void *value, void *arg)
     free(value);
 }
 
-static void vhost_destroy(struct per_vhost_data__chat *vhd);
+int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx,
+                struct broker_init *init)
+{
+    int access_init_rc;
+
+    vhd->context = ctx;
+    vhd->cfg = init->cfg;
+    vhd->driver = asst_driver_for(init->cfg->llm);
+    vhd->sessions = map_new();
+    vhd->conns = map_new();
+    vhd->deleted = map_new();
+    vhd->notify = init->notify;
+    access_init_rc = access_init(vhd, init->keys, init->n_keys);
+    init->keys = NULL; /* stolen, whatever the outcome */
+    if (!vhd->sessions || !vhd->conns || !vhd->deleted || access_init_rc < 0 ||
+        templates_load(vhd) < 0)
+        return -1;
+    if (!(vhd->dbq = dbq_new(init->db, vhd->context)))
+        return -1;
+    init->db = NULL; /* the database thread owns it now */
+    return asst_llm_init(vhd);
+}
 
 /* Everything the vhost needs, or nothing: on failure what was made is released here,
  * since lws frees vhd itself when PROTOCOL_INIT fails and never sends PROTOCOL_DESTROY. */
@@ -118,29 +145,12 @@ static int vhost_init(struct lws *wsi)
     struct broker_init *init = lws_context_user(lws_get_context(wsi));
     struct per_vhost_data__chat *vhd;
     lws_sock_file_fd_type fd;
-    int access_init_rc;
 
     vhd = lws_protocol_vh_priv_zalloc(lws_get_vhost(wsi), lws_get_protocol(wsi), sizeof *vhd);
     if (!vhd)
         return -1;
-    vhd->context = lws_get_context(wsi);
     vhd->vhost = lws_get_vhost(wsi);
-    vhd->cfg = init->cfg;
-    vhd->driver = asst_driver_for(init->cfg->llm);
-    vhd->sessions = map_new();
-    vhd->conns = map_new();
-    vhd->deleted = map_new();
-    vhd->notify = init->notify;
-    if (!vhd->sessions || !vhd->conns || !vhd->deleted)
-        goto fail;
-    access_init_rc = access_init(vhd, init->keys, init->n_keys);
-    init->keys = NULL; /* stolen, whatever the outcome */
-    if (access_init_rc < 0 || templates_load(vhd) < 0)
-        goto fail;
-    if (!(vhd->dbq = dbq_new(init->db, vhd->context)))
-        goto fail;
-    init->db = NULL; /* the database thread owns it now */
-    if (asst_llm_init(vhd) < 0)
+    if (ws_vhd_init(vhd, lws_get_context(wsi), init) < 0)
         goto fail;
     /* Last, since it cannot be undone here: lws closes what it adopts, so give it a
      * duplicate of the listener's poll descriptor. */
@@ -160,12 +170,11 @@ static int vhost_init(struct lws *wsi)
     init->vhd = vhd;
     return 0;
 fail:
-    vhost_destroy(vhd);
+    ws_vhd_cleanup(vhd);
     return -1;
 }
 
-/* Releases what vhost_init made; safe to call twice and on a half-made vhd. */
-static void vhost_destroy(struct per_vhost_data__chat *vhd)
+void ws_vhd_cleanup(struct per_vhost_data__chat *vhd)
 {
     if (!vhd)
         return;
@@ -206,18 +215,15 @@ static void limit_send_buffer(struct lws *wsi)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
-static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                      struct lws *wsi)
+int ws_conn_attach(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
 {
     json_t *ev;
 
-    /* lws zeroed pss; access_conn_filter has filled in the peer and authentication */
-    pss->wsi = wsi;
     pss->heard_mono = pss->pinged_mono = clock_mono_ms();
     if (clock_random_hex(pss->id, BROKER_CONN_ID_HEX / 2) < 0 ||
         map_put(vhd->conns, pss->id, pss) < 0) {
-        ws_close(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
-        return;
+        pss->id[0] = '\0';
+        return -1;
     }
     pss->next = vhd->conns_list;
     if (pss->next)
@@ -225,7 +231,6 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
     vhd->conns_list = pss;
     vhd->n_conns++;
     access_conn_open(vhd, pss);
-    limit_send_buffer(wsi);
     ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected", "connection_id",
                    pss->id, "message", "connected to Parley", "server_info", "name", "parley",
                    "version", PARLEY_VERSION, "model",
@@ -233,9 +238,20 @@ static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
                    vhd->auth_required);
     fanout_send(vhd, pss, ev);
     json_decref(ev);
+    return 0;
 }
 
-static void conn_closed(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
+static void conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                      struct lws *wsi)
+{
+    /* lws zeroed pss; access_conn_filter has filled in the peer and authentication */
+    pss->wsi = wsi;
+    limit_send_buffer(wsi);
+    if (ws_conn_attach(vhd, pss) < 0)
+        ws_close(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
+}
+
+void ws_conn_detach(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)
 {
     if (!pss->id[0] || map_get(vhd->conns, pss->id) != pss)
         return; /* never fully opened */
@@ -380,7 +396,7 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
         ((struct broker_init *)lws_context_user(lws_get_context(wsi)))->failed = true;
         return -1;
     case LWS_CALLBACK_PROTOCOL_DESTROY:
-        vhost_destroy(vhd);
+        ws_vhd_cleanup(vhd);
         break;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         int status = vhd && !vhd->stopping ? access_check_upgrade(vhd, wsi) : 503;
@@ -399,7 +415,7 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
         conn_open(vhd, pss, wsi);
         break;
     case LWS_CALLBACK_CLOSED:
-        conn_closed(vhd, pss);
+        ws_conn_detach(vhd, pss);
         break;
     case LWS_CALLBACK_RECEIVE:
         return conn_receive(vhd, pss, in, len);
