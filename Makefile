@@ -37,7 +37,7 @@ ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
-	common/auth.c common/notify.c build/gen/schema_sql.c
+	common/auth.c common/notify.c common/hostcheck.c build/gen/schema_sql.c
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
 	rest/h_static.c build/gen/openapi_json.c \
 	rest/keys_cmd.c rest/main_mhd.c
@@ -49,7 +49,7 @@ BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/se
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
-UNIT_TESTS := test_config test_clock test_db test_notify
+UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 

@@ -125,6 +125,8 @@ void router_handle(struct router *r, struct db *db, const struct rt_request *req
     bool path_known = false, literal_known = false;
 
     memset(res, 0, sizeof *res);
+    if (!rt_host_allowed(&c))
+        goto out;
     if (req->body_too_large) {
         rt_error(&c, PERR_TOO_LARGE,
                  "the request body is larger than %lld bytes "
