@@ -41,7 +41,8 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
 	rest/h_static.c build/gen/openapi_json.c \
 	rest/keys_cmd.c rest/main_mhd.c
-FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/main_fcgi.c
+FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/fcgi_params.c \
+	rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \

@@ -65,7 +65,8 @@ static bool is_loopback(char *name)
     name[n - 1] = '\0';
     bool v6 = inet_pton(AF_INET6, name + 1, &a6) == 1;
     name[n - 1] = ']';
-    return v6 && (IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127));
+    return v6 &&
+           (IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127));
 }
 
 /* Whether the authority of url ("scheme://[user@]host[:port]/...") names host. */

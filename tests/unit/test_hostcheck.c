@@ -20,8 +20,8 @@ struct host_case {
 static const struct host_case host_cases[] = {
     {.name = "defaults: loopback names and addresses, with or without a port",
      .yes = {"localhost", "LocalHost:8000", "localhost.", "127.0.0.1", "127.0.0.1:8000",
-             "127.255.3.4:1", "[::1]", "[::1]:8000", "[::ffff:127.0.0.1]:80", "localhost:",
-             "[0:0:0:0:0:0:0:1]"},
+             "127.255.3.4:1", "[::1]", "[::1]:8000", "[::ffff:127.0.0.1]:80",
+             "localhost:", "[0:0:0:0:0:0:0:1]"},
      .no = {"evil.example", "evil.example:8000", "127.evil.example", "127.0.0.1.evil.example",
             "localhost.evil.example", "128.0.0.1", "0.0.0.0", "[::2]", "[::1", "::1",
             "localhost:80:80", "localhost:123456", "localhost:8x", "127.1", "[::1]x", ":80"}},
