@@ -38,11 +38,11 @@ ASAN_CC := clang
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
 	common/auth.c common/notify.c common/hostcheck.c build/gen/schema_sql.c
-REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
-	rest/h_static.c build/gen/openapi_json.c \
-	rest/keys_cmd.c rest/main_mhd.c
-FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/fcgi_params.c \
-	rest/main_fcgi.c
+# the router and its handlers, which every front-end links
+ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
+	rest/h_static.c build/gen/openapi_json.c
+REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/main_mhd.c
+FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
@@ -50,7 +50,12 @@ BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/se
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
-UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck
+UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
+	test_sse
+# what a unit test links besides common/ (its test_*.o and COMMON_SRC)
+UNIT_SRC_test_router := $(ROUTER_SRC)
+UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c
+UNIT_SRC_test_sse := broker/sse.c broker/llm_providers.c
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 
@@ -121,9 +126,14 @@ bin/parley: $(call objs,$(REL_DIR),$(CLIENT_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
-$(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC))
+.SECONDEXPANSION:
+$(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC)) \
+		$$(call objs,$(REL_DIR),$$(UNIT_SRC_$$*))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
+
+# unit tests of rest/ and broker/ include their headers
+$(REL_DIR)/obj/tests/unit/%.o $(ASAN_DIR)/obj/tests/unit/%.o: CFLAGS_COMMON += -Irest -Ibroker
 
 # ---- sanitizer build (same sources, clang, ASan + UBSan) -----------------------
 $(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
@@ -146,7 +156,8 @@ $(ASAN_DIR)/bin/parley: $(call objs,$(ASAN_DIR),$(CLIENT_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
-$(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
+$(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC)) \
+		$$(call objs,$(ASAN_DIR),$$(UNIT_SRC_$$*))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
 
