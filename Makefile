@@ -65,7 +65,8 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # after `make test`, printing a line after the runner's "N passed, M failed".
 .SECONDARY:
 
-.PHONY: all deps run test test-release test-asan bench format format-check clean asan web
+.PHONY: all deps run test test-release test-asan bench format format-check clean asan web \
+	fuzz fuzz-build
 BINS := parley-rest parley-broker parley-fcgi parley
 all: $(addprefix bin/,$(BINS)) web
 
@@ -163,6 +164,46 @@ $(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(CO
 
 asan: $(addprefix $(ASAN_DIR)/bin/,$(BINS)) $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
 
+# ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
+# One harness per input door, fuzz/fuzz_*.c; its seeds in fuzz/corpus/NAME/, its
+# dictionary in fuzz/NAME.dict. `make fuzz` runs each for FUZZ_SECONDS; what it finds
+# goes into build/fuzz/corpus/NAME/ (the committed corpus only grows by hand), crashes
+# into build/fuzz/artifacts/. `make test` runs each for a few seconds (45_fuzz_smoke.py).
+FUZZ_DIR := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined
+FUZZ_HARNESSES := fuzz_sse fuzz_router fuzz_fcgi fuzz_config
+FUZZ_BINS := $(addprefix $(FUZZ_DIR)/,$(FUZZ_HARNESSES))
+FUZZ_REST_SRC := $(COMMON_SRC) $(ROUTER_SRC) rest/fcgi_params.c
+
+$(FUZZ_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(CFLAGS_COMMON) -Irest -Ibroker \
+		-c $< -o $@
+
+$(FUZZ_DIR)/fuzz_sse: $(call objs,$(FUZZ_DIR),fuzz/fuzz_sse.c broker/sse.c \
+		broker/llm_providers.c $(COMMON_SRC))
+$(FUZZ_DIR)/fuzz_router $(FUZZ_DIR)/fuzz_fcgi: $(FUZZ_DIR)/%: \
+		$(call objs,$(FUZZ_DIR),$(FUZZ_REST_SRC)) $(FUZZ_DIR)/obj/fuzz/%.o
+$(FUZZ_DIR)/fuzz_config: $(call objs,$(FUZZ_DIR),fuzz/fuzz_config.c $(COMMON_SRC))
+$(FUZZ_BINS):
+	$(ASAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: $(FUZZ_BINS)
+	@mkdir -p $(FUZZ_DIR)/artifacts; for h in $(FUZZ_HARNESSES); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$h; \
+		dict=; [ -f fuzz/$$h.dict ] && dict=-dict=fuzz/$$h.dict; \
+		echo "== $$h for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$$h.log)"; \
+		$(FUZZ_DIR)/$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$h- $$dict \
+			$(FUZZ_DIR)/corpus/$$h fuzz/corpus/$$h > $(FUZZ_DIR)/$$h.log 2>&1; rc=$$?; \
+		grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^Done|^stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY|artifact' $(FUZZ_DIR)/$$h.log; \
+		[ $$rc = 0 ] || { echo "make fuzz: $$h failed (exit $$rc)"; exit 1; }; \
+	done
+
 # ---- run -----------------------------------------------------------------------
 run: all
 	@bash tools/run.sh
@@ -170,16 +211,16 @@ run: all
 # ---- tests ---------------------------------------------------------------------
 # The whole suite runs twice: on the release binaries and under ASan + UBSan.
 # The runner's last line is "N passed, M failed" over both passes.
-TEST_BUILD := all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) asan
+TEST_BUILD := all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) asan fuzz-build
 test: $(TEST_BUILD) format-check
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 /usr/bin/python3 tests/run.py --pass release=bin --pass asan=$(ASAN_DIR)/bin
 
-test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS))
+test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) fuzz-build
 	@/usr/bin/python3 tests/run.py --pass release=bin $(T)
 
-test-asan: asan
+test-asan: asan fuzz-build
 	@ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 /usr/bin/python3 tests/run.py --pass asan=$(ASAN_DIR)/bin $(T)
 
