@@ -3,7 +3,10 @@
  * comments and other fields; multi-line data; the size limit), then each provider's
  * event parser of broker/llm_providers.c (OpenAI-compatible deltas, reasoning, usage,
  * [DONE], error objects; Gemini parts, thought parts, blockReason, usageMetadata; the
- * <think> splitter across pieces) and llm_error_text. Not a test of the HTTP side. */
+ * <think> splitter across pieces) and llm_error_text; and whole streams as servers send
+ * them, one folder each in tests/unit/cases/stream/ (provider, stream, expected). Not a
+ * test of the HTTP side. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +240,20 @@ static void on_emit(void *arg, enum llm_event_kind kind, const char *text, size_
     }
 }
 
+/* Ends the rendering and compares it with want (ending in '*': a prefix of it). */
+static void check_emitted(struct emitted *e, const char *want)
+{
+    size_t wl = strlen(want);
+
+    close_run(e);
+    if (wl && want[wl - 1] == '*') {
+        if (strncmp(e->text, want, wl - 1) != 0)
+            UNIT_FAIL("emitted \"%.200s\", want a start of \"%.*s\"", e->text, (int)wl - 1, want);
+    } else if (strcmp(e->text, want) != 0) {
+        UNIT_FAIL("emitted \"%.200s\", want \"%.200s\"", e->text, want);
+    }
+}
+
 struct parser_case {
     const char *name;
     enum llm_provider provider;
@@ -434,7 +451,7 @@ static void run_parser_cases(void)
         struct llm_parser p;
         struct emitted e = {0};
         char rcs[64] = "";
-        size_t used = 0, wl = strlen(k->want);
+        size_t used = 0;
 
         unit_begin();
         llm_parser_init(&p, k->provider, SHOWN, on_emit, &e);
@@ -444,15 +461,7 @@ static void run_parser_cases(void)
         }
         if (!p.failed)
             llm_parser_flush(&p);
-        close_run(&e);
-        if (wl && k->want[wl - 1] == '*') {
-            if (strncmp(e.text, k->want, wl - 1) != 0)
-                UNIT_FAIL("emitted \"%.200s\", want a start of \"%.*s\"", e.text, (int)wl - 1,
-                          k->want);
-        } else {
-            if (strcmp(e.text, k->want) != 0)
-                UNIT_FAIL("emitted \"%.200s\", want \"%.200s\"", e.text, k->want);
-        }
+        check_emitted(&e, k->want);
         EQ_STR(rcs, k->rcs);
         EQ_INT(p.done, k->done);
         unit_end("%s", k->name);
@@ -495,6 +504,116 @@ static void run_error_cases(void)
     }
 }
 
+/* ---- whole streams, one folder per case ---- */
+
+/* Reads a whole file into a new NUL-terminated string (caller frees), or NULL. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = '\0';
+        *len = (size_t)n;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+static int to_parser(void *arg, const char *data, size_t len)
+{
+    return llm_parser_event(arg, data, len) < 0 ? -1 : 0;
+}
+
+/* Feeds a stream through the framing (step bytes at a time, 0: whole) into a parser. */
+static void parse_stream(enum llm_provider provider, const char *stream, size_t len, size_t step,
+                         struct emitted *e)
+{
+    struct sse sse;
+    struct llm_parser p;
+    int rc = 0;
+
+    llm_parser_init(&p, provider, SHOWN, on_emit, e);
+    sse_init(&sse);
+    for (size_t at = 0; at < len && rc == 0; at += step ? step : len)
+        rc = sse_feed(&sse, stream + at, step && len - at > step ? step : len - at, to_parser, &p);
+    if (!p.failed)
+        llm_parser_flush(&p);
+    sse_cleanup(&sse);
+}
+
+static void run_one_stream(const char *dir, const char *name)
+{
+    char path[1024];
+    char *provider, *stream, *want;
+    size_t plen, slen, wlen;
+    struct emitted whole = {0}, bytes = {0};
+
+    unit_begin();
+    snprintf(path, sizeof path, "%s/%s/provider", dir, name);
+    provider = read_file(path, &plen);
+    snprintf(path, sizeof path, "%s/%s/stream", dir, name);
+    stream = read_file(path, &slen);
+    snprintf(path, sizeof path, "%s/%s/expected", dir, name);
+    want = read_file(path, &wlen);
+    if (!provider || !stream || !want) {
+        UNIT_FAIL("%.200s/%.60s needs the files provider, stream and expected", dir, name);
+    } else {
+        want[strcspn(want, "\n")] = '\0';
+        provider[strcspn(provider, "\n")] = '\0';
+        if (strcmp(provider, "openai") != 0 && strcmp(provider, "gemini") != 0)
+            UNIT_FAIL("provider is '%s', want openai or gemini", provider);
+        parse_stream(strcmp(provider, "gemini") == 0 ? LLM_GEMINI : LLM_OPENAI, stream, slen, 0,
+                     &whole);
+        check_emitted(&whole, want);
+        parse_stream(strcmp(provider, "gemini") == 0 ? LLM_GEMINI : LLM_OPENAI, stream, slen, 1,
+                     &bytes);
+        check_emitted(&bytes, want);
+    }
+    free(provider);
+    free(stream);
+    free(want);
+    unit_end("stream case %s", name);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void run_stream_dirs(void)
+{
+    const char *root = getenv("PARLEY_ROOT");
+    char dir[512], *names[64];
+    size_t n = 0;
+    struct dirent *d;
+    DIR *dp;
+
+    snprintf(dir, sizeof dir, "%s/tests/unit/cases/stream", root && *root ? root : ".");
+    if ((dp = opendir(dir))) {
+        while ((d = readdir(dp)) && n < UNIT_COUNT(names))
+            if (d->d_name[0] != '.')
+                names[n++] = strdup(d->d_name);
+        closedir(dp);
+    }
+    unit_begin();
+    if (n == 0)
+        UNIT_FAIL("no cases in %.400s", dir);
+    unit_end("stream cases found in tests/unit/cases/stream");
+    qsort(names, n, sizeof names[0], by_name);
+    for (size_t i = 0; i < n; i++) {
+        if (names[i])
+            run_one_stream(dir, names[i]);
+        free(names[i]);
+    }
+}
+
 int main(void)
 {
     static const struct unit_case cases[] = {
@@ -503,6 +622,7 @@ int main(void)
         {"sse: SSE_MAX_EVENT bounds a line and an event", test_sse_limit},
         {NULL, run_parser_cases},
         {NULL, run_error_cases},
+        {NULL, run_stream_dirs},
     };
 
     return unit_run(cases, UNIT_COUNT(cases));
