@@ -37,11 +37,12 @@ ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
-	common/auth.c common/notify.c common/utf8.c build/gen/schema_sql.c
-REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
-	rest/h_static.c build/gen/openapi_json.c \
-	rest/keys_cmd.c rest/main_mhd.c
-FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/main_fcgi.c
+	common/auth.c common/notify.c common/hostcheck.c common/utf8.c build/gen/schema_sql.c
+# the router and its handlers, which every front-end links
+ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
+	rest/h_static.c build/gen/openapi_json.c
+REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/main_mhd.c
+FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
@@ -49,7 +50,12 @@ BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/se
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
-UNIT_TESTS := test_config test_clock test_db test_notify test_utf8
+UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
+	test_sse test_utf8
+# what a unit test links besides common/ (its test_*.o and COMMON_SRC)
+UNIT_SRC_test_router := $(ROUTER_SRC)
+UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c
+UNIT_SRC_test_sse := broker/sse.c broker/llm_providers.c
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 
@@ -59,7 +65,8 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # after `make test`, printing a line after the runner's "N passed, M failed".
 .SECONDARY:
 
-.PHONY: all deps run test test-release test-asan bench format format-check clean asan web
+.PHONY: all deps run test test-release test-asan bench format format-check clean asan web \
+	fuzz fuzz-build
 BINS := parley-rest parley-broker parley-fcgi parley
 all: $(addprefix bin/,$(BINS)) web
 
@@ -120,9 +127,14 @@ bin/parley: $(call objs,$(REL_DIR),$(CLIENT_SRC))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
-$(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC))
+.SECONDEXPANSION:
+$(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC)) \
+		$$(call objs,$(REL_DIR),$$(UNIT_SRC_$$*))
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
+
+# unit tests of rest/ and broker/ include their headers
+$(REL_DIR)/obj/tests/unit/%.o $(ASAN_DIR)/obj/tests/unit/%.o: CFLAGS_COMMON += -Irest -Ibroker
 
 # ---- sanitizer build (same sources, clang, ASan + UBSan) -----------------------
 $(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
@@ -145,11 +157,56 @@ $(ASAN_DIR)/bin/parley: $(call objs,$(ASAN_DIR),$(CLIENT_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(CLIENT_LIBS)
 
-$(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
+$(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC)) \
+		$$(call objs,$(ASAN_DIR),$$(UNIT_SRC_$$*))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
 
 asan: $(addprefix $(ASAN_DIR)/bin/,$(BINS)) $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
+
+# ---- fuzzing (libFuzzer, clang, ASan + UBSan) ---------------------------------
+# One harness per input door, fuzz/fuzz_*.c; its seeds in fuzz/corpus/NAME/, its
+# dictionary in fuzz/NAME.dict. `make fuzz` runs each for FUZZ_SECONDS; what it finds
+# goes into build/fuzz/corpus/NAME/ (the committed corpus only grows by hand), crashes
+# into build/fuzz/artifacts/. `make test` runs each for a few seconds (45_fuzz_smoke.py).
+FUZZ_DIR := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined
+FUZZ_HARNESSES := fuzz_sse fuzz_router fuzz_fcgi fuzz_config fuzz_inbound
+FUZZ_BINS := $(addprefix $(FUZZ_DIR)/,$(FUZZ_HARNESSES))
+FUZZ_REST_SRC := $(COMMON_SRC) $(ROUTER_SRC) rest/fcgi_params.c
+
+$(FUZZ_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(CFLAGS_COMMON) -Irest -Ibroker \
+		-c $< -o $@
+
+$(FUZZ_DIR)/fuzz_sse: $(call objs,$(FUZZ_DIR),fuzz/fuzz_sse.c broker/sse.c \
+		broker/llm_providers.c $(COMMON_SRC))
+$(FUZZ_DIR)/fuzz_router $(FUZZ_DIR)/fuzz_fcgi: $(FUZZ_DIR)/%: \
+		$(call objs,$(FUZZ_DIR),$(FUZZ_REST_SRC)) $(FUZZ_DIR)/obj/fuzz/%.o
+$(FUZZ_DIR)/fuzz_config: $(call objs,$(FUZZ_DIR),fuzz/fuzz_config.c $(COMMON_SRC))
+# the broker's door, with the whole broker behind it (all but main.c)
+$(FUZZ_DIR)/fuzz_inbound: $(call objs,$(FUZZ_DIR),fuzz/fuzz_inbound.c \
+		$(filter-out broker/main.c,$(BROKER_SRC)) $(COMMON_SRC))
+FUZZ_LIBS_fuzz_inbound = $(BROKER_LIBS)
+$(FUZZ_BINS):
+	$(ASAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(or $(FUZZ_LIBS_$(@F)),$(LIBS))
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: $(FUZZ_BINS)
+	@mkdir -p $(FUZZ_DIR)/artifacts; for h in $(FUZZ_HARNESSES); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$h; \
+		dict=; [ -f fuzz/$$h.dict ] && dict=-dict=fuzz/$$h.dict; \
+		echo "== $$h for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$$h.log)"; \
+		$(FUZZ_DIR)/$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$h- $$dict \
+			$(FUZZ_DIR)/corpus/$$h fuzz/corpus/$$h > $(FUZZ_DIR)/$$h.log 2>&1; rc=$$?; \
+		grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^Done|^stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY|artifact' $(FUZZ_DIR)/$$h.log; \
+		[ $$rc = 0 ] || { echo "make fuzz: $$h failed (exit $$rc)"; exit 1; }; \
+	done
 
 # ---- run -----------------------------------------------------------------------
 run: all
@@ -158,16 +215,16 @@ run: all
 # ---- tests ---------------------------------------------------------------------
 # The whole suite runs twice: on the release binaries and under ASan + UBSan.
 # The runner's last line is "N passed, M failed" over both passes.
-TEST_BUILD := all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) asan
+TEST_BUILD := all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) asan fuzz-build
 test: $(TEST_BUILD) format-check
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 /usr/bin/python3 tests/run.py --pass release=bin --pass asan=$(ASAN_DIR)/bin
 
-test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS))
+test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) fuzz-build
 	@/usr/bin/python3 tests/run.py --pass release=bin $(T)
 
-test-asan: asan
+test-asan: asan fuzz-build
 	@ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 /usr/bin/python3 tests/run.py --pass asan=$(ASAN_DIR)/bin $(T)
 

@@ -115,8 +115,7 @@ static void free_mark(void *value, void *arg)
     free(value);
 }
 
-int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx,
-                struct broker_init *init)
+int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx, struct broker_init *init)
 {
     int access_init_rc;
 

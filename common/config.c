@@ -46,6 +46,12 @@ static const struct cfg_option cfg_options[] = {
      "the broker's port, used to build ws_url"},
     {"public-ws-url", NULL, NULL, T_STR, OFF(public_ws_url), NULL, 0, 0, HTTP, "URL",
      "ws_url to announce (e.g. wss://chat.example.com/ws behind a proxy)"},
+    {"public-url", NULL, NULL, T_STR, OFF(public_url), NULL, 0, 0, HTTP, "URL",
+     "the service's public URL (e.g. https://chat.example.com behind a proxy); its host is "
+     "answered without API keys"},
+    {"allowed-host", NULL, NULL, T_LIST, OFF(allowed_host), NULL, 0, 0, SRV, "HOST",
+     "Host answered without API keys besides loopback and the public URLs (repeatable; '*' "
+     "any)"},
     {"notify-socket", NULL, NULL, T_STR, OFF(notify_socket), "var/broker.sock", 0, 0, SRV, "PATH",
      "Unix socket on which the broker hears about REST changes"},
     {"www-dir", NULL, NULL, T_STR, OFF(www_dir), "www", 0, 0, HTTP, "DIR",

@@ -36,6 +36,8 @@ struct cfg {
     int port;
     int ws_port; /* REST: the broker's port, for ws_url */
     char *public_ws_url;
+    char *public_url;             /* REST: the service's public base URL */
+    struct cfg_list allowed_host; /* Host names answered without API keys (hostcheck.h) */
     char *notify_socket;
     char *www_dir;
     enum log_level log_level;

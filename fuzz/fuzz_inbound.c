@@ -48,7 +48,7 @@ static void marker_done(struct dbjob *job)
 /* Runs every job pushed so far and their done callbacks (jobs run in order). */
 static void drain(void)
 {
-    for (int round = 0; round < 3; round++) { /* done callbacks may push more */
+    for (int round = 0; round < 2; round++) { /* done callbacks may push more */
         struct marker m = {.job = {.run = marker_run, .done = marker_done}};
         dbq_push(vhd.dbq, &m.job);
         while (!m.done) {
@@ -57,6 +57,8 @@ static void drain(void)
         }
     }
 }
+
+static const char subscribe_room[] = "{\"type\":\"subscribe\",\"data\":{\"channel\":\"room\"}}";
 
 static void attach(struct per_session_data__chat *pss, enum dialect d, bool known)
 {
@@ -85,8 +87,8 @@ static void check_queue(struct per_session_data__chat *pss)
         }
         v = json_loadb(text, f->len, 0, NULL);
         if (!json_is_object(v)) {
-            fprintf(stderr, "frame %u for %s is not a JSON object: %.*s\n", i, pss->id,
-                    (int)f->len, text);
+            fprintf(stderr, "frame %u for %s is not a JSON object: %.*s\n", i, pss->id, (int)f->len,
+                    text);
             abort();
         }
         json_decref(v);
@@ -118,11 +120,15 @@ static void send_frame(struct per_session_data__chat *pss, const char *text, siz
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    static char dir[] = "/tmp/parley-fuzz-inbound-XXXXXX";
+    static char dir[] = "/dev/shm/parley-fuzz-inbound-XXXXXX"; /* memory: faster */
     static char db_path[sizeof dir + 16];
-    char *args[] = {"parley-broker", "--db",         db_path,   "--llm",      "none",
-                    "--log-level",   "error",        "--rate-limit", "1000000000", "--rate-burst",
-                    "1000000000",    "--max-message-size", "4096", NULL};
+    char *args[] = {"parley-broker", "--db",
+                    db_path,         "--llm",
+                    "none",          "--log-level",
+                    "error",         "--rate-limit",
+                    "1000000000",    "--rate-burst",
+                    "1000000",       "--max-message-size",
+                    "4096",          NULL};
     struct lws_context_creation_info info;
     struct per_session_data__chat pss;
 
@@ -132,23 +138,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     snprintf(db_path, sizeof db_path, "%s/parley.db", dir);
     if (cfg_load(&cfg, CFG_BROKER, "parley-broker", (int)(sizeof args / sizeof args[0]) - 1,
-                 args) != CFG_OK)
+                 args) != CFG_OK) {
+        fprintf(stderr, "fuzz_inbound: the configuration was refused\n");
         abort();
+    }
     log_init("fuzz_inbound", LOG_LEVEL_ERROR);
     lws_set_log_level(LLL_ERR, NULL);
     memset(&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN;
-    if (!(ctx = lws_create_context(&info)))
+    if (!(ctx = lws_create_context(&info))) {
+        fprintf(stderr, "fuzz_inbound: cannot make an lws context\n");
         abort();
+    }
     init.cfg = &cfg;
-    if (!(init.db = db_open(db_path)) || ws_vhd_init(&vhd, ctx, &init) < 0)
+    if (!(init.db = db_open(db_path)) || ws_vhd_init(&vhd, ctx, &init) < 0) {
+        fprintf(stderr, "fuzz_inbound: cannot set up the broker on %s\n", db_path);
         abort();
+    }
     /* the room: a channel session, so that both dialects can be members of it */
     attach(&pss, DIALECT_ENVELOPE, true);
-    send_frame(&pss, "{\"type\":\"subscribe\",\"data\":{\"channel\":\"room\"}}", 44, false);
+    send_frame(&pss, subscribe_room, strlen(subscribe_room), false);
     drain();
-    if (pss.n_joined != 1)
+    if (pss.n_joined != 1) {
+        fprintf(stderr, "fuzz_inbound: could not make the room\n");
         abort();
+    }
     snprintf(room_id, sizeof room_id, "%s", pss.joined[0]->id);
     check_queue(&pss);
     ws_conn_detach(&vhd, &pss);
@@ -167,7 +181,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(join, sizeof join, "{\"type\":\"join_session\",\"session_id\":\"%s\",\"since\":0}",
              room_id);
     inbound_frame(&vhd, &conns[0], join, strlen(join), false);
-    send_frame(&conns[1], "{\"type\":\"subscribe\",\"data\":{\"channel\":\"room\"}}", 44, false);
+    send_frame(&conns[1], subscribe_room, strlen(subscribe_room), false);
     drain();
     while (start < size) {
         const uint8_t *end = memchr(data + start, '\n', size - start);

@@ -6,7 +6,7 @@
  * per core) share that socket; each owns an FCGX_Request and a database connection and
  * loops FCGX_Accept_r, router_handle, FCGX_Finish_r. Never fcgi_stdio.h: its one global
  * request is not for threads. The router sees the request's path below the mount point
- * (request_path). It is not an HTTP server: the web server parses HTTP, serves www/ and
+ * (fcgi_params.c). It is not an HTTP server: the web server parses HTTP, serves www/ and
  * proxies /ws to the broker. SIGINT and SIGTERM let requests in flight finish, wake the
  * idle workers, join them and exit 0. */
 #include <arpa/inet.h>
@@ -30,6 +30,7 @@
 #include "clock.h"
 #include "config.h"
 #include "db.h"
+#include "fcgi_params.h"
 #include "log.h"
 #include "router.h"
 
@@ -37,7 +38,6 @@
 #define SHUTDOWN_GRACE_MS 5000
 #define WAKE_INTERVAL_MS  20
 #define DRAIN_MAX         (64 * 1024 * 1024) /* body bytes discarded after a 413, at most */
-#define PATH_MAX_LEN      4096
 
 /* What a worker is doing, for the main thread deciding whom to wake at shutdown. */
 enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_DONE };
@@ -57,8 +57,7 @@ struct server {
     int listen_fd;
     bool own_socket;  /* opened from --fcgi-socket: closed (and a Unix path unlinked) at exit */
     bool unix_socket; /* own_socket is the Unix path cfg.fcgi_socket */
-    bool mount_given; /* --mount-prefix set (not "auto"): no guessing from SCRIPT_NAME */
-    char mount[256];  /* --mount-prefix without trailing slashes; empty: mounted at / */
+    struct fcgi_mount mount; /* --mount-prefix */
     atomic_bool stopping;
 };
 
@@ -103,65 +102,6 @@ static const char *reason_phrase(int status)
     default:
         return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
-}
-
-/* Removes the mount point prefix (length n) from the decoded path in buf when it is a
- * whole leading segment run ("/api" matches "/api" and "/api/x", not "/apix"). */
-static void strip_prefix(char *buf, const char *prefix, size_t n)
-{
-    while (n > 0 && prefix[n - 1] == '/')
-        n--;
-    if (n == 0 || strncmp(buf, prefix, n) != 0 || (buf[n] != '/' && buf[n] != '\0'))
-        return;
-    memmove(buf, buf + n, strlen(buf + n) + 1);
-    if (!buf[0])
-        strcpy(buf, "/");
-}
-
-/* The router's path for this request, into buf (size bytes): REQUEST_URI without its
- * query, percent-decoded as parley-rest decodes its URL, minus the mount point (or, with
- * no REQUEST_URI, SCRIPT_NAME + PATH_INFO, which the server has decoded already). The
- * mount point is --mount-prefix when given ("/": none); otherwise SCRIPT_NAME when the
- * server split the path (PATH_INFO non-empty) and the path starts with it; otherwise
- * none. An unsplit SCRIPT_NAME is not a mount point: nginx's stock fastcgi_params sends
- * the whole path there and no PATH_INFO. Returns 0, or -1 when buf is too short. */
-static int request_path(const struct server *srv, FCGX_ParamArray envp, char *buf, size_t size)
-{
-    const char *uri = FCGX_GetParam("REQUEST_URI", envp);
-    const char *script = FCGX_GetParam("SCRIPT_NAME", envp);
-    const char *info = FCGX_GetParam("PATH_INFO", envp);
-    size_t n;
-
-    if (uri && *uri) {
-        /* absolute form, "http://host/path": keep the path */
-        if (strncmp(uri, "http://", 7) == 0 || strncmp(uri, "https://", 8) == 0) {
-            const char *slash = strchr(strstr(uri, "//") + 2, '/');
-            uri = slash ? slash : "/";
-        }
-        n = strcspn(uri, "?#");
-        if (n >= size)
-            return -1;
-        memcpy(buf, uri, n);
-        buf[n] = '\0';
-        if (rt_url_decode(buf, false) < 0) { /* a malformed escape stays as it came */
-            memcpy(buf, uri, n);
-            buf[n] = '\0';
-        }
-    } else if ((size_t)snprintf(buf, size, "%s%s", script ? script : "", info ? info : "") >=
-               size) {
-        return -1;
-    }
-    if (srv->mount_given)
-        strip_prefix(buf, srv->mount, strlen(srv->mount));
-    else if (script && *script && info && *info)
-        strip_prefix(buf, script, strlen(script));
-    if (buf[0] != '/') { /* "" or a server that sent a relative path */
-        if (strlen(buf) + 2 > size)
-            return -1;
-        memmove(buf + 1, buf, strlen(buf) + 1);
-        buf[0] = '/';
-    }
-    return 0;
 }
 
 /* Discards what is left of the request body, up to DRAIN_MAX bytes, so that the web
@@ -247,18 +187,15 @@ static void send_response(FCGX_Request *fr, const char *method, const struct rt_
 /* Answers one accepted request (worker thread). */
 static void serve(struct server *srv, struct db *db, FCGX_Request *fr)
 {
-    struct rt_request req = {0};
+    struct fcgi_params p;
+    struct rt_request *req = &p.req;
     struct rt_response res;
-    char path[PATH_MAX_LEN];
-    const char *query = FCGX_GetParam("QUERY_STRING", fr->envp);
-    char *qbuf = NULL, *body = NULL;
+    char *body = NULL;
     int64_t started = clock_mono_ms();
 
-    req.method = FCGX_GetParam("REQUEST_METHOD", fr->envp);
-    if (!req.method || !*req.method)
-        req.method = "GET";
-    if (read_body(fr, (size_t)srv->cfg.max_message_size, &body, &req.body_len,
-                  &req.body_too_large) < 0) {
+    fcgi_params_parse(fr->envp, &srv->mount, &p);
+    if (read_body(fr, (size_t)srv->cfg.max_message_size, &body, &req->body_len,
+                  &req->body_too_large) < 0) {
         FCGX_PutS("Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
                   "out of memory\n",
                   fr->out);
@@ -266,25 +203,15 @@ static void serve(struct server *srv, struct db *db, FCGX_Request *fr)
     }
     if (FCGX_GetError(fr->in) != 0) /* the body broke off: no one to answer */
         goto out;
-    req.body = body ? body : "";
-    if (request_path(srv, fr->envp, path, sizeof path) < 0)
-        snprintf(path, sizeof path, "/(path too long)"); /* no route or file: 404 */
-    req.path = path;
-    if (query && *query && (qbuf = strdup(query)))
-        rt_parse_query(qbuf, &req);
-    req.content_type = FCGX_GetParam("CONTENT_TYPE", fr->envp);
-    if (req.content_type && !*req.content_type)
-        req.content_type = NULL;
-    req.authorization = FCGX_GetParam("HTTP_AUTHORIZATION", fr->envp);
-    req.host = FCGX_GetParam("HTTP_HOST", fr->envp);
-    router_handle(srv->router, db, &req, &res);
-    send_response(fr, req.method, &res);
+    req->body = body ? body : "";
+    router_handle(srv->router, db, req, &res);
+    send_response(fr, req->method, &res);
     if (log_enabled(LOG_LEVEL_DEBUG))
-        log_debug("%s %s -> %d in %lld ms", req.method, path, res.status,
+        log_debug("%s %s -> %d in %lld ms", req->method, req->path, res.status,
                   (long long)(clock_mono_ms() - started));
     rt_response_cleanup(&res);
 out:
-    free(qbuf);
+    fcgi_params_cleanup(&p);
     free(body);
 }
 
@@ -551,18 +478,10 @@ int main(int argc, char **argv)
         cfg_cleanup(&srv.cfg);
         return 2;
     }
-    if (srv.cfg.mount_prefix && strcmp(srv.cfg.mount_prefix, "auto") != 0) {
-        size_t n = strlen(srv.cfg.mount_prefix);
-        while (n > 0 && srv.cfg.mount_prefix[n - 1] == '/')
-            n--;
-        if ((n > 0 && srv.cfg.mount_prefix[0] != '/') || n >= sizeof srv.mount) {
-            log_error("--mount-prefix '%s' must be a path such as /api", srv.cfg.mount_prefix);
-            cfg_cleanup(&srv.cfg);
-            return 2;
-        }
-        memcpy(srv.mount, srv.cfg.mount_prefix, n);
-        srv.mount[n] = '\0';
-        srv.mount_given = true;
+    if (fcgi_mount_init(&srv.mount, srv.cfg.mount_prefix) < 0) {
+        log_error("--mount-prefix '%s' must be a path such as /api", srv.cfg.mount_prefix);
+        cfg_cleanup(&srv.cfg);
+        return 2;
     }
     /* SIGINT and SIGTERM are taken by sigtimedwait below; SIGUSR1 wakes a worker (only
      * workers unblock it). Set before FCGX_Init, which leaves handlers already set. */
@@ -605,9 +524,9 @@ int main(int argc, char **argv)
     log_info("serving FastCGI on %s (database %s, %u threads, mount %s)",
              srv.cfg.fcgi_socket ? srv.cfg.fcgi_socket : "the socket on fd 0", srv.cfg.db_path,
              threads,
-             !srv.mount_given ? "auto"
-             : srv.mount[0]   ? srv.mount
-                              : "/");
+             !srv.mount.given    ? "auto"
+             : srv.mount.path[0] ? srv.mount.path
+                                 : "/");
     for (;;) {
         struct timespec tick = {.tv_nsec = 250 * 1000000L};
         int sig = sigtimedwait(&stop_sigs, NULL, &tick);

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "hostcheck.h"
 #include "jsonx.h"
 #include "log.h"
 #include "rest.h"
@@ -102,6 +103,31 @@ bool rt_authorized(struct rt_ctx *c)
         return false;
     }
     return true;
+}
+
+bool rt_host_allowed(struct rt_ctx *c)
+{
+    const char *host = c->req->host;
+    int64_t active = 0;
+    enum perr e;
+
+    if (host_allowed(c->r->cfg, host) || c->r->cfg->require_auth)
+        return true;
+    if (rt_need_db(c))
+        return false;
+    if ((e = db_keys_active(c->db, &active))) {
+        rt_db_error(c, e);
+        return false;
+    }
+    if (active > 0)
+        return true;
+    rt_error(c, PERR_FORBIDDEN,
+             "this service has no API key, so it answers only requests for loopback hosts "
+             "or its own names (DNS rebinding protection), not Host '%.64s'; add "
+             "--allowed-host %.64s (or --public-url) or configure an API key "
+             "('parley-rest keys add NAME')",
+             host, host);
+    return false;
 }
 
 /* Whether the Content-Type is application/json, parameters (charset) aside. */

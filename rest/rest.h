@@ -51,6 +51,10 @@ int rt_need_db(struct rt_ctx *c);
  * --require-auth) or it carries a valid one; otherwise answers 401 (503 without a
  * database) and returns false. Checked on every request, so revocation is immediate. */
 bool rt_authorized(struct rt_ctx *c);
+/* DNS-rebinding protection (SPEC 6): true when the Host is allowed (hostcheck.h) or keys
+ * are required anyway (stored, or --require-auth); otherwise answers 403 forbidden (503
+ * without a database) and returns false. */
+bool rt_host_allowed(struct rt_ctx *c);
 
 /* ---- JSON of stored rows (reply.c) ---- */
 json_t *rt_session_json(const struct db_session *s);

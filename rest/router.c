@@ -125,6 +125,8 @@ void router_handle(struct router *r, struct db *db, const struct rt_request *req
     bool path_known = false, literal_known = false;
 
     memset(res, 0, sizeof *res);
+    if (!rt_host_allowed(&c))
+        goto out;
     if (req->body_too_large) {
         rt_error(&c, PERR_TOO_LARGE,
                  "the request body is larger than %lld bytes "
@@ -166,6 +168,18 @@ out:
     count(r, res->status);
 }
 
+/* The value of a hex digit, or -1. */
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int rt_url_decode(char *s, bool plus_is_space)
 {
     char *out = s;
@@ -175,9 +189,9 @@ int rt_url_decode(char *s, bool plus_is_space)
             int hi, lo;
             if (!s[1] || !s[2])
                 return -1;
-            hi = s[1] >= 'a' ? s[1] - 'a' + 10 : s[1] >= 'A' ? s[1] - 'A' + 10 : s[1] - '0';
-            lo = s[2] >= 'a' ? s[2] - 'a' + 10 : s[2] >= 'A' ? s[2] - 'A' + 10 : s[2] - '0';
-            if (hi < 0 || hi > 15 || lo < 0 || lo > 15)
+            hi = hex_digit(s[1]);
+            lo = hex_digit(s[2]);
+            if (hi < 0 || lo < 0)
                 return -1;
             *out++ = (char)(hi * 16 + lo);
             s += 2;

@@ -115,10 +115,14 @@ def test_paths(t, f):
          if isinstance(r.body, dict) else r.body, (1, 0))
     r = f.get("/sessions?limit=0")
     check_error(t, "QUERY_STRING limit=0", r, 400, "invalid_field", mentions="limit")
-    r = f.get("/", headers={"Host": "example.org:9"})
+    r = f.get("/", headers={"Host": "localhost:9"})
     t.eq("HTTP_HOST passed through: ws_url uses it",
          r.body.get("ws_url") if isinstance(r.body, dict) else r.body,
-         "ws://example.org:%d/ws" % f.ws_port)
+         "ws://localhost:%d/ws" % f.ws_port)
+    r = f.get("/sessions", headers={"Host": "example.org:9"})
+    check_error(t, "HTTP_HOST example.org with no key: refused", r, 403, "forbidden",
+                mentions="--allowed-host")
+    t.eq("HTTP_HOST example.org: Status line", r.headers.get("status"), "403 Forbidden")
 
 
 def test_mount_flags(t):

@@ -211,6 +211,27 @@ static const struct cfg_case cfg_cases[] = {
      .args = {"--allowed-origin", "https://a", "--allowed-origin", "https://b"},
      .want = CFG_OK,
      .expect = {"allowed_origin=https://a,https://b"}},
+    {.name = "--allowed-host repeated, with --public-url (REST)",
+     .which = CFG_REST,
+     .args = {"--allowed-host", "chat.example", "--allowed-host=[::2]:80", "--public-url",
+              "https://pub.example"},
+     .want = CFG_OK,
+     .expect = {"allowed_host=chat.example,[::2]:80", "public_url=https://pub.example"}},
+    {.name = "PARLEY_ALLOWED_HOST is comma-separated (FastCGI and broker)",
+     .which = CFG_FCGI,
+     .env = {"PARLEY_ALLOWED_HOST=a.example,b.example"},
+     .want = CFG_OK,
+     .expect = {"allowed_host=a.example,b.example", "public_url=(null)"}},
+    {.name = "the broker reads --allowed-host",
+     .which = CFG_BROKER,
+     .args = {"--allowed-host", "x.example"},
+     .want = CFG_OK,
+     .expect = {"allowed_host=x.example"}},
+    {.name = "--public-url is not a broker flag",
+     .which = CFG_BROKER,
+     .args = {"--public-url", "https://pub.example"},
+     .want = CFG_ERROR,
+     .err = "unknown option '--public-url'"},
     {.name = "16 origins fit",
      .which = CFG_BROKER,
      .args = {SIXTEEN_ORIGINS},
@@ -502,8 +523,9 @@ static void field_text(const struct cfg *c, const char *name, char *out, size_t 
         size_t off;
     } strs[] = {
 #define S(f) {#f, offsetof(struct cfg, f)}
-        S(db_path), S(bind),    S(notify_socket), S(www_dir), S(tls_cert), S(tls_key),
-        S(llm),     S(llm_url), S(llm_model),     S(url),     S(rest_url), S(system_prompt),
+        S(db_path),  S(bind),          S(notify_socket), S(www_dir),       S(tls_cert),
+        S(tls_key),  S(llm),           S(llm_url),       S(llm_model),     S(url),
+        S(rest_url), S(system_prompt), S(public_url),    S(public_ws_url),
 #undef S
     };
     static const struct {
@@ -541,6 +563,8 @@ static void field_text(const struct cfg *c, const char *name, char *out, size_t 
         snprintf(out, size, "%d", c->json);
     else if (strcmp(name, "allowed_origin") == 0)
         join(out, size, c->allowed_origin.v, c->allowed_origin.n, ',');
+    else if (strcmp(name, "allowed_host") == 0)
+        join(out, size, c->allowed_host.v, c->allowed_host.n, ',');
     else if (strcmp(name, "argv") == 0)
         join(out, size, c->argv, c->argc > 0 ? (size_t)c->argc : 0, '|');
     else if (strcmp(name, "model_name") == 0)

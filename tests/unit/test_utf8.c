@@ -47,12 +47,14 @@ static const struct {
 } cut_cases[] = {
     {"hello", 3, 3},
     {"hello", 10, 5},
-    {"\xc3\xa9\xc3\xa9", 3, 2},                     /* not inside the second é */
+    {"\xc3\xa9\xc3\xa9", 3, 2}, /* not inside the second é */
     {"\xc3\xa9\xc3\xa9", 4, 4},
-    {"a\xf0\x9f\x98\x80", 4, 1},                    /* the emoji does not fit */
+    {"a\xf0\x9f\x98\x80", 4, 1}, /* the emoji does not fit */
     {"a\xf0\x9f\x98\x80", 5, 5},
-    {"\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 7, 4},     /* 511-byte buffers: cut before */
-    {"ab\xff" "cd", 3, 3},                          /* an invalid byte stands alone */
+    {"\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 7, 4}, /* 511-byte buffers: cut before */
+    {"ab\xff"
+     "cd",
+     3, 3}, /* an invalid byte stands alone */
     {"", 0, 0},
 };
 
@@ -135,8 +137,7 @@ static const struct unit_case cases[] = {
     {NULL, valid_table},
     {NULL, cut_table},
     {NULL, repair_table},
-    {"utf8_repair_in_place: each invalid byte becomes '?', the text never grows",
-     repair_in_place},
+    {"utf8_repair_in_place: each invalid byte becomes '?', the text never grows", repair_in_place},
     {"utf8_shown: 128 emoji are quoted as 64 and an ellipsis, valid", shown_cut},
     {"utf8_shown: short values whole, invalid bytes as '?'", shown_whole},
 };
