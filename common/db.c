@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "db_internal.h"
 #include "log.h"
@@ -125,6 +126,32 @@ static int exec(struct db *db, const char *sql, const char *what)
     return 0;
 }
 
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* As exec, but a statement SQLite answers "busy" or "locked" without waiting (the switch
+ * to WAL, BEGIN on a file another process is just creating) is tried again, for up to
+ * the busy timeout in all. */
+static int exec_retry(struct db *db, const char *sql, const char *what)
+{
+    int64_t until = clock_mono_ms() + DB_BUSY_TIMEOUT_MS;
+    int step = 1;
+
+    for (;;) {
+        int rc = sqlite3_exec(db->conn, sql, NULL, NULL, NULL);
+        int base = rc & 0xff;
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) || clock_mono_ms() >= until)
+            return exec(db, sql, what); /* once more, logging why */
+        sleep_ms(step);
+        step = step < 64 ? step * 2 : 64;
+    }
+}
+
 const char *db_path(struct db *db)
 {
     return db->path;
@@ -155,7 +182,7 @@ static int migrate(struct db *db)
     int have, want = db_schema_version();
     char pragma[64];
 
-    if (exec(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
+    if (exec_retry(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
         return -1;
     have = db_user_version(db);
     if (have > want) {
@@ -198,7 +225,7 @@ struct db *db_open(const char *path)
     }
     sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(db->conn, 1);
-    if (exec(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
+    if (exec_retry(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
         exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys") < 0 ||
         exec(db, "PRAGMA journal_size_limit = " DB_WAL_LIMIT, "limiting the WAL") < 0 ||
         exec(db, db_full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",

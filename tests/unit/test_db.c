@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -204,6 +205,48 @@ static void open_empty(void)
     EQ_INT(db_ping(db), PERR_OK);
     db_close(db);
     db_close(NULL);
+}
+
+/* Several processes opening one new file at the same moment all succeed: children wait
+ * on a pipe, the parent closes it, and each opens (switch to WAL, migrations) at once. */
+static void open_race(void)
+{
+    enum { ROUNDS = 20, PROCS = 6 };
+    int failed = 0;
+
+    for (int round = 0; round < ROUNDS; round++) {
+        char name[32];
+        int gate[2];
+        pid_t kids[PROCS];
+
+        snprintf(name, sizeof name, "race%d", round);
+        new_path(name);
+        REQUIRE(pipe(gate) == 0);
+        for (int i = 0; i < PROCS; i++) {
+            kids[i] = fork();
+            REQUIRE(kids[i] >= 0);
+            if (kids[i] == 0) {
+                char c;
+                struct db *db;
+                close(gate[1]);
+                if (read(gate[0], &c, 1) != 0)
+                    _exit(3);
+                db = db_open(path);
+                if (!db)
+                    _exit(1);
+                _exit(db_user_version(db) == db_schema_version() ? 0 : 2);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]); /* every child reads end-of-file at once */
+        for (int i = 0; i < PROCS; i++) {
+            int st = 0;
+            waitpid(kids[i], &st, 0);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                failed++;
+        }
+    }
+    EQ_INT(failed, 0);
 }
 
 /* Opening twice (a second process, or REST worker) leaves the file as it was. */
@@ -1250,6 +1293,7 @@ static void remove_tmp(void)
 static const struct unit_case cases[] = {
     {"open an empty file: newest schema, WAL, ping", open_empty},
     {"open the same file twice", open_twice},
+    {"6 processes opening one new file at once all succeed (20 rounds)", open_race},
     {"embedded migrations are the schema/*.sql files", embedded_match_files},
     {"a version 1 file migrates, keeps its data and becomes searchable", migrate_old},
     {"a file newer than this binary is refused and left alone", refuse_newer},
