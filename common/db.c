@@ -49,6 +49,12 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
 {
     sqlite3_stmt *st;
 
+    if (db->tx_depth > 0 && sqlite3_get_autocommit(db->conn)) {
+        /* SQLite rolled the transaction back by itself (disk full, I/O error): a statement
+         * now would commit on its own, outside the work it belongs to. */
+        log_error("the transaction was rolled back by SQLite; refusing the statement");
+        return NULL;
+    }
     for (size_t i = 0; i < db->n_stmts; i++)
         if (db->stmts[i].sql == sql)
             return db->stmts[i].st;
@@ -315,9 +321,17 @@ enum perr db_tx_commit(struct db *db)
 
     assert(db->tx_depth > 0);
     st = db_stmt(db, db->tx_depth > 1 ? release : commit);
-    if (!st)
+    if (!st) {
+        db_tx_rollback(db);
         return PERR_UNAVAILABLE;
+    }
     rc = db_run(st);
+    /* A COMMIT that is busy (a reader in the way of a checkpoint or a journal) leaves the
+     * transaction open: try again, for up to the busy timeout. */
+    for (int64_t until = clock_mono_ms() + DB_BUSY_TIMEOUT_MS;
+         (rc & 0xff) == SQLITE_BUSY && !sqlite3_get_autocommit(db->conn) && clock_mono_ms() < until;
+         rc = db_run(st))
+        sleep_ms(10);
     if (rc != SQLITE_DONE) {
         db_fail(db, __func__, "commit");
         db_tx_rollback(db);
@@ -327,15 +341,30 @@ enum perr db_tx_commit(struct db *db)
     return PERR_OK;
 }
 
+bool db_tx_open(struct db *db)
+{
+    return !sqlite3_get_autocommit(db->conn);
+}
+
 void db_tx_rollback(struct db *db)
 {
     if (db->tx_depth <= 0)
         return;
-    if (db->tx_depth > 1)
+    if (sqlite3_get_autocommit(db->conn))
+        ; /* SQLite rolled everything back already */
+    else if (db->tx_depth > 1)
         exec(db, "ROLLBACK TO nested; RELEASE nested", "rollback to savepoint");
     else if (!sqlite3_get_autocommit(db->conn))
         exec(db, "ROLLBACK", "rollback");
     db->tx_depth--;
+}
+
+enum perr db_max_pages(struct db *db, int64_t pages)
+{
+    char sql[64];
+
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
+    return exec(db, sql, "limiting the file") < 0 ? PERR_UNAVAILABLE : PERR_OK;
 }
 
 enum perr db_counter_add(struct db *db, const char *name, int64_t delta)
