@@ -49,7 +49,7 @@ BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/se
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
-UNIT_TESTS := test_config test_clock test_db test_notify
+UNIT_TESTS := test_config test_clock test_db test_notify test_dbq
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 
@@ -124,6 +124,11 @@ $(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMO
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
 
+# test_dbq also links the broker's database thread (and libwebsockets for its wake-ups).
+$(REL_DIR)/tests/test_dbq: $(call objs,$(REL_DIR),tests/unit/test_dbq.c broker/dbq.c $(COMMON_SRC))
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(BROKER_LIBS)
+
 # ---- sanitizer build (same sources, clang, ASan + UBSan) -----------------------
 $(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
 	@mkdir -p $(@D)
@@ -148,6 +153,10 @@ $(ASAN_DIR)/bin/parley: $(call objs,$(ASAN_DIR),$(CLIENT_SRC))
 $(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC))
 	@mkdir -p $(@D)
 	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
+
+$(ASAN_DIR)/tests/test_dbq: $(call objs,$(ASAN_DIR),tests/unit/test_dbq.c broker/dbq.c $(COMMON_SRC))
+	@mkdir -p $(@D)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(BROKER_LIBS)
 
 asan: $(addprefix $(ASAN_DIR)/bin/,$(BINS)) $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
 

@@ -353,6 +353,7 @@ void handle_store(struct per_vhost_data__chat *vhd, struct per_session_data__cha
     j->in.thread_id = in->thread_id ? strdup(in->thread_id) : NULL;
     j->in.channel = in->channel ? strdup(in->channel) : NULL;
     j->in.model = strdup(vhd->driver ? cfg_model_name(vhd->cfg) : "none");
+    j->req.job.bytes = strlen(in->content); /* counted in the database queue's bound */
     dbq_push(vhd->dbq, &j->req.job);
 }
 
