@@ -151,8 +151,10 @@ static int exec_retry(struct db *db, const char *sql, const char *what)
         int base = rc & 0xff;
         if (rc == SQLITE_OK)
             return 0;
-        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) || clock_mono_ms() >= until)
-            return exec(db, sql, what); /* once more, logging why */
+        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) || clock_mono_ms() >= until) {
+            log_error("%s: %s", what, sqlite3_errmsg(db->conn));
+            return -1;
+        }
         sleep_ms(step);
         step = step < 64 ? step * 2 : 64;
     }
@@ -182,12 +184,16 @@ int db_schema_version(void)
 
 /* Brings the schema forward. BEGIN IMMEDIATE makes two processes opening a new file at
  * once take turns; the version is read inside the transaction, so the second one finds
- * the work done. */
+ * the work done. A file already at the newest version takes no lock at all: a connection
+ * opened while someone holds the write lock (a REST worker, the sqlite3 shell) does not
+ * wait for it. */
 static int migrate(struct db *db)
 {
     int have, want = db_schema_version();
     char pragma[64];
 
+    if (db_user_version(db) == want)
+        return 0;
     if (exec_retry(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
         return -1;
     have = db_user_version(db);
