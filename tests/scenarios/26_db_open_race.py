@@ -10,7 +10,7 @@ import threading
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
-from parley import SQLITE, Broker, Rest, make_tmpdir, sql  # noqa: E402
+from parley import Broker, Rest, make_tmpdir, sql  # noqa: E402
 
 ROUNDS = 4
 READY_S = 60.0  # ready well within a second each on an idle machine; ASan and load: margin
@@ -51,8 +51,7 @@ def one_round(t, n):
 
 
 def main(t):
-    if not os.access(SQLITE, os.X_OK):
-        t.fail("sqlite3 shell present", "%s missing (apt-get install sqlite3)" % SQLITE)
+    if parley.sqlite_missing(t):
         return
     for n in range(1, ROUNDS + 1):
         with t.section("round %d" % n):

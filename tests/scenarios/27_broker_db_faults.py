@@ -15,7 +15,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
-from parley import SQLITE, Broker, Rest, Shell, check_error, make_tmpdir, sql  # noqa: E402
+from parley import Broker, Rest, Shell, check_error, make_tmpdir, sql  # noqa: E402
 
 BUSY_S = 5.0         # the busy timeout (common/db.c)
 ANSWER_S = 60.0      # an answer within ~1-2 busy timeouts; ASan on a loaded machine: margin
@@ -320,8 +320,7 @@ def test_flood(t):
 
 
 def main(t):
-    if not os.access(SQLITE, os.X_OK):
-        t.fail("sqlite3 shell present", "%s missing (apt-get install sqlite3)" % SQLITE)
+    if parley.sqlite_missing(t):
         return
     with t.section("write lock held past the busy timeout"):
         test_lock_held(t)
