@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "../../broker/dbq.h"
 #include "log.h"
 #include "unit.h"
@@ -24,13 +26,34 @@ static atomic_int holding;       /* a holding job is running */
 static int done_calls;           /* done callbacks run (loop thread: this one) */
 static enum perr done_err[8192]; /* err as each job id saw it */
 
+static sqlite3 *reader;       /* a connection of the test's own, used on the database thread */
+static int boundaries;        /* jobs that found the job before them committed already */
+static int sleep_us;          /* each writing job's run takes this long */
+static char prev_content[64]; /* the content of the last job run (database thread) */
+
 struct tjob {
     struct dbjob job;
     int id;
     const char *session_id;
     const char *content; /* NULL: no write */
     bool holds;          /* waits in run until hold is cleared */
+    char own[64];        /* content, when the job makes its own */
 };
+
+/* Whether a message with this content is committed, as another connection sees it. */
+static bool committed(const char *content)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+
+    if (sqlite3_prepare_v2(reader, "SELECT 1 FROM messages WHERE content = ?1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, content, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
 
 static void tjob_run(struct dbjob *job, struct db *db)
 {
@@ -44,6 +67,13 @@ static void tjob_run(struct dbjob *job, struct db *db)
         atomic_store(&holding, 1);
         while (atomic_load(&hold))
             usleep(1000);
+    }
+    if (j->content && reader) { /* a new batch began after the previous job committed */
+        if (prev_content[0] && committed(prev_content))
+            boundaries++;
+        snprintf(prev_content, sizeof prev_content, "%s", j->content);
+        if (sleep_us)
+            usleep((useconds_t)sleep_us);
     }
     if (j->content) {
         job->err = db_message_add(db, &in, &m, &dup, &count);
@@ -120,17 +150,15 @@ static long long rows_with(const char *content)
 {
     struct db *side = db_open(path);
     struct db_message_list l = {0};
-    long long n = 0;
-    char sid[DB_ID_LEN];
-
-    (void)sid;
-    if (!side)
-        return -1;
-    /* every session: this test makes one */
     struct db_session *v = NULL;
     size_t ns = 0;
     int64_t total;
-    if (db_session_list(side, 10, 0, &v, &ns, &total) == PERR_OK && ns == 1 &&
+    long long n = 0;
+
+    if (!side)
+        return -1;
+    if (/* the one session this test makes */
+        db_session_list(side, 10, 0, &v, &ns, &total) == PERR_OK && ns == 1 &&
         db_messages_since(side, v[0].id, 0, 100000, &l) == PERR_OK)
         for (size_t i = 0; i < l.n; i++)
             n += strcmp(l.v[i].content, content) == 0;
@@ -219,7 +247,6 @@ static void batch_rolled_back(void)
     struct dbq *q;
     static char big[256 * 1024];
     const char *what[4] = {NULL, "first, rolled back", big, "third, stored"};
-    struct db *side;
     int64_t pages = 0;
 
     memset(big, 'x', sizeof big - 1);
@@ -227,9 +254,6 @@ static void batch_rolled_back(void)
     q = start("rolled_back", &db, sid);
     REQUIRE(q != NULL);
     /* The writer's connection may grow the file by a few pages only: the big one fills it. */
-    side = db_open(path);
-    REQUIRE(side != NULL);
-    db_close(side);
     {
         FILE *f = fopen(path, "rb");
         REQUIRE(f != NULL);
@@ -253,10 +277,64 @@ static void batch_rolled_back(void)
     dbq_stop(q);
 }
 
+/* A batch takes at most DBQ_BATCH_JOBS jobs, and no more once it has run DBQ_BATCH_MS:
+ * the jobs after it see the earlier ones committed. n jobs, each us long to run. */
+static void batch_cap(int n, int us, int min_boundaries)
+{
+    struct db *db;
+    char sid[DB_ID_LEN];
+    struct dbq *q;
+    int ok = 0;
+
+    atomic_store(&hold, true);
+    q = start(us ? "cap_ms" : "cap_jobs", &db, sid);
+    REQUIRE(q != NULL);
+    REQUIRE(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    boundaries = 0;
+    sleep_us = us;
+    prev_content[0] = '\0';
+    push(q, 0, sid, NULL, true, 0, false);
+    wait_holding();
+    for (int i = 1; i <= n; i++) {
+        struct tjob *j = calloc(1, sizeof *j);
+        j->id = i;
+        j->session_id = sid;
+        snprintf(j->own, sizeof j->own, "job %d", i);
+        j->content = j->own;
+        j->job.run = tjob_run;
+        j->job.done = tjob_done;
+        dbq_push(q, &j->job);
+    }
+    atomic_store(&hold, false);
+    complete_until(q, n + 1);
+    for (int i = 1; i <= n; i++)
+        ok += done_err[i] == PERR_OK;
+    EQ_INT(ok, n);
+    if (boundaries < min_boundaries)
+        UNIT_FAIL("%d batch boundaries among %d jobs, want at least %d", boundaries, n,
+                  min_boundaries);
+    dbq_stop(q);
+    sqlite3_close(reader);
+    reader = NULL;
+    sleep_us = 0;
+}
+
+static void batch_cap_jobs(void)
+{
+    batch_cap(3 * DBQ_BATCH_JOBS, 0, 2); /* 768 quick jobs: 3 batches at least */
+}
+
+static void batch_cap_ms(void)
+{
+    batch_cap(40, 5000, 3); /* 40 x 5 ms = 200 ms: about 8 batches of 20 ms */
+}
+
 static const struct unit_case cases[] = {
     {"a full queue (jobs) hands jobs back unavailable, later; essential ones pass", bound_jobs},
     {"a full queue (bytes) hands jobs back unavailable; a lone big job passes", bound_bytes},
     {"a batch SQLite rolled back reports each job's true outcome", batch_rolled_back},
+    {"a batch takes at most DBQ_BATCH_JOBS jobs", batch_cap_jobs},
+    {"a batch takes no more jobs once it has run DBQ_BATCH_MS", batch_cap_ms},
 };
 
 int main(void)
