@@ -37,16 +37,16 @@ ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
-	common/auth.c common/notify.c build/gen/schema_sql.c
+	common/auth.c common/notify.c common/utf8.c build/gen/schema_sql.c
 REST_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
 	rest/h_static.c build/gen/openapi_json.c \
 	rest/keys_cmd.c rest/main_mhd.c
 FCGI_SRC := $(filter-out rest/main_mhd.c rest/keys_cmd.c,$(REST_SRC)) rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
-	broker/handlers.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
+	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
 	broker/access.c broker/envelope.c
-CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
+CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
 UNIT_TESTS := test_config test_clock test_db test_notify test_dbq

@@ -101,8 +101,39 @@ static void keys_done(struct dbjob *job)
     free(j);
 }
 
+/* Whether a key with this hash is among keys. */
+static bool key_listed(const struct auth_key *keys, size_t n, const char *hash)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].hash, hash) == 0)
+            return true;
+    return false;
+}
+
+/* Closes the connections that authenticated with a key no longer in keys (revoked):
+ * revocation takes effect on live connections too, not only on new ones. */
+static void close_revoked(struct per_vhost_data__chat *vhd, const struct auth_key *keys, size_t n)
+{
+    for (struct per_session_data__chat *pss = vhd->conns_list; pss; pss = pss->next) {
+        if (!pss->key_hash[0] || key_listed(keys, n, pss->key_hash))
+            continue;
+        pss->key_hash[0] = '\0';
+        pss->authed = false;
+        fanout_error(vhd, pss, PERR_UNAUTHORIZED, NULL,
+                     "the API key of this connection was revoked; connect again with a valid "
+                     "key");
+        ws_close(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION);
+    }
+}
+
 void access_set_keys(struct per_vhost_data__chat *vhd, struct auth_key *keys, size_t n)
 {
+    bool gone = false;
+
+    for (size_t i = 0; i < vhd->n_keys && !gone; i++)
+        gone = !key_listed(keys, n, vhd->keys[i].hash);
+    if (gone)
+        close_revoked(vhd, keys, n);
     free(vhd->keys);
     vhd->keys = keys;
     vhd->n_keys = n;
@@ -133,6 +164,30 @@ void access_tick(struct per_vhost_data__chat *vhd)
 bool access_key_valid(const struct per_vhost_data__chat *vhd, const char *key)
 {
     return auth_verify(vhd->keys, vhd->n_keys, key) >= 0;
+}
+
+/* Authenticates pss with key, remembering which key it used (for revocation). */
+static bool authenticate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                         const char *key)
+{
+    int i = key ? auth_verify(vhd->keys, vhd->n_keys, key) : -1;
+
+    if (i < 0)
+        return false;
+    snprintf(pss->key_hash, sizeof pss->key_hash, "%s", vhd->keys[i].hash);
+    pss->authed = true;
+    return true;
+}
+
+bool access_authenticate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                         const char *key)
+{
+    if (pss->authed)
+        return true;
+    if (authenticate(vhd, pss, key))
+        return true;
+    access_refused(vhd, pss->ip, "API key not valid", "envelope auth");
+    return false;
 }
 
 /* The key the upgrade request carries (?api_key= or Authorization: Bearer), copied into
@@ -270,7 +325,8 @@ void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_dat
     const char *key = presented_key(wsi, keybuf, sizeof keybuf);
 
     lws_get_peer_simple(wsi, pss->ip, sizeof pss->ip);
-    pss->authed = !vhd->auth_required || (key && access_key_valid(vhd, key));
+    if (!authenticate(vhd, pss, key))
+        pss->authed = !vhd->auth_required;
 }
 
 void access_conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss)

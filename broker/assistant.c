@@ -44,6 +44,50 @@ static void broadcast(struct reply *r, json_t *ev)
 
 static void kick(struct per_vhost_data__chat *vhd, struct live_session *s);
 
+/* ---- retries: a load or store the database failed is told and tried again ---- */
+
+#define RETRY_MS 2000
+
+static void retry_fire(lws_sorted_usec_list_t *sul)
+{
+    struct reply *r = lws_container_of(sul, struct reply, retry_sul);
+    struct dbjob *job = r->retry_job;
+
+    r->retry_job = NULL;
+    if (job)
+        dbq_push(r->vhd->dbq, job);
+}
+
+/* job failed for r: tells the members the first time (what failed, that it is retried),
+ * then pushes job again in RETRY_MS. */
+static void retry_later(struct reply *r, struct dbjob *job, const char *what)
+{
+    if (r->failures++ == 0) {
+        log_warn("reply %s in session %s: %s failed (%s); retrying every %d ms", r->response_id,
+                 r->s->id, what, perr_code(job->err), RETRY_MS);
+        broadcast(r, json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "error", "code",
+                               perr_code(PERR_UNAVAILABLE), "message",
+                               "the database is busy or not available, so the assistant's "
+                               "reply is delayed; it is retried by itself",
+                               "session_id", r->s->id, "response_id", r->response_id));
+    }
+    job->err = PERR_OK;
+    r->retry_job = job;
+    lws_sul_schedule(r->vhd->context, 0, &r->retry_sul, retry_fire, RETRY_MS * LWS_US_PER_MS);
+}
+
+/* A retry is waiting: gives its job back through its done callback, which sees the reply
+ * aborted and frees both. */
+static void cancel_retry(struct reply *r)
+{
+    struct dbjob *job = r->retry_job;
+
+    lws_sul_cancel(&r->retry_sul);
+    r->retry_job = NULL;
+    if (job)
+        job->done(job);
+}
+
 /* The reply is over (stored, or abandoned): the session may start the next one. */
 static void finished(struct reply *r)
 {
@@ -89,12 +133,19 @@ static void load_done(struct dbjob *job)
 
     if (r->aborted || r->vhd->stopping) {
         drop(r);
-    } else if (job->err) {
-        /* The message was deleted (history cleared) or the database failed: skip it. */
-        log_warn("no reply to message %lld in session %s: %s", (long long)r->reply_to, r->s->id,
-                 perr_code(job->err));
+    } else if (job->err == PERR_NOT_FOUND || job->err == PERR_SESSION_NOT_FOUND) {
+        /* The message or its session was deleted meanwhile: nothing to answer. */
+        log_info("no reply to message %lld in session %s: it was deleted", (long long)r->reply_to,
+                 r->s->id);
         finished(r);
+    } else if (job->err) {
+        db_session_cleanup(&j->session);
+        db_message_cleanup(&j->prompt);
+        db_message_list_cleanup(&j->context);
+        retry_later(r, job, "reading the context");
+        return;
     } else {
+        r->failures = 0;
         if (j->session.model && strcmp(r->s->model, j->session.model) != 0) {
             free(r->s->model); /* a session made live by a notification has no model yet */
             r->s->model = strdup(j->session.model);
@@ -145,11 +196,16 @@ static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
     dbq_push(vhd->dbq, &j->job);
 }
 
+bool asst_busy(const struct per_vhost_data__chat *vhd, const struct live_session *s)
+{
+    return vhd->driver && s->n_pending >= BROKER_PENDING_MAX;
+}
+
 void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t message_id,
                   const char *system_prompt)
 {
-    if (!vhd->driver)
-        return;
+    if (!vhd->driver || asst_busy(vhd, s))
+        return; /* the reply queue keeps it: the reconcile asks again when there is room */
     if (s->reply && s->reply->reply_to == message_id)
         return;
     for (size_t i = 0; i < s->n_pending; i++)
@@ -256,12 +312,16 @@ static void store_done(struct dbjob *job)
 
     if (r->aborted || r->vhd->stopping) {
         drop(r);
+    } else if (job->err) {
+        db_message_cleanup(&j->stored);
+        memset(&j->stored, 0, sizeof j->stored);
+        retry_later(r, job, "storing the reply");
+        return;
     } else {
-        if (job->err)
-            log_error("reply %s in session %s was not stored: %s", r->response_id, r->s->id,
-                      perr_code(job->err));
-        else if (j->store)
+        if (j->store) {
             r->s->message_count = j->message_count;
+            sess_seen(r->s, j->stored.id); /* told as response_complete */
+        }
         if (j->store && !job->err)
             broadcast(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b}", "type",
                                    "response_complete", "session_id", r->s->id, "response_id",
@@ -338,6 +398,11 @@ void asst_abort(struct per_vhost_data__chat *vhd, struct live_session *s)
     if (!r)
         return;
     s->reply = NULL;
+    if (r->retry_job) {
+        r->aborted = true;
+        cancel_retry(r); /* its done callback frees r */
+        return;
+    }
     if (r->state == REPLY_STREAMING) {
         if (vhd->driver)
             vhd->driver->cancel(r);
@@ -345,53 +410,4 @@ void asst_abort(struct per_vhost_data__chat *vhd, struct live_session *s)
     } else {
         r->aborted = true; /* its job's done callback frees it */
     }
-}
-
-/* ---- reconcile ---- */
-
-struct reconcile_job {
-    struct dbjob job;
-    struct per_vhost_data__chat *vhd;
-    struct db_message_list queued;
-};
-
-static void reconcile_run(struct dbjob *job, struct db *db)
-{
-    struct reconcile_job *j = (struct reconcile_job *)job;
-
-    job->err = db_reply_queue(db, &j->queued);
-}
-
-static void reconcile_done(struct dbjob *job)
-{
-    struct reconcile_job *j = (struct reconcile_job *)job;
-    struct per_vhost_data__chat *vhd = j->vhd;
-
-    if (job->err == PERR_OK && !vhd->stopping) {
-        if (j->queued.n)
-            log_info("resuming %zu replies that were asked for while the broker was away",
-                     j->queued.n);
-        for (size_t i = 0; i < j->queued.n; i++) {
-            struct live_session *s = sess_get(vhd, j->queued.v[i].session_id, NULL);
-            if (s) {
-                asst_request(vhd, s, j->queued.v[i].id, NULL);
-                sess_release(vhd, s);
-            }
-        }
-    }
-    db_message_list_cleanup(&j->queued);
-    free(j);
-}
-
-void asst_reconcile(struct per_vhost_data__chat *vhd)
-{
-    struct reconcile_job *j;
-
-    if (!vhd->driver || !(j = calloc(1, sizeof *j)))
-        return;
-    j->vhd = vhd;
-    j->job.run = reconcile_run;
-    j->job.done = reconcile_done;
-    j->job.essential = true;
-    dbq_push(vhd->dbq, &j->job);
 }

@@ -17,7 +17,10 @@ struct reply {
     struct per_vhost_data__chat *vhd;
     struct live_session *s;
     enum reply_state state;
-    bool aborted; /* the session was deleted or cleared: store nothing, say nothing */
+    bool aborted;            /* the session was deleted or cleared: store nothing, say nothing */
+    struct dbjob *retry_job; /* a load or store that failed, pushed again by retry_sul */
+    lws_sorted_usec_list_t retry_sul;
+    unsigned failures; /* of the job now retried */
     char response_id[17];
     int64_t reply_to; /* the user message answered */
     char *text;       /* what was said so far */
@@ -68,8 +71,8 @@ void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int6
 void asst_stop(struct per_vhost_data__chat *vhd, struct live_session *s);
 /* The session was deleted or cleared: drop the reply under way and those pending. */
 void asst_abort(struct per_vhost_data__chat *vhd, struct live_session *s);
-/* At start: asks again for every reply the database still has queued. */
-void asst_reconcile(struct per_vhost_data__chat *vhd);
+/* Whether s has BROKER_PENDING_MAX user messages waiting for replies already. */
+bool asst_busy(const struct per_vhost_data__chat *vhd, const struct live_session *s);
 
 /* ---- the driver side (loop thread) ---- */
 void reply_chunk(struct reply *r, const char *text, size_t len);

@@ -12,9 +12,14 @@
 #include "log.h"
 #include "map.h"
 
+/* A reply's transfer: under way (counted in vhd->llm_active), or waiting its turn in
+ * vhd->llm_waiting with its request built (--llm-max-concurrent, first come first served). */
 struct llm_state {
     uint64_t id;
     char key[24]; /* the id as text: the key in vhd->llm_replies */
+    struct reply *r;
+    struct llm_request *waiting_req; /* not started yet: the request to start */
+    struct llm_state *next_waiting;
 };
 
 static enum llm_provider provider_of(const struct cfg *cfg)
@@ -37,15 +42,52 @@ static const char *model_for(const struct cfg *cfg, const char *session_model)
     return session_model;
 }
 
+static void start_waiting(struct per_vhost_data__chat *vhd);
+
+/* Forgets r's transfer (over, or cancelled) and lets the next waiting one start. */
 static void detach(struct reply *r)
 {
+    struct per_vhost_data__chat *vhd = r->vhd;
     struct llm_state *st = r->drv;
 
     if (!st)
         return;
-    map_del(r->vhd->llm_replies, st->key);
+    map_del(vhd->llm_replies, st->key);
+    if (st->waiting_req) { /* never started: take it out of the line */
+        for (struct llm_state **p = &vhd->llm_waiting; *p; p = &(*p)->next_waiting) {
+            if (*p == st) {
+                *p = st->next_waiting;
+                break;
+            }
+        }
+        llm_request_free(st->waiting_req);
+    } else {
+        vhd->llm_active--;
+    }
     free(st);
     r->drv = NULL;
+    start_waiting(vhd);
+}
+
+static void start_transfer(struct per_vhost_data__chat *vhd, struct llm_state *st,
+                           struct llm_request *req)
+{
+    vhd->llm_active++;
+    log_debug("reply %s in session %s: asking %s (%s)", st->r->response_id, st->r->s->id,
+              req->shown_url, st->r->model);
+    llm_http_start(vhd->llm, req);
+}
+
+/* Starts waiting transfers while there is room, oldest first. */
+static void start_waiting(struct per_vhost_data__chat *vhd)
+{
+    while (vhd->llm_waiting && vhd->llm_active < vhd->cfg->llm_max_concurrent && !vhd->stopping) {
+        struct llm_state *st = vhd->llm_waiting;
+        struct llm_request *req = st->waiting_req;
+        vhd->llm_waiting = st->next_waiting;
+        st->waiting_req = NULL;
+        start_transfer(vhd, st, req);
+    }
 }
 
 static int llm_start(struct reply *r, const struct db_message *prompt,
@@ -75,9 +117,16 @@ static int llm_start(struct reply *r, const struct db_message *prompt,
         return -1;
     }
     r->drv = st;
-    log_debug("reply %s in session %s: asking %s (model %s, %zu messages)", r->response_id,
-              r->s->id, req->shown_url, model, context->n);
-    llm_http_start(vhd->llm, req);
+    st->r = r;
+    if (vhd->llm_active < cfg->llm_max_concurrent) {
+        start_transfer(vhd, st, req);
+        return 0;
+    }
+    st->waiting_req = req; /* at the end of the line */
+    struct llm_state **tail = &vhd->llm_waiting;
+    while (*tail)
+        tail = &(*tail)->next_waiting;
+    *tail = st;
     return 0;
 }
 
@@ -87,7 +136,8 @@ static void llm_cancel(struct reply *r)
 
     if (!st)
         return;
-    llm_http_cancel(r->vhd->llm, st->id);
+    if (!st->waiting_req)
+        llm_http_cancel(r->vhd->llm, st->id);
     detach(r);
 }
 
@@ -133,6 +183,12 @@ void asst_llm_poll(struct per_vhost_data__chat *vhd)
                 break;
             case LLM_REASONING:
                 reply_reasoning(r, e->text, e->len);
+                break;
+            case LLM_MODEL:
+                if (!r->vhd->cfg->llm_model) { /* store the model that answered */
+                    free(r->model);
+                    r->model = strdup(e->text);
+                }
                 break;
             case LLM_USAGE:
                 r->prompt_tokens = e->prompt_tokens;

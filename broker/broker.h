@@ -23,12 +23,16 @@
 #include "config.h"
 #include "db.h"
 
-#define BROKER_MAX_JOINED  16           /* sessions one connection may be a member of */
-#define BROKER_CONN_ID_HEX 12           /* connection ids: 12 lowercase hex characters */
-#define BROKER_TYPING_MS   10000        /* a typing indicator expires by itself after this */
-#define BROKER_REPLAY_MAX  1000         /* messages replayed by join_session with since */
-#define FANOUT_MAX_BYTES   (256 * 1024) /* queued for one connection before it is culled */
-#define FANOUT_MAX_FRAMES  4096
+#define BROKER_MAX_JOINED   16           /* sessions one connection may be a member of */
+#define BROKER_CONN_ID_HEX  12           /* connection ids: 12 lowercase hex characters */
+#define BROKER_TYPING_MS    10000        /* a typing indicator expires by itself after this */
+#define BROKER_REPLAY_MAX   1000         /* messages replayed by join_session with since */
+#define BROKER_REPLAY_BYTES (128 * 1024) /* ...and their bytes: a longer replay says has_more */
+#define BROKER_PENDING_MAX  32           /* user messages waiting for a reply, per session */
+#define FANOUT_MAX_BYTES    (256 * 1024) /* queued for one connection before it is culled */
+#define FANOUT_MAX_FRAMES   4096
+#define FANOUT_MAX_ASKED    (2 * 1024 * 1024) /* answers asked for, queued, before a cull */
+#define BROKER_TOLD_MAX     16384             /* ids kept per session above the reconcile's mark */
 
 enum dialect { DIALECT_FLAT, DIALECT_ENVELOPE };
 
@@ -37,6 +41,7 @@ struct reply;
 struct dbq;
 struct map;
 struct llm_http;
+struct llm_state;
 
 /* ---- frames and queues (fanout.c) ---- */
 
@@ -49,9 +54,13 @@ struct frame {
 
 /* A connection's bounded queue of frames waiting for SERVER_WRITEABLE. */
 struct outq {
-    struct frame **v; /* ring of cap entries, allocated on first use */
+    struct qent {
+        struct frame *f;
+        bool asked; /* an answer the client asked for (a replay, an error), not a broadcast */
+    } * v;          /* ring of cap entries, allocated on first use */
     unsigned head, len, cap;
-    size_t bytes;
+    size_t bytes;       /* all queued */
+    size_t asked_bytes; /* of which answers */
 };
 
 /* ---- connections (ws.c) ---- */
@@ -74,15 +83,16 @@ struct per_session_data__chat {
     uint16_t close_code; /* non-zero: close with this code at the next writeable */
     bool close_sent;     /* the close frame is out: waiting for the client's */
     /* access.c */
-    char ip[48];                     /* the peer's address */
-    bool authed;                     /* may be served: a valid key, or none needed */
-    double tokens;                   /* rate-limit bucket */
-    int64_t refill_mono;             /* when tokens was last topped up */
-    unsigned flood;                  /* messages refused in a row */
-    int64_t heard_mono;              /* keepalive: the last message or pong */
-    int64_t pinged_mono;             /* keepalive: the last ping sent */
-    bool ping_due;                   /* keepalive: send a ping at the next writeable */
-    char private_session[DB_ID_LEN]; /* envelope llm_request without a channel */
+    char ip[48];                      /* the peer's address */
+    bool authed;                      /* may be served: a valid key, or none needed */
+    double tokens;                    /* rate-limit bucket */
+    int64_t refill_mono;              /* when tokens was last topped up */
+    unsigned flood;                   /* messages refused in a row */
+    int64_t heard_mono;               /* keepalive: the last message or pong */
+    int64_t pinged_mono;              /* keepalive: the last ping sent */
+    bool ping_due;                    /* keepalive: send a ping at the next writeable */
+    char private_session[DB_ID_LEN];  /* envelope llm_request without a channel */
+    char key_hash[AUTH_HASH_HEX + 1]; /* the API key it authenticated with; "" for none */
 };
 
 /* ---- live sessions (sessions.c) ---- */
@@ -99,6 +109,22 @@ struct live_session {
     struct reply *reply;           /* streaming now, or being stored */
     struct pending_reply *pending; /* user messages waiting for a reply, oldest first */
     size_t n_pending, cap_pending;
+    /* messages the members were told of (sess_seen) and how far the reconcile reached */
+    int64_t reconciled;  /* every message up to this id was told, or was history at start */
+    bool reconciled_set; /* reconciled is known (set at the first join) */
+    int64_t *told;       /* ids above reconciled told since, ascending */
+    size_t n_told, cap_told;
+    /* presence changes not told yet (sessions.c: a few a second are, the rest coalesced) */
+    int64_t presence_window_mono;
+    unsigned presence_sent; /* presence frames sent in the window */
+    struct presence_change *changes;
+    size_t n_changes;
+    bool presence_due; /* listed in vhd->presence_due */
+};
+
+struct presence_change {
+    char conn_id[BROKER_CONN_ID_HEX + 1];
+    bool joined;
 };
 
 struct pending_reply {
@@ -120,6 +146,10 @@ struct per_vhost_data__chat {
     char **dirty; /* ids of sessions whose member count changed since the last publish */
     size_t n_dirty, cap_dirty;
     lws_sorted_usec_list_t tick; /* once a second: typing expiry, live figures */
+    char **presence_due;         /* ids of sessions with presence changes to tell */
+    size_t n_presence_due, cap_presence_due;
+    lws_sorted_usec_list_t presence_sul; /* tells them */
+    bool presence_scheduled;
     struct lws *notify_wsi;
     struct notify_listener *notify; /* borrowed from main */
     bool publishing;                /* a live-figures job is in flight */
@@ -131,29 +161,40 @@ struct per_vhost_data__chat {
     bool auth_required;
     bool keys_loading;
     int64_t keys_loaded_mono;
-    struct map *per_ip;      /* address -> connections */
-    struct map *refusals;    /* "reason|address" -> when last logged */
-    struct map *templates;   /* prompt template name -> system prompt (envelope llm_request) */
-    struct map *deleted;     /* session id -> when REST deleted it (kept a minute) */
+    struct map *per_ip;    /* address -> connections */
+    struct map *refusals;  /* "reason|address" -> when last logged */
+    struct map *templates; /* prompt template name -> system prompt (envelope llm_request) */
+    struct map *deleted;   /* session id -> when REST deleted it (kept a minute) */
+    /* reconcile.c */
+    bool reconciling;        /* a reconcile job is in flight */
+    bool reconciled_once;    /* the first (start-up) pass is done */
+    int64_t reconciled_mono; /* when the last pass started */
+    size_t reconcile_offset; /* whose turn it is among the live sessions */
     struct llm_http *llm;    /* the HTTP thread, with --llm openai or gemini */
     struct map *llm_replies; /* request id (decimal) -> struct reply */
     uint64_t llm_next_id;
+    int llm_active;                /* transfers under way (asst_llm.c) */
+    struct llm_state *llm_waiting; /* replies waiting for --llm-max-concurrent, oldest first */
 };
 
 /* ---- fanout.c ---- */
 /* Returns a new frame holding text (copied), one reference; NULL when out of memory. */
 struct frame *frame_new(const char *text, size_t len);
 void frame_unref(struct frame *f);
-/* Queues f (takes a new reference) on pss and asks for a writeable callback. A queue over
- * FANOUT_MAX_BYTES or FANOUT_MAX_FRAMES culls the connection (see fanout.c). */
+/* Queues f (takes a new reference) on pss and asks for a writeable callback. Broadcasts
+ * over FANOUT_MAX_BYTES, answers (asked) over FANOUT_MAX_ASKED, or more than
+ * FANOUT_MAX_FRAMES cull the connection (see fanout.c). */
 void fanout_push(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                 struct frame *f);
+                 struct frame *f, bool asked);
 /* Writes the oldest queued frame. Returns -1 when the connection must close. */
 int fanout_write(struct per_session_data__chat *pss);
 void fanout_clear(struct outq *q);
 /* Sends ev (borrowed, flat form) to one connection, rendered in its dialect. */
 void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                  const json_t *ev);
+/* Sends ev (borrowed) to every authenticated connection, rendering it at most once per
+ * dialect. */
+void fanout_all(struct per_vhost_data__chat *vhd, const json_t *ev);
 /* Sends ev (borrowed) to every member of s except `except` (may be NULL), rendering it
  * at most once per dialect. */
 void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
@@ -201,11 +242,21 @@ int sess_join(struct per_vhost_data__chat *vhd, struct live_session *s,
 /* Removes pss from s; tells the others user_left when `announce`. */
 void sess_leave(struct per_vhost_data__chat *vhd, struct live_session *s,
                 struct per_session_data__chat *pss, bool announce);
-/* The session a message names (session_id) or the connection's current one. On failure
- * sends not_in_session / invalid_field and returns NULL. */
+/* The session named by id (NULL: the connection's current one) when pss is a member.
+ * Otherwise answers not_in_session or session_not_found and returns NULL. */
 struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
-                                  struct per_session_data__chat *pss, const json_t *msg,
+                                  struct per_session_data__chat *pss, const char *id,
                                   const char *request_type);
+/* Records that the members were told of message id. Returns false when they were
+ * already (a notification and the reconcile may bring the same message). */
+bool sess_seen(struct live_session *s, int64_t id);
+/* The reconcile has read every message up to id: forgets the told ids up to it. */
+void sess_reconciled(struct live_session *s, int64_t id);
+/* The session became live with last_id its newest message: what came before is history,
+ * not for the reconcile to tell. Only the first call counts. */
+void sess_history_at(struct live_session *s, int64_t last_id);
+/* Cancels the presence timer and forgets what it would tell (vhost destroy). */
+void sess_presence_cleanup(struct per_vhost_data__chat *vhd);
 /* Sets pss's typing state in s and tells the others when it changes. */
 void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
                  struct per_session_data__chat *pss, bool typing);
@@ -221,15 +272,80 @@ void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
 /* Publishes the live figures (heartbeat, changed member counts) through the DB thread. */
 void sess_publish(struct per_vhost_data__chat *vhd);
 
-/* ---- handlers.c: client messages ---- */
+/* ---- inbound.c: the one door for client messages ---- */
+enum field_kind { F_STR, F_INT, F_OBJ };
+
+/* One field a message type takes: a string of min..max characters (max -1: up to
+ * --max-message-size), an integer in min..max, or an object. */
+struct field_spec {
+    const char *name;
+    enum field_kind kind;
+    bool required;
+    int64_t min, max;
+};
+
+#define IN_MAX_FIELDS 4
+
+struct msg_row;
+
+/* One client message being handled; everything is borrowed for the handler's call. */
+struct inbound {
+    struct per_vhost_data__chat *vhd;
+    struct per_session_data__chat *pss;
+    const struct msg_row *row;
+    const json_t *msg;  /* the whole message */
+    const json_t *data; /* where the fields are: msg (flat) or msg.data (envelope) */
+    const char *type;
+    union {
+        const char *s;
+        int64_t i;
+        const json_t *o;
+    } v[IN_MAX_FIELDS];      /* the row's fields, in its order */
+    bool has[IN_MAX_FIELDS]; /* the field was there and not null */
+};
+
+/* A message type of the contract: its name, its leaf, its fields. */
+struct msg_row {
+    const char *type;
+    void (*handler)(struct inbound *in);
+    struct field_spec fields[IN_MAX_FIELDS];
+};
+
+/* Handles one complete client message (text, or a binary frame: bad_request). */
+void inbound_frame(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                   const char *text, size_t len, bool binary);
+
+/* ---- flat.c: the flat dialect's leaves (SPEC 3.1) ---- */
+void flat_create(struct inbound *in);
+void flat_join(struct inbound *in);
+void flat_leave(struct inbound *in);
+void flat_chat(struct inbound *in);
+void flat_stop(struct inbound *in);
+void flat_typing_start(struct inbound *in);
+void flat_typing_stop(struct inbound *in);
+
+/* ---- envelope.c: the envelope dialect's leaves (SPEC 3.3) ---- */
+void env_auth(struct inbound *in);
+void env_subscribe(struct inbound *in);
+void env_unsubscribe(struct inbound *in);
+void env_chat_message(struct inbound *in);
+void env_event(struct inbound *in); /* task_update, agent_status */
+void env_llm_request(struct inbound *in);
+
+/* ---- templates.c: --templates-dir ---- */
+int templates_load(struct per_vhost_data__chat *vhd);
+/* The system prompt of template name (borrowed for the broker's life), or NULL. */
+const char *templates_get(const struct per_vhost_data__chat *vhd, const char *name);
+void templates_free(struct per_vhost_data__chat *vhd);
+
+/* ---- actions.c: what both dialects do ---- */
 /* A message to store (strings borrowed for the call). */
 struct store_request {
     const char *role; /* user, or event for task_update / agent_status */
-    char *content;
-    char *client_msg_id;
-    char *thread_id;
-    char *channel; /* store in this channel's session, made if needed (s is NULL then) */
-    char *model;   /* set by handle_store */
+    const char *content;
+    const char *client_msg_id;
+    const char *thread_id;
+    const char *channel; /* store in this channel's session, made if needed (s is NULL then) */
     bool want_reply;
     const char *system_prompt; /* a template's, for the reply */
     bool broadcast_all;        /* tell every connection, not only the session's members */
@@ -237,24 +353,31 @@ struct store_request {
 /* Stores a message in s (or in in->channel's session, or, with neither, in a new private
  * session that pss joins) through the database thread, then tells the members (or
  * everyone) and asks for a reply if wanted. */
-void handle_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                  const struct live_session *s, const struct store_request *in,
-                  const char *request_type);
-void handle_ping(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
-/* Handles one complete text message from pss. */
-void handle_message(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                    const char *text, size_t len);
-/* A stored message reached the broker (chat, or REST through the notification socket):
- * tell the members and ask for a reply if wanted. */
-void handle_message_stored(struct per_vhost_data__chat *vhd, struct live_session *s,
-                           const struct db_message *m, int64_t message_count, bool want_reply);
-
-/* ---- envelope.c: client messages of the envelope dialect ---- */
-void envelope_message(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                      const json_t *msg, const char *type);
-/* Loads --templates-dir (NAME.txt files) into vhd->templates at start. */
-int envelope_load_templates(struct per_vhost_data__chat *vhd);
-void envelope_free_templates(struct per_vhost_data__chat *vhd);
+void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+               const struct live_session *s, const struct store_request *in,
+               const char *request_type);
+/* A stored message reached the broker (its own store, REST's notification, the
+ * reconcile): tells the members once, and asks for a reply if wanted. */
+void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
+                       const struct db_message *m, int64_t message_count, bool want_reply);
+void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                const char *model, const char *title);
+/* A join by id (flat join_session, replaying after since >= 0) or by channel (subscribe,
+ * made when new). Strings borrowed for the call. */
+struct join_request {
+    const char *session_id;
+    const char *channel;
+    int64_t since; /* -1: no replay */
+};
+void act_join(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+              const struct join_request *in, const char *request_type);
+void act_leave(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+               struct live_session *s);
+/* pss named session id without being a member: answers not_in_session when it exists,
+ * else session_not_found (after a database lookup when it is not live). */
+void act_not_joined(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                    const char *id, const char *request_type);
+void act_ping_in(struct inbound *in);
 
 /* ---- access.c: keys, origins, per-address and rate limits ---- */
 enum rate_verdict { RATE_OK, RATE_REFUSE, RATE_CLOSE };
@@ -274,11 +397,22 @@ void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_dat
                         struct lws *wsi);
 void access_conn_open(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
 void access_conn_close(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
+/* Envelope auth: true (and pss may be served) when pss is authenticated already or key
+ * is valid. */
+bool access_authenticate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                         const char *key);
 /* Spends a token for one client message. */
 enum rate_verdict access_rate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss);
 /* Logs a refusal, at most once a minute per address and reason. */
 void access_refused(struct per_vhost_data__chat *vhd, const char *ip, const char *reason,
                     const char *detail);
+
+/* ---- reconcile.c: what notifications may have missed ---- */
+/* Reads the reply queue (when replies) and the new messages of live sessions, then asks
+ * for the replies and tells what the members missed. One pass at a time. */
+void reconcile_start(struct per_vhost_data__chat *vhd, bool replies);
+/* Starts a pass every RECONCILE_MS. */
+void reconcile_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
 
 /* ---- notify_in.c ---- */
 /* Handles one event from the notification socket (borrowed). */

@@ -20,6 +20,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "utf8.h"
 
 #define COALESCE_MAX (64 * 1024) /* bytes written at once to one connection */
 
@@ -44,7 +45,7 @@ void frame_unref(struct frame *f)
 void fanout_clear(struct outq *q)
 {
     for (unsigned i = 0; i < q->len; i++)
-        frame_unref(q->v[(q->head + i) % q->cap]);
+        frame_unref(q->v[(q->head + i) % q->cap].f);
     free(q->v);
     memset(q, 0, sizeof *q);
 }
@@ -61,7 +62,7 @@ static void cull(struct per_session_data__chat *pss)
 /* Makes room for one more entry; returns -1 when the queue may not grow. */
 static int reserve(struct outq *q)
 {
-    struct frame **v;
+    struct qent *v;
     unsigned cap;
 
     if (q->len < q->cap)
@@ -81,33 +82,48 @@ static int reserve(struct outq *q)
     return 0;
 }
 
+/* Whether one more frame of len bytes would take pss over its bound. Broadcasts and
+ * answers are bounded apart, so that an answer the client asked for (a replay of up to
+ * BROKER_REPLAY_BYTES, say) never culls it, while a client that reads nothing at all,
+ * answers included, is still culled before it costs more than the two bounds. */
+static bool over_bound(const struct outq *q, size_t len, bool asked)
+{
+    if (asked)
+        return q->asked_bytes + len > FANOUT_MAX_ASKED;
+    return q->bytes - q->asked_bytes + len > FANOUT_MAX_BYTES;
+}
+
 void fanout_push(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                 struct frame *f)
+                 struct frame *f, bool asked)
 {
     struct outq *q = &pss->q;
 
     if (pss->culled || pss->close_code || !f)
         return;
-    if (q->bytes + f->len > FANOUT_MAX_BYTES || reserve(q) < 0) {
+    if (over_bound(q, f->len, asked) || reserve(q) < 0) {
         cull(pss);
         return;
     }
     f->refs++;
-    q->v[(q->head + q->len) % q->cap] = f;
+    q->v[(q->head + q->len) % q->cap] = (struct qent){.f = f, .asked = asked};
     q->len++;
     q->bytes += f->len;
+    if (asked)
+        q->asked_bytes += f->len;
     lws_callback_on_writable(pss->wsi);
 }
 
 /* Takes the oldest frame off q (the caller unrefs it). */
 static struct frame *pop(struct outq *q)
 {
-    struct frame *f = q->v[q->head];
+    struct qent e = q->v[q->head];
 
     q->head = (q->head + 1) % q->cap;
     q->len--;
-    q->bytes -= f->len;
-    return f;
+    q->bytes -= e.f->len;
+    if (e.asked)
+        q->asked_bytes -= e.f->len;
+    return e.f;
 }
 
 /* Writes a WebSocket text frame header for a len-byte payload (server frames are not
@@ -142,7 +158,7 @@ static int write_coalesced(struct per_session_data__chat *pss)
     size_t len = 0;
 
     while (q->len) {
-        struct frame *f = q->v[q->head];
+        struct frame *f = q->v[q->head].f;
         if (len + 10 + f->len > COALESCE_MAX)
             break;
         len += text_header(buf + LWS_PRE + len, f->len);
@@ -161,8 +177,8 @@ int fanout_write(struct per_session_data__chat *pss)
 
     if (pss->culled || q->len == 0)
         return 0; /* an unexpected writeable callback is a no-op */
-    f = q->v[q->head];
-    if (q->len > 1 && 10 + f->len + 10 + q->v[(q->head + 1) % q->cap]->len <= COALESCE_MAX) {
+    f = q->v[q->head].f;
+    if (q->len > 1 && 10 + f->len + 10 + q->v[(q->head + 1) % q->cap].f->len <= COALESCE_MAX) {
         n = write_coalesced(pss);
     } else {
         f = pop(q);
@@ -184,15 +200,19 @@ int fanout_write(struct per_session_data__chat *pss)
     return 0;
 }
 
+/* Renders ev for dialect d into a new frame. An event that cannot be rendered (out of
+ * memory, or a bug that let invalid text into it) is logged and dropped: NULL. */
 static struct frame *render(const json_t *ev, enum dialect d, const char *channel,
                             const char *receiver)
 {
     size_t len;
-    char *text = proto_render(ev, d, channel, receiver, &len);
+    char *text = ev ? proto_render(ev, d, channel, receiver, &len) : NULL;
     struct frame *f;
 
     if (!text) {
-        log_error("cannot render a %s event", json_string_value(json_object_get(ev, "type")));
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        log_error("cannot render a%s %s event; it is dropped", ev ? "" : "n unbuilt",
+                  type ? type : "(unknown)");
         return NULL;
     }
     f = frame_new(text, len);
@@ -205,8 +225,23 @@ void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat
 {
     struct frame *f = render(ev, pss->dialect, NULL, pss->id);
 
-    fanout_push(vhd, pss, f);
+    fanout_push(vhd, pss, f, true);
     frame_unref(f);
+}
+
+void fanout_all(struct per_vhost_data__chat *vhd, const json_t *ev)
+{
+    struct frame *frames[2] = {NULL, NULL};
+
+    for (struct per_session_data__chat *pss = vhd->conns_list; pss; pss = pss->next) {
+        if (!pss->authed)
+            continue;
+        if (!frames[pss->dialect])
+            frames[pss->dialect] = render(ev, pss->dialect, NULL, NULL);
+        fanout_push(vhd, pss, frames[pss->dialect], false);
+    }
+    frame_unref(frames[0]);
+    frame_unref(frames[1]);
 }
 
 void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
@@ -220,7 +255,7 @@ void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, co
             continue;
         if (!frames[pss->dialect])
             frames[pss->dialect] = render(ev, pss->dialect, s->channel, NULL);
-        fanout_push(vhd, pss, frames[pss->dialect]);
+        fanout_push(vhd, pss, frames[pss->dialect], false);
     }
     frame_unref(frames[0]);
     frame_unref(frames[1]);
@@ -236,6 +271,7 @@ void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    utf8_repair_in_place(msg); /* cut at 511 bytes, maybe inside a character */
     ev = json_pack("{s:s, s:s, s:s}", "type", "error", "code", perr_code(e), "message", msg);
     if (ev && request_type)
         json_object_set_new(ev, "request_type", json_string(request_type));

@@ -17,14 +17,15 @@
 
 enum llm_provider { LLM_OPENAI, LLM_GEMINI };
 
-enum llm_event_kind { LLM_TEXT, LLM_REASONING, LLM_USAGE, LLM_DONE, LLM_FAIL };
+enum llm_event_kind { LLM_TEXT, LLM_REASONING, LLM_USAGE, LLM_DONE, LLM_FAIL, LLM_MODEL };
 
 /* One thing that happened to a transfer, handed from the HTTP thread to the loop. */
 struct llm_event {
     struct llm_event *next;
     uint64_t req_id;
     enum llm_event_kind kind;
-    char *text; /* TEXT, REASONING: the piece; FAIL: what went wrong, for people */
+    char *text; /* TEXT, REASONING: the piece; FAIL: what went wrong, for people; MODEL: the
+                 * model the server says answered. Always valid UTF-8 without NUL. */
     size_t len;
     int64_t prompt_tokens; /* USAGE; -1 when unknown */
     int64_t completion_tokens;
@@ -64,10 +65,11 @@ struct llm_parser {
     const char *shown_url;
     llm_emit_fn emit;
     void *arg;
-    bool done;      /* the stream said it is complete ([DONE] for openai) */
-    bool failed;    /* a FAIL was emitted */
-    bool in_think;  /* inside <think>...</think> */
-    size_t matched; /* characters of the next tag seen at the end of the last piece */
+    bool done;       /* the stream said it is complete ([DONE] for openai) */
+    bool failed;     /* a FAIL was emitted */
+    bool in_think;   /* inside <think>...</think> */
+    bool model_told; /* the server's model name was emitted (LLM_MODEL, once) */
+    size_t matched;  /* characters of the next tag seen at the end of the last piece */
 };
 
 void llm_parser_init(struct llm_parser *p, enum llm_provider provider, const char *shown_url,

@@ -17,6 +17,7 @@
 #include "llm.h"
 #include "log.h"
 #include "sse.h"
+#include "utf8.h"
 
 #define CONNECT_TIMEOUT_S 10
 #define POLL_MS           100
@@ -73,11 +74,14 @@ static void push_event(struct llm_http *h, uint64_t id, enum llm_event_kind kind
     e->kind = kind;
     e->prompt_tokens = prompt;
     e->completion_tokens = completion;
-    if (text && !(e->text = strndup(text, len))) {
+    /* Whatever the server sent (a Latin-1 error page, a NUL inside valid JSON, an error
+     * cut inside a character) becomes valid UTF-8 here, the one way in from the HTTP
+     * thread. */
+    if (text && !(e->text = utf8_repair(text, len, &len))) {
         free(e);
         return;
     }
-    e->len = len;
+    e->len = text ? len : 0;
     pthread_mutex_lock(&h->lock);
     *h->out_tail = e;
     h->out_tail = &e->next;

@@ -32,6 +32,29 @@ void llm_request_free(struct llm_request *r)
     free(r);
 }
 
+/* A new copy of s with every byte but A-Z a-z 0-9 - . _ ~ percent-encoded: a model name
+ * becomes one path segment of the Gemini URL, whatever it holds ("../", "?", "#"). */
+static char *url_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(strlen(s) * 3 + 1), *o = out;
+
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 static json_t *openai_body(const char *model, const char *system_prompt,
                            const struct db_message_list *context)
 {
@@ -79,7 +102,11 @@ struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg
     while (blen && base[blen - 1] == '/')
         blen--; /* "http://host/v1/" and "http://host/v1" are the same base */
     if (provider == LLM_GEMINI) {
-        n = asprintf(&url, "%.*s/models/%s:streamGenerateContent?alt=sse", (int)blen, base, model);
+        char *escaped = url_escape(model);
+        n = escaped ? asprintf(&url, "%.*s/models/%s:streamGenerateContent?alt=sse", (int)blen,
+                               base, escaped)
+                    : -1;
+        free(escaped);
         body = gemini_body(system_prompt, context);
         if (cfg->llm_api_key &&
             asprintf(&r->auth_header, "x-goog-api-key: %s", cfg->llm_api_key) < 0)
@@ -216,11 +243,22 @@ static int error_object(struct llm_parser *p, const json_t *root)
     return fail(p, "LLM server at %s reported an error: %s", msg ? msg : "(no message)");
 }
 
+/* Emits the model the server names (OpenAI "model", Gemini "modelVersion"), once. */
+static void emit_model(struct llm_parser *p, const json_t *v)
+{
+    if (p->model_told || !json_is_string(v) || json_string_length(v) == 0 ||
+        json_string_length(v) > 128)
+        return;
+    p->model_told = true;
+    p->emit(p->arg, LLM_MODEL, json_string_value(v), json_string_length(v), -1, -1);
+}
+
 static int openai_event(struct llm_parser *p, const json_t *root)
 {
     json_t *choices = json_object_get(root, "choices");
     json_t *usage = json_object_get(root, "usage");
 
+    emit_model(p, json_object_get(root, "model"));
     if (json_is_array(choices) && json_array_size(choices) > 0) {
         json_t *delta = json_object_get(json_array_get(choices, 0), "delta");
         emit_string(p, LLM_REASONING, json_object_get(delta, "reasoning_content"));
@@ -241,6 +279,7 @@ static int gemini_event(struct llm_parser *p, const json_t *root)
     json_t *feedback = json_object_get(root, "promptFeedback");
     const char *blocked = json_string_value(json_object_get(feedback, "blockReason"));
 
+    emit_model(p, json_object_get(root, "modelVersion"));
     if (blocked && json_array_size(candidates) == 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "the model blocked the prompt (%s)", blocked);
@@ -280,7 +319,9 @@ int llm_parser_event(struct llm_parser *p, const char *data, size_t len)
         p->done = true;
         return 0;
     }
-    root = json_loadb(data, len, 0, &err);
+    /* "\u0000" is valid JSON: accept it (push_event drops the NUL) rather than end the
+     * reply as a malformed stream */
+    root = json_loadb(data, len, JSON_ALLOW_NUL, &err);
     if (!json_is_object(root)) {
         char detail[300];
         snprintf(detail, sizeof detail, "%s (line %d, column %d)",

@@ -78,6 +78,7 @@ static void sigterm_watch(lws_sorted_usec_list_t *sul)
 static void started(lws_sorted_usec_list_t *sul)
 {
     const struct cfg *cfg = init.cfg;
+    bool v6 = strchr(cfg->bind, ':') != NULL;
 
     if (!init.vhd) {
         log_error("the broker could not initialise (see above); it is not serving");
@@ -86,8 +87,9 @@ static void started(lws_sorted_usec_list_t *sul)
         stop_step(&stop_sul);
         return;
     }
-    log_info("listening on %s://%s:%d/ws (database %s, assistant %s)", cfg->tls_cert ? "wss" : "ws",
-             cfg->bind, cfg->port, cfg->db_path, cfg->llm);
+    log_info("listening on %s://%s%s%s:%d/ws (database %s, assistant %s)",
+             cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind, v6 ? "]" : "", cfg->port,
+             cfg->db_path, cfg->llm);
 }
 
 static void lws_log(int level, const char *line)
@@ -163,6 +165,10 @@ int main(int argc, char **argv)
     info.retry_and_idle_policy = &retry;
     info.timeout_secs = 10; /* handshakes */
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBEV;
+    /* Listen on exactly the --bind address: with IPv6 on, lws 4.1 opens a dual-stack
+     * socket on every interface for an IPv4 address. */
+    if (!strchr(cfg.bind, ':'))
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     info.signal_cb = on_signal; /* lws's libev watches SIGINT for us */
     if (cfg.tls_cert) {         /* wss:// (cfg_load checked that the key came with it) */
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;

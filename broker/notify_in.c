@@ -36,8 +36,8 @@ static void added_done(struct dbjob *job)
     if (job->err == PERR_OK && !j->vhd->stopping) {
         s = sess_get(j->vhd, j->session.id, j->session.model);
         if (s) {
-            handle_message_stored(j->vhd, s, &j->m, j->session.message_count,
-                                  j->reply && j->vhd->driver);
+            act_message_added(j->vhd, s, &j->m, j->session.message_count,
+                              j->reply && j->vhd->driver);
             sess_release(j->vhd, s);
         }
     }

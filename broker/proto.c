@@ -75,6 +75,8 @@ static json_t *envelope(const json_t *ev, const char *channel, const char *recei
     char now[CLOCK_ISO_LEN];
     json_t *data;
 
+    if (!type)
+        return NULL;
     if (update && strcmp(update, "message_added") == 0) {
         data = message_data(ev, &type);
         client = json_object_get(json_object_get(ev, "message"), "connection_id");

@@ -62,6 +62,8 @@ void sess_free(struct live_session *s)
         return;
     free(s->members);
     free(s->pending);
+    free(s->changes);
+    free(s->told);
     free(s->model);
     free(s->channel);
     free(s);
@@ -83,19 +85,129 @@ static int member_index(const struct per_session_data__chat *pss, const struct l
     return -1;
 }
 
-static json_t *presence(const char *type, const struct live_session *s,
-                        const struct per_session_data__chat *pss)
+/* ---- presence ----
+ * A member hears of the first PRESENCE_DETAIL joins and leaves of a PRESENCE_WINDOW_MS
+ * window one by one (user_joined, user_left); the rest are told together when the window
+ * ends, in one presence update (update_type "presence": clients, joined, left). So a
+ * burst of N joins costs O(N) frames, not O(N^2), and chat never waits behind them. */
+
+#define PRESENCE_WINDOW_MS 250
+#define PRESENCE_DETAIL    2
+#define PRESENCE_LIST_MAX  100 /* ids listed in one presence update; clients is the truth */
+
+/* Tells the members one change (except the connection it is about). */
+static void tell_change(struct per_vhost_data__chat *vhd, struct live_session *s,
+                        const char *conn_id, bool joined)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id", s->id,
-                     "update_type", type, "connection_id", pss->id, "clients",
-                     (json_int_t)s->n_members);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id",
+                           s->id, "update_type", joined ? "user_joined" : "user_left",
+                           "connection_id", conn_id, "clients", (json_int_t)s->n_members);
+
+    fanout_session(vhd, s, ev, ws_conn(vhd, conn_id));
+    json_decref(ev);
+}
+
+/* Tells the members every change of the window in one update. */
+static void tell_changes(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    json_t *joined = json_array(), *left = json_array(), *ev;
+
+    for (size_t i = 0; i < s->n_changes; i++)
+        json_array_append_new(s->changes[i].joined ? joined : left,
+                              json_string(s->changes[i].conn_id));
+    ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "type", "session_update", "session_id", s->id,
+                   "update_type", "presence", "clients", (json_int_t)s->n_members, "joined", joined,
+                   "left", left);
+    fanout_session(vhd, s, ev, NULL);
+    json_decref(ev);
+}
+
+static void presence_flush(lws_sorted_usec_list_t *sul)
+{
+    struct per_vhost_data__chat *vhd =
+        lws_container_of(sul, struct per_vhost_data__chat, presence_sul);
+    int64_t now = clock_mono_ms();
+
+    vhd->presence_scheduled = false;
+    for (size_t i = 0; i < vhd->n_presence_due; i++) {
+        struct live_session *s = sess_find(vhd, vhd->presence_due[i]);
+        free(vhd->presence_due[i]);
+        if (!s)
+            continue; /* gone meanwhile */
+        if (s->n_changes == 1)
+            tell_change(vhd, s, s->changes[0].conn_id, s->changes[0].joined);
+        else if (s->n_changes > 1 && s->n_members > 0)
+            tell_changes(vhd, s);
+        s->n_changes = 0;
+        s->presence_due = false;
+        s->presence_window_mono = now;
+        s->presence_sent = 1;
+    }
+    vhd->n_presence_due = 0;
+}
+
+/* Keeps a change for the end of the window. */
+static void presence_defer(struct per_vhost_data__chat *vhd, struct live_session *s,
+                           const char *conn_id, bool joined)
+{
+    if (!s->changes && !(s->changes = calloc(PRESENCE_LIST_MAX, sizeof *s->changes)))
+        return;
+    if (s->n_changes < PRESENCE_LIST_MAX) {
+        snprintf(s->changes[s->n_changes].conn_id, sizeof s->changes[0].conn_id, "%s", conn_id);
+        s->changes[s->n_changes++].joined = joined;
+    }
+    if (s->presence_due)
+        return;
+    if (vhd->n_presence_due == vhd->cap_presence_due) {
+        size_t cap = vhd->cap_presence_due ? vhd->cap_presence_due * 2 : 16;
+        char **grown = realloc(vhd->presence_due, cap * sizeof *grown);
+        if (!grown)
+            return;
+        vhd->presence_due = grown;
+        vhd->cap_presence_due = cap;
+    }
+    if (!(vhd->presence_due[vhd->n_presence_due] = strdup(s->id)))
+        return;
+    vhd->n_presence_due++;
+    s->presence_due = true;
+    if (!vhd->presence_scheduled) {
+        vhd->presence_scheduled = true;
+        lws_sul_schedule(vhd->context, 0, &vhd->presence_sul, presence_flush,
+                         PRESENCE_WINDOW_MS * LWS_US_PER_MS);
+    }
+}
+
+static void presence_changed(struct per_vhost_data__chat *vhd, struct live_session *s,
+                             const struct per_session_data__chat *pss, bool joined)
+{
+    int64_t now = clock_mono_ms();
+
+    if (now - s->presence_window_mono >= PRESENCE_WINDOW_MS) {
+        s->presence_window_mono = now;
+        s->presence_sent = 0;
+    }
+    if (!s->presence_due && s->presence_sent < PRESENCE_DETAIL) {
+        s->presence_sent++;
+        tell_change(vhd, s, pss->id, joined);
+        return;
+    }
+    presence_defer(vhd, s, pss->id, joined);
+}
+
+void sess_presence_cleanup(struct per_vhost_data__chat *vhd)
+{
+    lws_sul_cancel(&vhd->presence_sul);
+    for (size_t i = 0; i < vhd->n_presence_due; i++)
+        free(vhd->presence_due[i]);
+    free(vhd->presence_due);
+    vhd->presence_due = NULL;
+    vhd->n_presence_due = vhd->cap_presence_due = 0;
 }
 
 int sess_join(struct per_vhost_data__chat *vhd, struct live_session *s,
               struct per_session_data__chat *pss)
 {
     int idx = member_index(pss, s);
-    json_t *ev;
 
     if (idx >= 0) {
         /* Already a member: make it the current session again. */
@@ -124,9 +236,7 @@ int sess_join(struct per_vhost_data__chat *vhd, struct live_session *s,
     pss->typing_until[pss->n_joined] = 0;
     pss->n_joined++;
     mark_dirty(vhd, s);
-    ev = presence("user_joined", s, pss);
-    fanout_session(vhd, s, ev, pss);
-    json_decref(ev);
+    presence_changed(vhd, s, pss, true);
     return 0;
 }
 
@@ -158,22 +268,16 @@ void sess_leave(struct per_vhost_data__chat *vhd, struct live_session *s,
     if (pss->typing_until[idx])
         sess_typing(vhd, s, pss, false);
     detach(vhd, s, pss, idx);
-    if (announce) {
-        json_t *ev = presence("user_left", s, pss);
-        fanout_session(vhd, s, ev, NULL);
-        json_decref(ev);
-    }
+    if (announce)
+        presence_changed(vhd, s, pss, false);
     sess_release(vhd, s);
 }
 
 struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
-                                  struct per_session_data__chat *pss, const json_t *msg,
+                                  struct per_session_data__chat *pss, const char *id,
                                   const char *request_type)
 {
-    json_t *named = json_object_get(msg, "session_id");
-    const char *id;
-
-    if (!named || json_is_null(named)) {
+    if (!id) {
         if (pss->n_joined == 0) {
             fanout_error(vhd, pss, PERR_NOT_IN_SESSION, request_type,
                          "join or create a session first (join_session or create_session)");
@@ -181,18 +285,73 @@ struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
         }
         return pss->joined[pss->n_joined - 1];
     }
-    if (!json_is_string(named)) {
-        fanout_error(vhd, pss, PERR_INVALID_FIELD, request_type,
-                     "field 'session_id' must be a string");
-        return NULL;
-    }
-    id = json_string_value(named);
     for (unsigned i = 0; i < pss->n_joined; i++)
         if (strcmp(pss->joined[i]->id, id) == 0)
             return pss->joined[i];
-    fanout_error(vhd, pss, PERR_NOT_IN_SESSION, request_type,
-                 "not a member of session '%s'; join it first with join_session", id);
+    act_not_joined(vhd, pss, id, request_type);
     return NULL;
+}
+
+/* The index of the first told id >= id (binary search). */
+static size_t told_index(const struct live_session *s, int64_t id)
+{
+    size_t lo = 0, hi = s->n_told;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->told[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+void sess_reconciled(struct live_session *s, int64_t id)
+{
+    size_t n;
+
+    if (s->reconciled_set && id <= s->reconciled)
+        return;
+    n = told_index(s, id + 1);
+    if (n) {
+        memmove(s->told, s->told + n, (s->n_told - n) * sizeof *s->told);
+        s->n_told -= n;
+    }
+    s->reconciled = id;
+    s->reconciled_set = true;
+}
+
+bool sess_seen(struct live_session *s, int64_t id)
+{
+    size_t i;
+
+    if (s->reconciled_set && id <= s->reconciled)
+        return false;
+    i = told_index(s, id);
+    if (i < s->n_told && s->told[i] == id)
+        return false;
+    if (s->n_told == BROKER_TOLD_MAX) /* the reconcile is far behind: give up the oldest */
+        sess_reconciled(s, s->told[BROKER_TOLD_MAX / 2]);
+    if (s->n_told == s->cap_told) {
+        size_t cap = s->cap_told ? s->cap_told * 2 : 16;
+        int64_t *grown = realloc(s->told, cap * sizeof *grown);
+        if (!grown)
+            return true; /* tell it; a duplicate later is the lesser harm */
+        s->told = grown;
+        s->cap_told = cap;
+    }
+    i = told_index(s, id);
+    memmove(s->told + i + 1, s->told + i, (s->n_told - i) * sizeof *s->told);
+    s->told[i] = id;
+    s->n_told++;
+    return true;
+}
+
+void sess_history_at(struct live_session *s, int64_t last_id)
+{
+    if (!s->reconciled_set)
+        sess_reconciled(s, last_id);
 }
 
 void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,

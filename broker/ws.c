@@ -91,6 +91,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     sess_tick(vhd, clock_mono_ms());
     sess_publish(vhd);
     access_tick(vhd);
+    reconcile_tick(vhd, clock_mono_ms());
     lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
 }
 
@@ -108,11 +109,16 @@ static void free_mark(void *value, void *arg)
     free(value);
 }
 
+static void vhost_destroy(struct per_vhost_data__chat *vhd);
+
+/* Everything the vhost needs, or nothing: on failure what was made is released here,
+ * since lws frees vhd itself when PROTOCOL_INIT fails and never sends PROTOCOL_DESTROY. */
 static int vhost_init(struct lws *wsi)
 {
     struct broker_init *init = lws_context_user(lws_get_context(wsi));
     struct per_vhost_data__chat *vhd;
     lws_sock_file_fd_type fd;
+    int access_init_rc;
 
     vhd = lws_protocol_vh_priv_zalloc(lws_get_vhost(wsi), lws_get_protocol(wsi), sizeof *vhd);
     if (!vhd)
@@ -126,15 +132,18 @@ static int vhost_init(struct lws *wsi)
     vhd->deleted = map_new();
     vhd->notify = init->notify;
     if (!vhd->sessions || !vhd->conns || !vhd->deleted)
-        return -1;
-    if (access_init(vhd, init->keys, init->n_keys) < 0 || envelope_load_templates(vhd) < 0)
-        return -1;
-    init->keys = NULL;
-    vhd->dbq = dbq_new(init->db, vhd->context);
-    if (!vhd->dbq)
-        return -1;
+        goto fail;
+    access_init_rc = access_init(vhd, init->keys, init->n_keys);
+    init->keys = NULL; /* stolen, whatever the outcome */
+    if (access_init_rc < 0 || templates_load(vhd) < 0)
+        goto fail;
+    if (!(vhd->dbq = dbq_new(init->db, vhd->context)))
+        goto fail;
     init->db = NULL; /* the database thread owns it now */
-    /* lws closes what it adopts: give it a duplicate of the listener's poll descriptor. */
+    if (asst_llm_init(vhd) < 0)
+        goto fail;
+    /* Last, since it cannot be undone here: lws closes what it adopts, so give it a
+     * duplicate of the listener's poll descriptor. */
     fd.filefd = dup(notify_listener_fd(vhd->notify));
     vhd->notify_wsi = fd.filefd < 0
                           ? NULL
@@ -142,16 +151,20 @@ static int vhost_init(struct lws *wsi)
                                                        "parley-notify", NULL);
     if (!vhd->notify_wsi) {
         log_error("cannot add the notification socket to the event loop");
-        return -1;
+        if (fd.filefd >= 0)
+            close(fd.filefd);
+        goto fail;
     }
-    if (asst_llm_init(vhd) < 0)
-        return -1;
     lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
-    asst_reconcile(vhd);
+    reconcile_start(vhd, true); /* replies asked for while the broker was away */
     init->vhd = vhd;
     return 0;
+fail:
+    vhost_destroy(vhd);
+    return -1;
 }
 
+/* Releases what vhost_init made; safe to call twice and on a half-made vhd. */
 static void vhost_destroy(struct per_vhost_data__chat *vhd)
 {
     if (!vhd)
@@ -164,15 +177,19 @@ static void vhost_destroy(struct per_vhost_data__chat *vhd)
         map_each(vhd->sessions, free_session, vhd); /* cancels transfers under way */
     asst_llm_cleanup(vhd);
     access_cleanup(vhd);
-    envelope_free_templates(vhd);
+    templates_free(vhd);
+    sess_presence_cleanup(vhd);
     map_free(vhd->sessions);
     map_free(vhd->conns);
     if (vhd->deleted)
         map_each(vhd->deleted, free_mark, NULL);
     map_free(vhd->deleted);
+    vhd->sessions = vhd->conns = vhd->deleted = NULL;
     for (size_t i = 0; i < vhd->n_dirty; i++)
         free(vhd->dirty[i]);
     free(vhd->dirty);
+    vhd->dirty = NULL;
+    vhd->n_dirty = vhd->cap_dirty = 0;
 }
 
 /* Caps the kernel's send buffer for the connection. Without it the kernel keeps up to
@@ -272,11 +289,7 @@ static int conn_receive(struct per_vhost_data__chat *vhd, struct per_session_dat
         in = pss->rx;
         len = pss->rx_len;
     }
-    if (pss->rx_binary)
-        fanout_error(vhd, pss, PERR_BAD_REQUEST, NULL,
-                     "binary frames are not accepted; send each message as a JSON text frame");
-    else
-        handle_message(vhd, pss, in, len);
+    inbound_frame(vhd, pss, in, len, pss->rx_binary);
     free(pss->rx);
     pss->rx = NULL;
     pss->rx_len = 0;

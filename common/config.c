@@ -76,6 +76,10 @@ static const struct cfg_option cfg_options[] = {
      "model to ask for"},
     {"llm-api-key", NULL, NULL, T_STR, OFF(llm_api_key), NULL, 0, 0, CFG_BROKER, "KEY",
      "LLM API key"},
+    {"llm-models", NULL, NULL, T_LIST, OFF(llm_models), NULL, 0, 0, SRV, "NAME",
+     "a model clients may pick (repeatable; '*' any; default only --llm-model's)"},
+    {"llm-max-concurrent", NULL, NULL, T_INT, OFF(llm_max_concurrent), "8", 1, 10000, CFG_BROKER,
+     "N", "LLM requests at once; replies beyond it wait their turn"},
     {"system-prompt", NULL, NULL, T_STR, OFF(system_prompt), NULL, 0, 0, CFG_BROKER, "TEXT",
      "system prompt sent first"},
     {"context-messages", NULL, NULL, T_INT, OFF(context_messages), "20", 0, 10000, CFG_BROKER, "N",
@@ -425,6 +429,14 @@ const char *cfg_model_name(const struct cfg *cfg)
         return strcmp(cfg->llm, "gemini") == 0 ? "gemini-2.0-flash" : "default";
     }
     return cfg->llm ? cfg->llm : "echo";
+}
+
+bool cfg_model_allowed(const struct cfg *cfg, const char *model)
+{
+    for (size_t i = 0; i < cfg->llm_models.n; i++)
+        if (strcmp(cfg->llm_models.v[i], "*") == 0 || strcmp(cfg->llm_models.v[i], model) == 0)
+            return true;
+    return strcmp(model, cfg_model_name(cfg)) == 0;
 }
 
 bool cfg_is_loopback(const char *bind)

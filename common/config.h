@@ -51,6 +51,8 @@ struct cfg {
     char *llm_url;
     char *llm_model;
     char *llm_api_key;
+    struct cfg_list llm_models; /* models clients may pick; empty: only the configured one */
+    int llm_max_concurrent;
     char *system_prompt;
     int context_messages;
     int llm_timeout_s;
@@ -105,6 +107,9 @@ void cfg_set_help_text(const char *args, const char *epilog);
 
 /* The model name the assistant answers as: "echo", "none", or the LLM model. */
 const char *cfg_model_name(const struct cfg *cfg);
+
+/* Whether a client may pick model (create_session model_id, POST /sessions/new). */
+bool cfg_model_allowed(const struct cfg *cfg, const char *model);
 
 /* Whether a --bind address is loopback only (127.0.0.0/8, ::1, localhost). */
 bool cfg_is_loopback(const char *bind);

@@ -178,6 +178,8 @@ typedef void (*db_message_fn)(void *arg, const struct db_message *m);
  * for answers that only write the rows out. */
 enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
                                 bool *has_more, db_message_fn fn, void *arg);
+/* The id of the session's newest message, 0 when it has none. */
+enum perr db_session_last_id(struct db *db, const char *session_id, int64_t *last_id);
 /* Messages with id > since, ascending, at most limit. */
 enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
                             struct db_message_list *out);

@@ -538,3 +538,18 @@ enum perr db_messages_page_each(struct db *db, const char *session_id, int limit
     db_stmt_done(st);
     return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "look for older messages");
 }
+
+enum perr db_session_last_id(struct db *db, const char *session_id, int64_t *last_id)
+{
+    static const char sql[] = "SELECT coalesce(max(id), 0) FROM messages WHERE session_id = ?1";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        *last_id = sqlite3_column_int64(st, 0);
+    db_stmt_done(st);
+    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, "db_session_last_id", "read the newest id");
+}

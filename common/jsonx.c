@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 char *jx_dump(const json_t *v, size_t *len)
 {
     char *s = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -12,17 +14,6 @@ char *jx_dump(const json_t *v, size_t *len)
     if (s && len)
         *len = strlen(s);
     return s;
-}
-
-/* Counts UTF-8 code points; jansson has already rejected invalid UTF-8. */
-static size_t utf8_len(const char *s, size_t bytes)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < bytes; i++)
-        if (((unsigned char)s[i] & 0xC0) != 0x80)
-            n++;
-    return n;
 }
 
 enum perr jx_string(const json_t *obj, const char *name, bool required, size_t min_len,
@@ -41,7 +32,7 @@ enum perr jx_string(const json_t *obj, const char *name, bool required, size_t m
         snprintf(why, JX_WHY_LEN, "field '%s' must be a string", name);
         return PERR_INVALID_FIELD;
     }
-    n = utf8_len(json_string_value(v), json_string_length(v));
+    n = utf8_chars(json_string_value(v), json_string_length(v));
     if (n < min_len || n > max_len) {
         if (min_len > 0 && n < min_len && min_len == 1)
             snprintf(why, JX_WHY_LEN, "field '%s' must be a non-empty string", name);
@@ -112,41 +103,6 @@ enum perr jx_parse_object(const char *body, size_t len, json_t **out, char *why)
     return PERR_OK;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    size_t n;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        n = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-        n = 3;
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
-void jx_ascii_safe(char *s)
-{
-    unsigned char *p = (unsigned char *)s;
-
-    while (*p) {
-        size_t n = utf8_seq(p);
-        if (n == 0) {
-            *p++ = '?';
-            continue;
-        }
-        p += n;
-    }
-}
-
 /* ---- jx_buf ---- */
 
 void jx_buf_raw(struct jx_buf *b, const char *s, size_t n)
@@ -179,11 +135,11 @@ void jx_buf_cstr(struct jx_buf *b, const char *s)
 void jx_buf_string(struct jx_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s, *run = p;
+    const unsigned char *p = (const unsigned char *)s, *run = p, *end = p + strlen(s);
 
     jx_buf_raw(b, "\"", 1);
     while (*p) {
-        size_t n = utf8_seq(p);
+        size_t n = utf8_seq(p, (size_t)(end - p));
         if (n > 1 || (n == 1 && *p >= 0x20 && *p != '"' && *p != '\\')) {
             p += n; /* plain: stays in the current run */
             continue;

@@ -16,10 +16,6 @@
  * in *len; NULL only when out of memory. */
 char *jx_dump(const json_t *v, size_t *len);
 
-/* Replaces every byte of s that is not part of valid UTF-8 with '?', in place, so text
- * quoted from a request can go into a JSON string. */
-void jx_ascii_safe(char *s);
-
 /* A growing buffer for writing JSON text directly, for hot paths where building jansson
  * objects costs more than the answer is worth. Any allocation failure sets oom and
  * makes the rest no-ops. */

@@ -4,6 +4,7 @@
 
 #include "jsonx.h"
 #include "rest.h"
+#include "utf8.h"
 
 #define TITLE_MAX 200
 #define MODEL_MAX 128
@@ -22,6 +23,7 @@ void h_session_new(struct rt_ctx *c)
     const char *model = cfg_model_name(c->r->cfg), *title = NULL;
     char why[JX_WHY_LEN];
     struct db_session s;
+    char shown[UTF8_SHOWN_LEN];
     json_t *body, *out;
     enum perr e;
 
@@ -30,6 +32,12 @@ void h_session_new(struct rt_ctx *c)
     if ((e = jx_string(body, "model_id", false, 1, MODEL_MAX, &model, why)) ||
         (e = jx_string(body, "title", false, 0, TITLE_MAX, &title, why))) {
         rt_error(c, e, "%s", why);
+        goto out;
+    }
+    if (model && !cfg_model_allowed(c->r->cfg, model)) {
+        rt_error(c, PERR_INVALID_FIELD,
+                 "field 'model_id': '%s' is not a model this service offers (--llm-models)",
+                 utf8_shown(shown, model));
         goto out;
     }
     if ((e = db_session_create(c->db, model, title, NULL, &s))) {

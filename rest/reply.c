@@ -10,6 +10,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "rest.h"
+#include "utf8.h"
 
 void rt_json(struct rt_ctx *c, int status, json_t *v)
 {
@@ -37,7 +38,7 @@ void rt_error(struct rt_ctx *c, enum perr e, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    jx_ascii_safe(msg); /* a path or id from the request may not be UTF-8 */
+    utf8_repair_in_place(msg); /* a path or id from the request may not be UTF-8 */
     rt_json(c, perr_http_status(e),
             json_pack("{s:{s:s, s:s}}", "error", "code", perr_code(e), "message", msg));
 }

@@ -61,6 +61,7 @@ class Script:
       more until the client goes away or hang_max passes), "block" (gemini: promptFeedback
       blockReason, no candidates).
     framing: "chunked" or "close".
+    server_model: openai: the "model" every chunk names (default: the model asked for).
     multipart: gemini: each piece is sent as an event of two parts (the piece cut in half).
     """
 
@@ -68,7 +69,9 @@ class Script:
                  usage=None, usage_style="empty", role_chunk=True, split=False, split_pause=0.05,
                  crlf=None, keepalive=False, multiline=False, status=200, error_body=None,
                  after="done", error_message="The server is overloaded", block_reason="SAFETY",
-                 hang_max=60.0, framing="chunked", headers_delay=0.0, multipart=False):
+                 hang_max=60.0, framing="chunked", headers_delay=0.0, multipart=False,
+                 server_model=None):
+        self.server_model = server_model
         self.pieces = list(pieces)
         self.interval = interval
         self.reasoning = list(reasoning)
@@ -328,6 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openai(self, req, s):
         model = (req.body or {}).get("model") if isinstance(req.body, dict) else None
+        model = s.server_model or model
         cid = "chatcmpl-fake%d" % id(req)
         created = int(time.time())
 

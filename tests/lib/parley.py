@@ -518,7 +518,8 @@ class Broker(Rest):
         return argv
 
     def probe(self):
-        sock, _ = ws_handshake(self.port, timeout=2)
+        sock, _ = ws_handshake(self.port, host=self.flags.get("--bind") or "127.0.0.1",
+                               timeout=2)
         try:
             sock.sendall(ws_frame(0x8, b"\x03\xe8"))  # close 1000
         except OSError:
@@ -547,7 +548,8 @@ def ws_handshake(port, path="/ws", host="127.0.0.1", timeout=5, headers=None):
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = ["GET %s HTTP/1.1" % path, "Host: %s:%d" % (host, port), "Upgrade: websocket",
+        shown = "[%s]" % host if ":" in host else host
+        lines = ["GET %s HTTP/1.1" % path, "Host: %s:%d" % (shown, port), "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key,
                  "Sec-WebSocket-Version: 13"]
         for k, v in (headers or {}).items():

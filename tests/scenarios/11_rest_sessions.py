@@ -360,8 +360,23 @@ def test_restart(t, rest, sid, ids):
     again.stop()
 
 
+def test_models(t):
+    """--llm-models: without it only the configured model may be picked (SPEC 6 bounds)."""
+    r = Rest(t, name="rest-default-models")
+    check_error(t, "POST /sessions/new model_id not offered",
+                r.post("/sessions/new", {"model_id": "llama-3.1-8b"}), 400, "invalid_field",
+                "--llm-models")
+    ok = r.post("/sessions/new", {"model_id": "echo"})
+    t.eq("POST /sessions/new model_id of the configured model: 201", (ok.status,
+         ok.body.get("model")), (201, "echo"))
+    r.stop()
+
+
 def main(t):
-    rest = Rest(t)
+    # the sessions below pick models of their own: offer any
+    rest = Rest(t, flags={"--llm-models": "*"})
+    with t.section("models"):
+        test_models(t)
     with t.section("list"):
         test_list(t, rest)
     with t.section("create"):

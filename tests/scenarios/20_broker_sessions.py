@@ -77,6 +77,16 @@ def test_sessions(t, b):
     t.eq("create_session: title as given", ev.get("title"), "Room ✓")
     t.eq("create_session: no session_joined besides session_created",
          a.quiet(0.3, type="session_joined"), [])
+    # --llm-models: a client may pick only a model of the allow-list, or the configured one
+    for model in ("other-model", "../etc", "m" * 128):
+        e = bb.request({"type": "create_session", "model_id": model}, type="error")
+        t.eq("create_session model_id %r not offered: invalid_field" % model[:20],
+             (e.get("code"), e.get("request_type")), ("invalid_field", "create_session"))
+        t.ok("create_session model_id not offered: the message names model_id and the flag",
+             "'model_id'" in e.get("message", "") and "--llm-models" in e.get("message", ""),
+             repr(e))
+    ev = bb.request({"type": "create_session", "model_id": "none"}, type="session_created")
+    t.eq("create_session with the configured model: model", ev.get("model"), "none")
     ev = bb.request({"type": "create_session", "model_id": "my-model"}, type="session_created")
     t.eq("create_session with model_id: model", ev.get("model"), "my-model")
     t.eq("create_session without title: title null", ev.get("title"), None)
@@ -132,7 +142,8 @@ def test_sessions(t, b):
     d, _ = connect(t, b, "D")
     j = d.join(sid, since=0)
     t.keys("join with since: message list included", j,
-           {"type", "session_id", "message_count", "clients", "messages"})
+           {"type", "session_id", "message_count", "clients", "messages", "has_more"})
+    t.eq("join since=0: the whole replay fits: has_more false", j.get("has_more"), False)
     msgs = j.get("messages") or []
     t.eq("join since=0: replays both messages, ascending",
          [m.get("content") for m in msgs], ["hello everyone ✓", "hi A"])
@@ -340,7 +351,7 @@ def test_sigterm(t):
 
 
 def main(t):
-    b = Broker(t, llm="none")
+    b = Broker(t, llm="none", flags={"--llm-models": "my-model"})
     with t.section("connect"):
         test_connect(t, b)
     with t.section("sessions"):

@@ -134,9 +134,16 @@ def test_fields(t, b):
               "chat", "client_msg_id")
     check_err(t, c, "chat session_id number", {"type": "chat", "message": "x", "session_id": 1},
               "invalid_field", "chat", "session_id")
-    check_err(t, c, "chat naming an unknown session",
-              {"type": "chat", "message": "x", "session_id": "0123456789abcdef"},
-              "not_in_session", "chat")
+    # SPEC 6: a session that does not exist is session_not_found, for every action
+    # naming one; not_in_session is for an existing session not joined (below)
+    for typ, extra in (("chat", {"message": "x"}), ("typing_start", {}), ("typing_stop", {}),
+                       ("stop", {}), ("leave_session", {})):
+        for name, sid_bad in (("unknown", "0123456789abcdef"), ("malformed", "not-an-id"),
+                              ("emoji", "\U0001f600" * 40)):
+            msg = dict(extra, type=typ, session_id=sid_bad)
+            check_err(t, c, "%s naming a%s %s session" % (typ, "n" if name[0] in "aeiou"
+                                                          else "", name),
+                      msg, "session_not_found", typ)
     other = connect(b, "O")
     s2 = other.create_session()
     check_err(t, c, "chat naming an existing session not joined",
@@ -145,6 +152,8 @@ def test_fields(t, b):
               {"type": "typing_start", "session_id": s2}, "not_in_session", "typing_start")
     check_err(t, c, "stop naming a session not joined",
               {"type": "stop", "session_id": s2}, "not_in_session", "stop")
+    check_err(t, c, "leave_session naming a session not joined",
+              {"type": "leave_session", "session_id": s2}, "not_in_session", "leave_session")
     t.eq("errors stored nothing", parley.sql(b.db, "select count(*) from messages;")[1], ["0"])
     # since beyond the newest id: an empty replay
     j = c.join(sid, since=10 ** 12)

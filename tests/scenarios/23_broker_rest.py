@@ -174,7 +174,7 @@ def test_clear_delete(t, rest, b):
     e = a.request({"type": "chat", "message": "anyone?"}, type="error")
     t.eq("delete: chat in it afterwards is not_in_session", e.get("code"), "not_in_session")
     e = c.request({"type": "chat", "message": "x", "session_id": sid}, type="error")
-    t.eq("delete: chat naming it is not_in_session", e.get("code"), "not_in_session")
+    t.eq("delete: chat naming it is session_not_found", e.get("code"), "session_not_found")
     ack = c.chat("still in the other one")
     t.eq("delete: the member's other session is untouched", ack.get("session_id"), other)
     e = a.request({"type": "join_session", "session_id": sid}, type="error")

@@ -105,6 +105,7 @@ def reply_case(t, fake, c, sid, db, name, script, text=None, chunks=None, usage=
 def test_main(t, fake):
     rest = Rest(t)
     b = llm_broker(t, "openai", fake.url_openai, tmpdir=rest.tmpdir, port=rest.ws_port,
+                   llm_models="other-model",
                    llm_model=MODEL, llm_api_key=KEY, system_prompt=PROMPT)
     db = b.db
     c = connect(b, "A")

@@ -151,7 +151,7 @@ def test_main(t, fake):
 
 
 def test_nokey(t, fake):
-    b = llm_broker(t, "gemini", fake.url_gemini, llm_model=MODEL)
+    b = llm_broker(t, "gemini", fake.url_gemini, llm_model=MODEL, llm_models="gemini-other")
     c = connect(b, "N")
     ev = c.request({"type": "create_session", "model_id": "gemini-other"}, type="session_created")
     sid = ev["session_id"]
