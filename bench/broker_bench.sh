@@ -398,7 +398,8 @@ case $SCENARIOS in *i*)
 			sed 's/^/broker_bench:     /' "$TMP/stall-db.out"
 			g=$(awk '/broker VmRSS kB:/ { print $NF; exit }' "$TMP/stall-db.out")
 			ans=$(sed -n 's/^db_stall: answered: //p' "$TMP/stall-db.out")
-			note "(i) $n client(s) at ${rate}/s (0: flat out), ${*:-rate limit off}, write lock held ${LOCK_HOLD} s: $ans; broker RSS +${g:-?} kB"
+			held=$(sed -n 's/.*write lock was held \([0-9.]*\) s$/\1/p' "$TMP/stall-db.out")
+			note "(i) $n client(s) at ${rate}/s (0: flat out), ${*:-rate limit off}, write lock held ${held:-?} s (the flood stops when its connections close): $ans; broker RSS +${g:-?} kB"
 		else
 			sed 's/^/broker_bench:     /' "$TMP/stall-db.out"
 			say "  db_stall.py could not run"
