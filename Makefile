@@ -51,11 +51,14 @@ CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
 UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
-	test_sse test_utf8
-# what a unit test links besides common/ (its test_*.o and COMMON_SRC)
+	test_sse test_utf8 test_dbq
+# what a unit test links besides common/ (its test_*.o and COMMON_SRC), and with what
 UNIT_SRC_test_router := $(ROUTER_SRC)
 UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c
 UNIT_SRC_test_sse := broker/sse.c broker/llm_providers.c
+UNIT_SRC_test_dbq := broker/dbq.c
+# test_dbq: the database thread wakes the loop through lws
+UNIT_LIBS_test_dbq = $(BROKER_LIBS)
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 
@@ -131,7 +134,7 @@ bin/parley: $(call objs,$(REL_DIR),$(CLIENT_SRC))
 $(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMON_SRC)) \
 		$$(call objs,$(REL_DIR),$$(UNIT_SRC_$$*))
 	@mkdir -p $(@D)
-	$(CC) $(REL_CFLAGS) $^ -o $@ $(LIBS)
+	$(CC) $(REL_CFLAGS) $^ -o $@ $(or $(UNIT_LIBS_$*),$(LIBS))
 
 # unit tests of rest/ and broker/ include their headers
 $(REL_DIR)/obj/tests/unit/%.o $(ASAN_DIR)/obj/tests/unit/%.o: CFLAGS_COMMON += -Irest -Ibroker
@@ -160,7 +163,7 @@ $(ASAN_DIR)/bin/parley: $(call objs,$(ASAN_DIR),$(CLIENT_SRC))
 $(ASAN_DIR)/tests/%: $(ASAN_DIR)/obj/tests/unit/%.o $(call objs,$(ASAN_DIR),$(COMMON_SRC)) \
 		$$(call objs,$(ASAN_DIR),$$(UNIT_SRC_$$*))
 	@mkdir -p $(@D)
-	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $^ -o $@ $(or $(UNIT_LIBS_$*),$(LIBS))
 
 asan: $(addprefix $(ASAN_DIR)/bin/,$(BINS)) $(addprefix $(ASAN_DIR)/tests/,$(UNIT_TESTS))
 

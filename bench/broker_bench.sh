@@ -20,12 +20,18 @@
 #       is read), then the same with one receiver that stops reading (--stalled 1): the others' p99 and its
 #       ratio, the broker's VmRSS growth (sampled every 100 ms), and whether the broker
 #       closed the stalled member (slow-consumer policy: 256 KiB or 4,096 frames queued)
+#   (i) a stalled writer: chats flood in while a sqlite3 shell holds the database's write
+#       lock for BENCH_LOCK_HOLD s (10): one client as fast as it can, four at 2,000/s each
+#       (both with the rate limit off, so that the database queue's bound answers), and one
+#       client as fast as it can under the default rate limit (20/s, burst 40): how the
+#       flood is answered (stored / unavailable / rate_limited), connections closed, broker
+#       VmRSS growth (bench/db_stall.py; the issue's target: under 20 MB)
 #
 # A benchmark, not a test: figures are printed, never asserted. It exits non-zero only when
 # a scenario could not run (missing binary, broker that does not start, or dies).
 # Environment: BENCH_DURATION (10), BENCH_IDLE (5000), BENCH_HOLD (20), BENCH_SCENARIOS
-# (abcdefgh), BENCH_STALL_RUNS (3, pairs of runs in (h)), BROKER_BIN (bin/parley-broker),
-# BENCH_BIN (build/bench).
+# (abcdefghi), BENCH_STALL_RUNS (3, pairs of runs in (h)), BENCH_LOCK_HOLD (10, in (i)),
+# BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
 set -u
 
 BROKER_BIN=${BROKER_BIN:-bin/parley-broker}
@@ -33,7 +39,8 @@ BENCH_BIN=${BENCH_BIN:-build/bench}
 DURATION=${BENCH_DURATION:-10}
 IDLE=${BENCH_IDLE:-5000}
 HOLD=${BENCH_HOLD:-20}
-SCENARIOS=${BENCH_SCENARIOS:-abcdefgh}
+SCENARIOS=${BENCH_SCENARIOS:-abcdefghi}
+LOCK_HOLD=${BENCH_LOCK_HOLD:-10}
 STALL_RUNS=${BENCH_STALL_RUNS:-3}
 LOADGEN=$BENCH_BIN/loadgen
 CEILING=$BENCH_BIN/ceiling
@@ -121,7 +128,8 @@ for _ in range(50):
         print(p); break'
 }
 
-# start_broker: a fresh broker on a free port with its own database; sets PORT and BPID.
+# start_broker [FLAG...]: a fresh broker on a free port with its own database (FLAGs after
+# the defaults: the last of a flag wins); sets PORT and BPID.
 start_broker() {
 	RUN=$((RUN + 1))
 	PORT=$(free_port) || die "no free port"
@@ -129,7 +137,7 @@ start_broker() {
 	# limits far above the load, so that they measure the broker rather than its policy
 	$PIN_BROKER "$BROKER_BIN" --port "$PORT" --db "$TMP/broker-$RUN.db" \
 		--notify-socket "$TMP/broker-$RUN.sock" --llm none --log-level warn \
-		--max-conns-per-ip 1000000 --rate-limit 1000000 --rate-burst 1000000 >"$LOG" 2>&1 &
+		--max-conns-per-ip 1000000 --rate-limit 1000000 --rate-burst 1000000 "$@" >"$LOG" 2>&1 &
 	BPID=$!
 	i=0
 	until /usr/bin/python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; do
@@ -371,6 +379,35 @@ case $SCENARIOS in *h*)
 	say "  others' p99, us: all reading:$base_all (median $base99); beside the stalled member:$stall_all (median $p99); ratio of medians $ratio"
 	say "  broker VmRSS growth after the warm-up, the most of any run: $growth_max kB with the stalled member, $base_growth_max kB all reading"
 	note "(h) session of 10, 1,000-byte messages median p99 of $STALL_RUNS runs $base99 us; with 1 stalled: $p99 us (x $ratio), stalled closed: $closed_all of $STALL_RUNS, broker RSS +$growth_max kB at most (+$base_growth_max kB all reading)"
+	;;
+esac
+
+case $SCENARIOS in *i*)
+	say "(i) a stalled writer: chats flood in while a sqlite3 shell holds the write lock ${LOCK_HOLD} s"
+	# clients rate (chats/s each, 0: as fast as possible) broker flags
+	for run in "1 0" "4 2000" "1 0 --rate-limit 20 --rate-burst 40"; do
+		set -- $run
+		n=$1
+		rate=$2
+		shift 2
+		start_broker "$@"
+		say "  broker flags: ${*:-the rate limit off}"
+		say "  \$ $PIN_LOAD /usr/bin/python3 bench/db_stall.py --port $PORT --db $TMP/broker-$RUN.db --broker-pid $BPID --clients $n --rate $rate --hold $LOCK_HOLD"
+		if $PIN_LOAD /usr/bin/python3 bench/db_stall.py --port "$PORT" --db "$TMP/broker-$RUN.db" \
+			--broker-pid "$BPID" --clients "$n" --rate "$rate" --hold "$LOCK_HOLD" >"$TMP/stall-db.out" 2>&1; then
+			sed 's/^/broker_bench:     /' "$TMP/stall-db.out"
+			g=$(awk '/broker VmRSS kB:/ { print $NF; exit }' "$TMP/stall-db.out")
+			ans=$(sed -n 's/^db_stall: answered: //p' "$TMP/stall-db.out")
+			held=$(sed -n 's/.*write lock was held \([0-9.]*\) s$/\1/p' "$TMP/stall-db.out")
+			note "(i) $n client(s) at ${rate}/s (0: flat out), ${*:-rate limit off}, write lock held ${held:-?} s (the flood stops when its connections close): $ans; broker RSS +${g:-?} kB"
+		else
+			sed 's/^/broker_bench:     /' "$TMP/stall-db.out"
+			say "  db_stall.py could not run"
+			FAILED=1
+		fi
+		check_broker
+		stop_broker
+	done
 	;;
 esac
 

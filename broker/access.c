@@ -150,6 +150,7 @@ void access_reload_keys(struct per_vhost_data__chat *vhd)
     j->vhd = vhd;
     j->job.run = keys_run;
     j->job.done = keys_done;
+    j->job.essential = true; /* one in flight: vhd->keys_loading */
     vhd->keys_loading = true;
     dbq_push(vhd->dbq, &j->job);
 }

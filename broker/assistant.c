@@ -192,6 +192,7 @@ static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
     j->context_n = vhd->cfg->context_messages;
     j->job.run = load_run;
     j->job.done = load_done;
+    j->job.essential = true; /* one per session: its reply slot */
     dbq_push(vhd->dbq, &j->job);
 }
 
@@ -372,6 +373,7 @@ void reply_end(struct reply *r, const char *status, const char *error)
     j->duration_ms = (clock_mono_us() - r->started_us + 999) / 1000;
     j->job.run = store_run;
     j->job.done = store_done;
+    j->job.essential = true; /* one per session: its reply slot */
     dbq_push(r->vhd->dbq, &j->job);
 }
 

@@ -33,27 +33,86 @@ struct dbq {
     pthread_cond_t ckpt_wake;        /* the checkpointer's */
     struct dbjob *todo, **todo_tail; /* {lock} */
     struct dbjob *done, **done_tail; /* {lock} */
+    size_t n_jobs, n_bytes;          /* {lock} pushed and accepted, not yet handed back */
+    size_t n_refused;                /* {lock} refused since the last log line */
+    int64_t full_logged_ms;          /* {lock} when the full queue was last logged */
     bool finish_ckpt;                /* {lock} the checkpointer asks the writer to finish */
     bool stop;                       /* {lock} */
 };
 
-/* Runs one batch: every job, in order, inside one transaction. Database thread. */
-static void run_batch(struct db *db, struct dbjob *batch)
+/* Runs the jobs of batch in order inside one transaction, taking no more once
+ * DBQ_BATCH_MS have passed: *rest gets the jobs not run (cut off the list), NULL when all
+ * ran. Each job run gets its true outcome (see dbq.h). Returns PERR_OK, or the error of
+ * the BEGIN when the batch could not start (then no job ran: the caller fails them).
+ * Database thread. */
+static enum perr run_batch(struct db *db, struct dbjob *batch, struct dbjob **rest)
 {
+    int64_t until = clock_mono_ms() + DBQ_BATCH_MS;
+    struct dbjob *tx_first = batch; /* the first job of the open transaction (NULL: none) */
+    struct dbjob *j, *last = NULL;
     enum perr e = db_tx_begin(db);
 
-    for (struct dbjob *j = batch; j; j = j->next) {
+    *rest = NULL;
+    if (e != PERR_OK)
+        return e;
+    for (j = batch; j; last = j, j = j->next) {
+        if (last && clock_mono_ms() >= until) {
+            last->next = NULL;
+            *rest = j;
+            break;
+        }
         j->err = PERR_OK;
-        if (e == PERR_OK)
-            j->run(j, db);
-        else
-            j->err = e;
-    }
-    if (e == PERR_OK && db_tx_commit(db) != PERR_OK) {
-        log_error("a batch of writes did not commit; its requests are answered with errors");
-        for (struct dbjob *j = batch; j; j = j->next)
+        if (!tx_first) { /* the transaction was lost and a new one could not begin */
             j->err = PERR_UNAVAILABLE;
+            continue;
+        }
+        j->run(j, db);
+        if (db_tx_open(db))
+            continue;
+        /* SQLite rolled the transaction back by itself (disk full, I/O error): the jobs
+         * before this one, reported fine so far, lost their writes too. */
+        log_error("SQLite rolled back a batch of writes; its requests are answered with errors");
+        db_tx_rollback(db);
+        for (struct dbjob *k = tx_first; k != j->next; k = k->next)
+            if (k->err == PERR_OK)
+                k->err = PERR_UNAVAILABLE;
+        tx_first = j->next && db_tx_begin(db) == PERR_OK ? j->next : NULL;
     }
+    if (tx_first && db_tx_commit(db) != PERR_OK) {
+        log_error("a batch of writes did not commit; its requests are answered with errors");
+        for (struct dbjob *k = tx_first; k; k = k->next)
+            k->err = PERR_UNAVAILABLE;
+    }
+    return PERR_OK;
+}
+
+/* Takes the next batch off the queue: at most DBQ_BATCH_JOBS jobs. {lock} held. */
+static struct dbjob *take_batch(struct dbq *q)
+{
+    struct dbjob *batch = q->todo, *j = batch;
+
+    for (int n = 1; n < DBQ_BATCH_JOBS && j->next; n++)
+        j = j->next;
+    q->todo = j->next;
+    j->next = NULL;
+    if (!q->todo)
+        q->todo_tail = &q->todo;
+    return batch;
+}
+
+/* Hands a list of finished jobs to the loop (their err set). {lock} held. */
+static void hand_back(struct dbq *q, struct dbjob *list)
+{
+    if (!list)
+        return;
+    *q->done_tail = list;
+    for (;; list = list->next) {
+        q->n_jobs--;
+        q->n_bytes -= list->bytes;
+        if (!list->next)
+            break;
+    }
+    q->done_tail = &list->next;
 }
 
 static struct timespec mono_deadline(int64_t at_ms)
@@ -91,20 +150,38 @@ static void *dbq_thread(void *arg)
             db_checkpoint(q->db, NULL);
             pthread_mutex_lock(&q->lock);
         } else if (q->todo) {
-            batch = q->todo;
-            q->todo = NULL;
-            q->todo_tail = &q->todo;
+            struct dbjob *rest;
+            enum perr e;
+            batch = take_batch(q);
             pthread_mutex_unlock(&q->lock);
 
-            run_batch(q->db, batch);
+            e = run_batch(q->db, batch, &rest);
             if (!index_at)
                 index_at = clock_mono_ms() + INDEX_DELAY_MS;
 
             pthread_mutex_lock(&q->lock);
-            *q->done_tail = batch;
-            while (batch->next)
-                batch = batch->next;
-            q->done_tail = &batch->next;
+            if (e != PERR_OK) {
+                /* Could not begin (the write lock held past the busy timeout, an I/O
+                 * error): what waits now would wait as long again, batch after batch. */
+                for (struct dbjob *j = batch; j; j = j->next)
+                    if (!j->next) {
+                        j->next = q->todo;
+                        break;
+                    }
+                q->todo = NULL;
+                q->todo_tail = &q->todo;
+                for (struct dbjob *j = batch; j; j = j->next)
+                    j->err = e;
+            } else if (rest) { /* the batch ran out of time: the rest goes first next */
+                struct dbjob *k = rest;
+                while (k->next)
+                    k = k->next;
+                k->next = q->todo;
+                if (!q->todo)
+                    q->todo_tail = &k->next;
+                q->todo = rest;
+            }
+            hand_back(q, batch);
             pthread_mutex_unlock(&q->lock);
             lws_cancel_service(q->ctx); /* the loop runs the done callbacks */
             pthread_mutex_lock(&q->lock);
@@ -164,6 +241,7 @@ struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
     q->ctx = ctx;
     q->todo_tail = &q->todo;
     q->done_tail = &q->done;
+    q->full_logged_ms = -DBQ_FULL_LOG_MS;
     pthread_mutex_init(&q->lock, NULL);
     pthread_condattr_t mono;
     pthread_condattr_init(&mono);
@@ -197,8 +275,34 @@ struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
 
 void dbq_push(struct dbq *q, struct dbjob *job)
 {
+    size_t refused = 0, waiting = 0, bytes = 0;
+
     job->next = NULL;
     pthread_mutex_lock(&q->lock);
+    if (!job->essential &&
+        (q->n_jobs >= DBQ_MAX_JOBS || (q->n_jobs && q->n_bytes + job->bytes > DBQ_MAX_BYTES))) {
+        int64_t now = clock_mono_ms();
+        job->err = PERR_UNAVAILABLE; /* handed back like any job: never run from here */
+        *q->done_tail = job;
+        q->done_tail = &job->next;
+        q->n_refused++;
+        if (now - q->full_logged_ms >= DBQ_FULL_LOG_MS) {
+            q->full_logged_ms = now;
+            refused = q->n_refused;
+            q->n_refused = 0;
+            waiting = q->n_jobs;
+            bytes = q->n_bytes;
+        }
+        pthread_mutex_unlock(&q->lock);
+        if (refused)
+            log_warn("the database queue is full (%zu jobs, %zu bytes waiting): %zu requests "
+                     "answered unavailable since the last report; logged every %d s at most",
+                     waiting, bytes, refused, DBQ_FULL_LOG_MS / 1000);
+        lws_cancel_service(q->ctx);
+        return;
+    }
+    q->n_jobs++;
+    q->n_bytes += job->bytes;
     *q->todo_tail = job;
     q->todo_tail = &job->next;
     pthread_cond_signal(&q->wake);

@@ -161,6 +161,7 @@ void reconcile_start(struct per_vhost_data__chat *vhd, bool replies)
     }
     j->job.run = reconcile_run;
     j->job.done = reconcile_done;
+    j->job.essential = true; /* one in flight: vhd->reconciling */
     vhd->reconciling = true;
     dbq_push(vhd->dbq, &j->job);
 }

@@ -502,6 +502,7 @@ void sess_publish(struct per_vhost_data__chat *vhd)
     vhd->n_dirty = vhd->cap_dirty = 0;
     p->job.run = publish_run;
     p->job.done = publish_done;
+    p->job.essential = true; /* one in flight: vhd->publishing */
     vhd->publishing = true;
     dbq_push(vhd->dbq, &p->job);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "db_internal.h"
 #include "log.h"
@@ -48,6 +49,12 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
 {
     sqlite3_stmt *st;
 
+    if (db->tx_depth > 0 && sqlite3_get_autocommit(db->conn)) {
+        /* SQLite rolled the transaction back by itself (disk full, I/O error): a statement
+         * now would commit on its own, outside the work it belongs to. */
+        log_error("the transaction was rolled back by SQLite; refusing the statement");
+        return NULL;
+    }
     for (size_t i = 0; i < db->n_stmts; i++)
         if (db->stmts[i].sql == sql)
             return db->stmts[i].st;
@@ -125,6 +132,34 @@ static int exec(struct db *db, const char *sql, const char *what)
     return 0;
 }
 
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* As exec, but a statement SQLite answers "busy" or "locked" without waiting (the switch
+ * to WAL, BEGIN on a file another process is just creating) is tried again, for up to
+ * the busy timeout in all. */
+static int exec_retry(struct db *db, const char *sql, const char *what)
+{
+    int64_t until = clock_mono_ms() + DB_BUSY_TIMEOUT_MS;
+    int step = 1;
+
+    for (;;) {
+        int rc = sqlite3_exec(db->conn, sql, NULL, NULL, NULL);
+        int base = rc & 0xff;
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) || clock_mono_ms() >= until) {
+            log_error("%s: %s", what, sqlite3_errmsg(db->conn));
+            return -1;
+        }
+        sleep_ms(step);
+        step = step < 64 ? step * 2 : 64;
+    }
+}
+
 const char *db_path(struct db *db)
 {
     return db->path;
@@ -149,13 +184,17 @@ int db_schema_version(void)
 
 /* Brings the schema forward. BEGIN IMMEDIATE makes two processes opening a new file at
  * once take turns; the version is read inside the transaction, so the second one finds
- * the work done. */
+ * the work done. A file already at the newest version takes no lock at all: a connection
+ * opened while someone holds the write lock (a REST worker, the sqlite3 shell) does not
+ * wait for it. */
 static int migrate(struct db *db)
 {
     int have, want = db_schema_version();
     char pragma[64];
 
-    if (exec(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
+    if (db_user_version(db) == want)
+        return 0;
+    if (exec_retry(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
         return -1;
     have = db_user_version(db);
     if (have > want) {
@@ -198,7 +237,7 @@ struct db *db_open(const char *path)
     }
     sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(db->conn, 1);
-    if (exec(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
+    if (exec_retry(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
         exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys") < 0 ||
         exec(db, "PRAGMA journal_size_limit = " DB_WAL_LIMIT, "limiting the WAL") < 0 ||
         exec(db, db_full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
@@ -288,9 +327,17 @@ enum perr db_tx_commit(struct db *db)
 
     assert(db->tx_depth > 0);
     st = db_stmt(db, db->tx_depth > 1 ? release : commit);
-    if (!st)
+    if (!st) {
+        db_tx_rollback(db);
         return PERR_UNAVAILABLE;
+    }
     rc = db_run(st);
+    /* A COMMIT that is busy (a reader in the way of a checkpoint or a journal) leaves the
+     * transaction open: try again, for up to the busy timeout. */
+    for (int64_t until = clock_mono_ms() + DB_BUSY_TIMEOUT_MS;
+         (rc & 0xff) == SQLITE_BUSY && !sqlite3_get_autocommit(db->conn) && clock_mono_ms() < until;
+         rc = db_run(st))
+        sleep_ms(10);
     if (rc != SQLITE_DONE) {
         db_fail(db, __func__, "commit");
         db_tx_rollback(db);
@@ -300,15 +347,30 @@ enum perr db_tx_commit(struct db *db)
     return PERR_OK;
 }
 
+bool db_tx_open(struct db *db)
+{
+    return !sqlite3_get_autocommit(db->conn);
+}
+
 void db_tx_rollback(struct db *db)
 {
     if (db->tx_depth <= 0)
         return;
-    if (db->tx_depth > 1)
+    if (sqlite3_get_autocommit(db->conn))
+        ; /* SQLite rolled everything back already */
+    else if (db->tx_depth > 1)
         exec(db, "ROLLBACK TO nested; RELEASE nested", "rollback to savepoint");
     else if (!sqlite3_get_autocommit(db->conn))
         exec(db, "ROLLBACK", "rollback");
     db->tx_depth--;
+}
+
+enum perr db_max_pages(struct db *db, int64_t pages)
+{
+    char sql[64];
+
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
+    return exec(db, sql, "limiting the file") < 0 ? PERR_UNAVAILABLE : PERR_OK;
 }
 
 enum perr db_counter_add(struct db *db, const char *name, int64_t delta)

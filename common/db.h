@@ -129,10 +129,20 @@ enum perr db_checkpoint(struct db *db, int *wal_frames);
 /* A cheap query, for /health. */
 enum perr db_ping(struct db *db);
 
-/* ---- transactions (nestable: the outermost is BEGIN IMMEDIATE) ---- */
+/* ---- transactions (nestable: the outermost is BEGIN IMMEDIATE) ----
+ * On some errors inside a statement (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, some
+ * SQLITE_BUSY) SQLite rolls back the whole transaction by itself. Every statement is then
+ * refused (PERR_UNAVAILABLE) until the outermost level is rolled back, so nothing meant
+ * for the lost transaction commits on its own; db_tx_open tells the caller of the
+ * outermost level. A COMMIT that is busy is retried for up to the busy timeout. */
 enum perr db_tx_begin(struct db *db);
 enum perr db_tx_commit(struct db *db);
 void db_tx_rollback(struct db *db);
+/* Whether a transaction is open on the connection (false once SQLite rolled it back). */
+bool db_tx_open(struct db *db);
+/* Caps the file at pages pages, for this connection only (PRAGMA max_page_count): writes
+ * beyond it fail as on a full disk. For fault tests. */
+enum perr db_max_pages(struct db *db, int64_t pages);
 
 /* ---- sessions ---- */
 /* Creates a session; channel may be NULL. Fills out (caller cleans up). */

@@ -261,6 +261,8 @@ static void *worker_main(void *arg)
             fr.ipcFd = -1;
             continue;
         }
+        if (!db) /* it could not be opened before: try again, so service resumes */
+            db = db_open(srv->cfg.db_path);
         serve(srv, db, &fr);
         FCGX_Finish_r(&fr);
     }

@@ -944,6 +944,14 @@ def sql(db, query, timeout=10):
     return p.returncode, out.splitlines()
 
 
+def sqlite_missing(t):
+    """True (after one `not ok`) when the sqlite3 shell the test needs is not installed."""
+    if os.access(SQLITE, os.X_OK):
+        return False
+    t.fail("sqlite3 shell present", "%s missing (apt-get install sqlite3)" % SQLITE)
+    return True
+
+
 SHELL_MARK = "END-OF-QUERY-5b1e"
 
 

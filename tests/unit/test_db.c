@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -204,6 +205,48 @@ static void open_empty(void)
     EQ_INT(db_ping(db), PERR_OK);
     db_close(db);
     db_close(NULL);
+}
+
+/* Several processes opening one new file at the same moment all succeed: children wait
+ * on a pipe, the parent closes it, and each opens (switch to WAL, migrations) at once. */
+static void open_race(void)
+{
+    enum { ROUNDS = 20, PROCS = 6 };
+    int failed = 0;
+
+    for (int round = 0; round < ROUNDS; round++) {
+        char name[32];
+        int gate[2];
+        pid_t kids[PROCS];
+
+        snprintf(name, sizeof name, "race%d", round);
+        new_path(name);
+        REQUIRE(pipe(gate) == 0);
+        for (int i = 0; i < PROCS; i++) {
+            kids[i] = fork();
+            REQUIRE(kids[i] >= 0);
+            if (kids[i] == 0) {
+                char c;
+                struct db *db;
+                close(gate[1]);
+                if (read(gate[0], &c, 1) != 0)
+                    _exit(3);
+                db = db_open(path);
+                if (!db)
+                    _exit(1);
+                _exit(db_user_version(db) == db_schema_version() ? 0 : 2);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]); /* every child reads end-of-file at once */
+        for (int i = 0; i < PROCS; i++) {
+            int st = 0;
+            waitpid(kids[i], &st, 0);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                failed++;
+        }
+    }
+    EQ_INT(failed, 0);
 }
 
 /* Opening twice (a second process, or REST worker) leaves the file as it was. */
@@ -1073,6 +1116,46 @@ static void tx_inner_failure_keeps_outer(void)
     db_close(db);
 }
 
+/* A full disk inside a transaction: SQLite rolls the whole transaction back by itself.
+ * Nothing written after that commits on its own (it would be reported stored while the
+ * earlier writes of the same transaction were lost); once rolled back, writes work again. */
+static void tx_lost_refuses_writes(void)
+{
+    struct db *db = open_new("tx_lost");
+    struct db_session s;
+    struct db_message_in in = {.role = "user"};
+    struct db_message m;
+    bool dup;
+    int64_t count;
+    static char big[64 * 1024];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    in.session_id = s.id;
+    memset(big, 'x', sizeof big - 1);
+    REQUIRE(db_max_pages(db, side_int("PRAGMA page_count", NULL) + 4) == PERR_OK);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    CHECK(db_tx_open(db));
+    add(db, s.id, "user", "lost with its transaction", NULL, false);
+    in.content = big;
+    EQ_INT(db_message_add(db, &in, &m, &dup, &count), PERR_UNAVAILABLE); /* disk full */
+    CHECK(!db_tx_open(db));
+    in.content = "after the rollback";
+    EQ_INT(db_message_add(db, &in, &m, &dup, &count), PERR_UNAVAILABLE); /* refused */
+    EQ_INT(db_tx_begin(db), PERR_UNAVAILABLE);                           /* a savepoint too */
+    EQ_INT(db_tx_commit(db), PERR_UNAVAILABLE);                          /* ends the level */
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 0);
+    CHECK(!db_tx_open(db));
+    REQUIRE(db_max_pages(db, 1000000) == PERR_OK);
+    REQUIRE(db_tx_begin(db) == PERR_OK);
+    add(db, s.id, "user", "stored", NULL, false);
+    EQ_INT(db_tx_commit(db), PERR_OK);
+    EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 1);
+    EQ_INT(side_int("SELECT message_count FROM sessions", NULL), 1);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
 /* A person holding a read transaction open in the sqlite3 shell stalls nothing (WAL). */
 static void reader_does_not_stall(void)
 {
@@ -1250,6 +1333,7 @@ static void remove_tmp(void)
 static const struct unit_case cases[] = {
     {"open an empty file: newest schema, WAL, ping", open_empty},
     {"open the same file twice", open_twice},
+    {"6 processes opening one new file at once all succeed (20 rounds)", open_race},
     {"embedded migrations are the schema/*.sql files", embedded_match_files},
     {"a version 1 file migrates, keeps its data and becomes searchable", migrate_old},
     {"a file newer than this binary is refused and left alone", refuse_newer},
@@ -1271,6 +1355,7 @@ static const struct unit_case cases[] = {
     {"db_reply_queue_drop", reply_queue_drop},
     {"nested transactions: inner rollback keeps outer work", tx_nested},
     {"a failed write inside a transaction keeps the outer work", tx_inner_failure_keeps_outer},
+    {"a transaction SQLite rolled back (disk full) refuses later writes", tx_lost_refuses_writes},
     {"an open read transaction elsewhere stalls no write", reader_does_not_stall},
     {"live figures: reset, publish, stale heartbeat, down", live},
 };
