@@ -35,22 +35,52 @@ static void req_init(struct req_job *r, struct per_vhost_data__chat *vhd,
     r->job.done = done;
 }
 
-/* The connection that asked, if it is still there. */
+/* Pushes the job, counted against the connection's bound (BROKER_CONN_JOBS_MAX): one
+ * client cannot fill the database queue for everyone, nor have thousands of answers
+ * fail at once. Returns -1 (after answering unavailable) when pss is at its bound. */
+static int req_push(struct req_job *r, struct per_session_data__chat *pss,
+                    const char *client_msg_id)
+{
+    if (pss->jobs_waiting >= BROKER_CONN_JOBS_MAX) {
+        fanout_error_msg(r->vhd, pss, PERR_UNAVAILABLE, r->request_type, client_msg_id,
+                         "%d requests of this connection are waiting for the database "
+                         "already; wait for their answers, then send again",
+                         BROKER_CONN_JOBS_MAX);
+        return -1;
+    }
+    pss->jobs_waiting++;
+    dbq_push(r->vhd->dbq, &r->job);
+    return 0;
+}
+
+/* The connection that asked, if it is still there; its request is no longer waiting.
+ * Every done callback calls it once. */
 static struct per_session_data__chat *req_conn(struct req_job *r)
 {
-    return r->vhd->stopping ? NULL : ws_conn(r->vhd, r->conn_id);
+    struct per_session_data__chat *pss = ws_conn(r->vhd, r->conn_id);
+
+    if (pss && pss->jobs_waiting)
+        pss->jobs_waiting--;
+    return r->vhd->stopping ? NULL : pss;
+}
+
+static void req_error_msg(struct req_job *r, struct per_session_data__chat *pss,
+                          const char *client_msg_id)
+{
+    if (r->job.err == PERR_SESSION_NOT_FOUND)
+        fanout_error_msg(r->vhd, pss, PERR_SESSION_NOT_FOUND, r->request_type, client_msg_id,
+                         "no session with id '%s'; create one with create_session", r->session_id);
+    else
+        fanout_error_msg(r->vhd, pss,
+                         r->job.err == PERR_INTERNAL ? PERR_INTERNAL : PERR_UNAVAILABLE,
+                         r->request_type, client_msg_id,
+                         "the database is busy or not available, so this was not done; try "
+                         "again shortly");
 }
 
 static void req_error(struct req_job *r, struct per_session_data__chat *pss)
 {
-    if (r->job.err == PERR_SESSION_NOT_FOUND)
-        fanout_error(r->vhd, pss, PERR_SESSION_NOT_FOUND, r->request_type,
-                     "no session with id '%s'; create one with create_session", r->session_id);
-    else
-        fanout_error(r->vhd, pss, r->job.err == PERR_INTERNAL ? PERR_INTERNAL : PERR_UNAVAILABLE,
-                     r->request_type,
-                     "the database is busy or not available, so this was not done; try again "
-                     "shortly");
+    req_error_msg(r, pss, NULL);
 }
 
 static void too_many_sessions(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
@@ -82,6 +112,14 @@ static void create_run(struct dbjob *job, struct db *db)
     job->err = db_session_create(db, j->model, j->title, NULL, &j->created);
 }
 
+static void create_free(struct create_job *j)
+{
+    db_session_cleanup(&j->created);
+    free(j->model);
+    free(j->title);
+    free(j);
+}
+
 static void create_done(struct dbjob *job)
 {
     struct create_job *j = (struct create_job *)job;
@@ -108,10 +146,7 @@ static void create_done(struct dbjob *job)
             sess_release(vhd, s);
         }
     }
-    db_session_cleanup(&j->created);
-    free(j->model);
-    free(j->title);
-    free(j);
+    create_free(j);
 }
 
 void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
@@ -131,7 +166,8 @@ void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat 
     req_init(&j->req, vhd, pss, "create_session", create_run, create_done);
     j->model = strdup(model_of_new_session(vhd, model));
     j->title = title ? strdup(title) : NULL;
-    dbq_push(vhd->dbq, &j->req.job);
+    if (req_push(&j->req, pss, NULL) < 0)
+        create_free(j);
 }
 
 /* ---- join_session and subscribe ---- */
@@ -215,6 +251,14 @@ static void send_joined(struct per_vhost_data__chat *vhd, struct per_session_dat
     json_decref(ev);
 }
 
+static void join_free(struct join_job *j)
+{
+    db_session_cleanup(&j->session);
+    db_message_list_cleanup(&j->replay);
+    free(j->model);
+    free(j);
+}
+
 static void join_done(struct dbjob *job)
 {
     struct join_job *j = (struct join_job *)job;
@@ -242,10 +286,7 @@ static void join_done(struct dbjob *job)
     sess_history_at(s, j->last_id);
     send_joined(vhd, pss, s, j);
 out:
-    db_session_cleanup(&j->session);
-    db_message_list_cleanup(&j->replay);
-    free(j->model);
-    free(j);
+    join_free(j);
 }
 
 /* The live session pss holds under channel, or NULL. */
@@ -286,7 +327,8 @@ void act_join(struct per_vhost_data__chat *vhd, struct per_session_data__chat *p
         snprintf(j->req.session_id, sizeof j->req.session_id, "%s", in->session_id);
     j->in.channel = j->in.session_id = NULL; /* borrowed: only the copies above are kept */
     j->model = strdup(model_of_new_session(vhd, NULL));
-    dbq_push(vhd->dbq, &j->req.job);
+    if (req_push(&j->req, pss, NULL) < 0)
+        join_free(j);
 }
 
 /* ---- leave_session ---- */
@@ -354,7 +396,8 @@ void act_not_joined(struct per_vhost_data__chat *vhd, struct per_session_data__c
         return;
     req_init(&j->req, vhd, pss, request_type, exists_run, exists_done);
     snprintf(j->req.session_id, sizeof j->req.session_id, "%s", id);
-    dbq_push(vhd->dbq, &j->req.job);
+    if (req_push(&j->req, pss, NULL) < 0)
+        free(j);
 }
 
 /* ---- storing a message (chat, and the envelope's chat_message, events, llm_request) ---- */
@@ -410,6 +453,18 @@ static json_t *message_added(const char *session_id, const struct db_message *m,
                      (json_int_t)message_count, "message", proto_message(m));
 }
 
+static void store_free(struct store_job *j)
+{
+    db_session_cleanup(&j->session);
+    db_message_cleanup(&j->stored);
+    free(j->content);
+    free(j->client_msg_id);
+    free(j->thread_id);
+    free(j->channel);
+    free(j->model);
+    free(j);
+}
+
 static void store_done(struct dbjob *job)
 {
     struct store_job *j = (struct store_job *)job;
@@ -422,7 +477,7 @@ static void store_done(struct dbjob *job)
         goto out;
     if (job->err) {
         if (pss)
-            req_error(&j->req, pss);
+            req_error_msg(&j->req, pss, j->client_msg_id);
         goto out;
     }
     if (j->duplicate) {
@@ -456,14 +511,7 @@ static void store_done(struct dbjob *job)
         asst_request(vhd, s, j->stored.id, j->system_prompt);
     sess_release(vhd, s);
 out:
-    db_session_cleanup(&j->session);
-    db_message_cleanup(&j->stored);
-    free(j->content);
-    free(j->client_msg_id);
-    free(j->thread_id);
-    free(j->channel);
-    free(j->model);
-    free(j);
+    store_free(j);
 }
 
 void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
@@ -495,7 +543,8 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
     j->channel = in->channel ? strdup(in->channel) : NULL;
     j->model = strdup(model_of_new_session(vhd, NULL));
     j->req.job.bytes = strlen(in->content);
-    dbq_push(vhd->dbq, &j->req.job);
+    if (req_push(&j->req, pss, in->client_msg_id) < 0)
+        store_free(j);
 }
 
 void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,

@@ -23,16 +23,17 @@
 #include "config.h"
 #include "db.h"
 
-#define BROKER_MAX_JOINED   16           /* sessions one connection may be a member of */
-#define BROKER_CONN_ID_HEX  12           /* connection ids: 12 lowercase hex characters */
-#define BROKER_TYPING_MS    10000        /* a typing indicator expires by itself after this */
-#define BROKER_REPLAY_MAX   1000         /* messages replayed by join_session with since */
-#define BROKER_REPLAY_BYTES (128 * 1024) /* ...and their bytes: a longer replay says has_more */
-#define BROKER_PENDING_MAX  32           /* user messages waiting for a reply, per session */
-#define FANOUT_MAX_BYTES    (256 * 1024) /* queued for one connection before it is culled */
-#define FANOUT_MAX_FRAMES   4096
-#define FANOUT_MAX_ASKED    (2 * 1024 * 1024) /* answers asked for, queued, before a cull */
-#define BROKER_TOLD_MAX     16384             /* ids kept per session above the reconcile's mark */
+#define BROKER_MAX_JOINED    16           /* sessions one connection may be a member of */
+#define BROKER_CONN_ID_HEX   12           /* connection ids: 12 lowercase hex characters */
+#define BROKER_TYPING_MS     10000        /* a typing indicator expires by itself after this */
+#define BROKER_REPLAY_MAX    1000         /* messages replayed by join_session with since */
+#define BROKER_REPLAY_BYTES  (128 * 1024) /* ...and their bytes: a longer replay says has_more */
+#define BROKER_PENDING_MAX   32           /* user messages waiting for a reply, per session */
+#define BROKER_CONN_JOBS_MAX 256          /* requests of one connection waiting for the database */
+#define FANOUT_MAX_BYTES     (256 * 1024) /* queued for one connection before it is culled */
+#define FANOUT_MAX_FRAMES    4096
+#define FANOUT_MAX_ASKED     (2 * 1024 * 1024) /* answers asked for, queued, before a cull */
+#define BROKER_TOLD_MAX      16384             /* ids kept per session above the reconcile's mark */
 
 enum dialect { DIALECT_FLAT, DIALECT_ENVELOPE };
 
@@ -93,6 +94,7 @@ struct per_session_data__chat {
     bool ping_due;                    /* keepalive: send a ping at the next writeable */
     char private_session[DB_ID_LEN];  /* envelope llm_request without a channel */
     char key_hash[AUTH_HASH_HEX + 1]; /* the API key it authenticated with; "" for none */
+    unsigned jobs_waiting;            /* its requests at the database thread (actions.c) */
 };
 
 /* ---- live sessions (sessions.c) ---- */
@@ -203,6 +205,11 @@ void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, co
 void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss, enum perr e,
                   const char *request_type, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* The same about a chat the client named with client_msg_id (NULL: none), so that it can
+ * tell which of its messages failed. */
+void fanout_error_msg(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                      enum perr e, const char *request_type, const char *client_msg_id,
+                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* ---- proto.c: the wire formats ---- */
 /* Renders ev (flat form: {"type": ..., fields...}) for dialect d into a new string

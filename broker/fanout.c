@@ -262,20 +262,41 @@ void fanout_session(struct per_vhost_data__chat *vhd, struct live_session *s, co
     frame_unref(frames[1]);
 }
 
-void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss, enum perr e,
-                  const char *request_type, const char *fmt, ...)
+static void send_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                       enum perr e, const char *request_type, const char *client_msg_id,
+                       const char *fmt, va_list ap)
 {
     char msg[512];
     json_t *ev;
-    va_list ap;
 
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     utf8_repair_in_place(msg); /* cut at 511 bytes, maybe inside a character */
     ev = json_pack("{s:s, s:s, s:s}", "type", "error", "code", perr_code(e), "message", msg);
     if (ev && request_type)
         json_object_set_new(ev, "request_type", json_string(request_type));
+    if (ev && client_msg_id)
+        json_object_set_new(ev, "client_msg_id", json_string(client_msg_id));
     fanout_send(vhd, pss, ev);
     json_decref(ev);
+}
+
+void fanout_error(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss, enum perr e,
+                  const char *request_type, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    send_error(vhd, pss, e, request_type, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void fanout_error_msg(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                      enum perr e, const char *request_type, const char *client_msg_id,
+                      const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    send_error(vhd, pss, e, request_type, client_msg_id, fmt, ap);
+    va_end(ap);
 }

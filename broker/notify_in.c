@@ -56,6 +56,8 @@ static void message_added(struct per_vhost_data__chat *vhd, const json_t *ev)
     j->vhd = vhd;
     j->message_id = json_integer_value(id);
     j->reply = json_is_true(json_object_get(ev, "reply"));
+    j->job.essential = true; /* REST stored it: the members must hear of it (bounded by
+                              * the notification socket's read loop) */
     j->job.run = added_run;
     j->job.done = added_done;
     dbq_push(vhd->dbq, &j->job);

@@ -319,6 +319,49 @@ def test_flood(t):
     b.stop()
 
 
+def test_flood_one(t):
+    """One client alone floods 3,000 chats while the lock is held: at most
+    BROKER_CONN_JOBS_MAX (256) of them wait; the rest are answered unavailable at once,
+    each naming its client_msg_id; the connection is never culled."""
+    b = Broker(t, llm="none", name="broker-flood-one",
+               flags={"--rate-limit": "1000000", "--rate-burst": "1000000"})
+    c = connect(b, "F")
+    sid = c.create_session()
+    c.chat("warm-up")
+    c.clear()
+    n = 3000
+    shell = Shell(b.db)
+    try:
+        shell.query("BEGIN IMMEDIATE;")
+
+        async def go():
+            for i in range(n):
+                await c.ws.send(json.dumps({"type": "chat", "message": "one %04d" % i,
+                                            "client_msg_id": "m%04d" % i}))
+        parley._aio_call(go(), ANSWER_S)
+        time.sleep(1.0)
+        early = [e for e in c.pending() if is_unavailable(e)]
+        t.ok("one flooder: refused at once beyond its 256 waiting requests (unavailable "
+             "while the lock is still held)", len(early) >= n - 256 - 50,
+             "%d refused before the lock was released" % len(early))
+        t.ok("one flooder: each refusal names its client_msg_id",
+             early and all(e.get("client_msg_id", "").startswith("m") for e in early),
+             repr(early[:2]))
+        time.sleep(BUSY_S + 1)
+        shell.query("COMMIT;")
+    finally:
+        shell.close()
+    contents = ["one %04d" % i for i in range(n)]
+    acked, unavail, other = answers(c, contents, 4 * ANSWER_S)
+    t.ok("one flooder: the connection stayed open", not c.closed, "closed %r" % c.close_code)
+    check_outcomes(t, "one flooder", contents, acked, unavail, other, stored(b.db, sid))
+    ids = sorted(e.get("client_msg_id") for e in unavail)
+    t.eq("one flooder: every refusal names a chat, once", len(set(ids)), len(unavail))
+    c.chat("after the flood", timeout=ANSWER_S)
+    c.close()
+    b.stop()
+
+
 def main(t):
     if parley.sqlite_missing(t):
         return
@@ -328,6 +371,8 @@ def main(t):
         test_disk_full(t)
     with t.section("flood while the writer is stalled"):
         test_flood(t)
+    with t.section("one client floods while the writer is stalled"):
+        test_flood_one(t)
 
 
 parley.run(main)
