@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "clock.h"
 #include "dbq.h"
+#include "hostcheck.h"
 #include "log.h"
 #include "map.h"
 
@@ -292,17 +293,27 @@ static int64_t *ip_slot(struct per_vhost_data__chat *vhd, const char *ip, bool c
     return c ? &c->n : NULL;
 }
 
-int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi)
+int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi, const char **why)
 {
-    char ip[48] = "", origin[256] = "", keybuf[128];
+    char ip[48] = "", origin[256] = "", host[256] = "", keybuf[128];
     const char *key;
     int64_t *count;
 
     lws_get_peer_simple(wsi, ip, sizeof ip);
+    if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) < 0)
+        host[0] = '\0';
+    /* DNS rebinding: with no key, only loopback and the configured hosts are answered */
+    if (!vhd->auth_required && !host_allowed(vhd->cfg, host)) {
+        access_refused(vhd, ip, "Host not allowed", host);
+        *why = "this Host is not served without API keys; add it with --allowed-host (or "
+               "--public-url), or configure an API key";
+        return 403;
+    }
     if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
         origin[0] = '\0';
     if (!origin_allowed(vhd, wsi, origin)) {
         access_refused(vhd, ip, "origin not allowed", origin);
+        *why = "this Origin is not allowed (--allowed-origin)";
         return 403;
     }
     count = ip_slot(vhd, ip, false);

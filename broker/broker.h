@@ -411,8 +411,9 @@ void access_set_keys(struct per_vhost_data__chat *vhd, struct auth_key *keys, si
 void access_reload_keys(struct per_vhost_data__chat *vhd);
 void access_tick(struct per_vhost_data__chat *vhd);
 bool access_key_valid(const struct per_vhost_data__chat *vhd, const char *key);
-/* HTTP_CONFIRM_UPGRADE: 0 to allow, or the status to refuse with (401, 403, 429). */
-int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi);
+/* HTTP_CONFIRM_UPGRADE: 0 to allow, or the status to refuse with (401, 403, 429); for 403,
+ * *why says which rule refused (a Host or an Origin). */
+int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi, const char **why);
 /* FILTER_PROTOCOL_CONNECTION: records the peer and whether it presented a valid key. */
 void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                         struct lws *wsi);

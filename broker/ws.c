@@ -330,10 +330,10 @@ static const char *upgrade_refusal(int status)
 /* Answers an upgrade request with status and a line of text, then hangs up. lws's own
  * lws_return_http_status would say HTTP/1.0 here: it learns the request's version only
  * after this callback. Returns what HTTP_CONFIRM_UPGRADE should return. */
-static int refuse_upgrade(struct lws *wsi, int status)
+static int refuse_upgrade(struct lws *wsi, int status, const char *why)
 {
     unsigned char buf[LWS_PRE + 512];
-    const char *text = upgrade_refusal(status);
+    const char *text = why ? why : upgrade_refusal(status);
     const char *reason = status == 401   ? "Unauthorized"
                          : status == 403 ? "Forbidden"
                          : status == 404 ? "Not Found"
@@ -398,12 +398,13 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
         ws_vhd_cleanup(vhd);
         break;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
-        int status = vhd && !vhd->stopping ? access_check_upgrade(vhd, wsi) : 503;
+        const char *why = NULL;
+        int status = vhd && !vhd->stopping ? access_check_upgrade(vhd, wsi, &why) : 503;
         if (status == 0 && !ws_path_ok(wsi))
             status = 404;
         if (status == 0)
             break;
-        return refuse_upgrade(wsi, status);
+        return refuse_upgrade(wsi, status, why);
     }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!vhd || vhd->stopping || !ws_path_ok(wsi))

@@ -44,9 +44,9 @@ static const struct cfg_option cfg_options[] = {
      "WebSocket port (0 picks a free one)"},
     {"ws-port", "PARLEY_WS_PORT", NULL, T_INT, OFF(ws_port), "8001", 1, 65535, HTTP, "N",
      "the broker's port, used to build ws_url"},
-    {"public-ws-url", NULL, NULL, T_STR, OFF(public_ws_url), NULL, 0, 0, HTTP, "URL",
+    {"public-ws-url", NULL, NULL, T_STR, OFF(public_ws_url), NULL, 0, 0, SRV, "URL",
      "ws_url to announce (e.g. wss://chat.example.com/ws behind a proxy)"},
-    {"public-url", NULL, NULL, T_STR, OFF(public_url), NULL, 0, 0, HTTP, "URL",
+    {"public-url", NULL, NULL, T_STR, OFF(public_url), NULL, 0, 0, SRV, "URL",
      "the service's public URL (e.g. https://chat.example.com behind a proxy); its host is "
      "answered without API keys"},
     {"allowed-host", NULL, NULL, T_LIST, OFF(allowed_host), NULL, 0, 0, SRV, "HOST",
@@ -453,8 +453,16 @@ bool cfg_is_loopback(const char *bind)
 
 int cfg_check_protected(const struct cfg *cfg, int64_t active_keys)
 {
-    if (cfg_is_loopback(cfg->bind) || active_keys > 0 || cfg->insecure_no_auth)
+    if (cfg_is_loopback(cfg->bind) || active_keys > 0)
         return 0;
+    if (cfg->insecure_no_auth) {
+        if (!cfg->allowed_host.n && !cfg->public_url && !cfg->public_ws_url)
+            log_warn("listening on %s with no API key: requests are answered only when their "
+                     "Host is a loopback name or address (DNS-rebinding protection); name the "
+                     "hosts clients use with --allowed-host HOST, or --allowed-host '*'",
+                     cfg->bind);
+        return 0;
+    }
     log_error("refusing to listen on %s with no API key: anyone who can reach this address "
               "could read and write every session. Add a key with 'parley-rest keys add NAME' "
               "(clients then send it), bind to 127.0.0.1, or, on a trusted network only, pass "

@@ -518,8 +518,8 @@ class Broker(Rest):
         return argv
 
     def probe(self):
-        sock, _ = ws_handshake(self.port, host=self.flags.get("--bind") or "127.0.0.1",
-                               timeout=2)
+        ipv6 = self.flags.get("--bind") in ("::1", "::")
+        sock, _ = ws_handshake(self.port, host="::1" if ipv6 else "127.0.0.1", timeout=2)
         try:
             sock.sendall(ws_frame(0x8, b"\x03\xe8"))  # close 1000
         except OSError:

@@ -95,6 +95,57 @@ def test_bind(t, rest, b):
     b6.stop()
 
 
+def upgrade_status(port, host):
+    """The status line and body of an upgrade request carrying this Host header."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n" % host).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if b" 101 " not in data.split(b"\r\n", 1)[0]:
+            s.settimeout(2)
+            try:
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head.split(b"\r\n", 1)[0].decode(), body.decode("utf-8", "replace")
+    finally:
+        s.close()
+
+
+def test_hosts(t, b):
+    """DNS rebinding (SPEC 6): with no API key, only loopback and configured Hosts."""
+    port = b.port
+    for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "LOCALHOST", "127.9.8.7",
+                 "[::1]:%d" % port):
+        status, _ = upgrade_status(port, host)
+        t.ok("Host %s: upgraded (101)" % host, " 101 " in status + " ", status)
+    for host in ("evil.example", "evil.example:%d" % port, "127.0.0.1.evil.example",
+                 "localhost.evil.example"):
+        status, body = upgrade_status(port, host)
+        t.ok("Host %s: refused 403" % host, " 403 " in status + " ", status)
+        t.ok("Host %s: the answer says what to do" % host, "--allowed-host" in body, body)
+    b2 = Broker(t, flags={"--allowed-host": "chat.example"}, name="broker-allowed-host")
+    status, _ = upgrade_status(b2.port, "chat.example")
+    t.ok("--allowed-host chat.example: that Host is upgraded", " 101 " in status + " ", status)
+    status, _ = upgrade_status(b2.port, "other.example")
+    t.ok("--allowed-host chat.example: another Host is refused", " 403 " in status + " ",
+         status)
+    b2.stop()
+
+
 def replay_all(t, name, c, sid, want_ids):
     """Joins with since=0 and follows has_more/last_id until the whole history came."""
     got, since, rounds = [], 0, 0
@@ -307,6 +358,8 @@ def main(t):
         test_crash_frame(t, b)
     with t.section("bind"):
         test_bind(t, rest, b)
+    with t.section("hosts"):
+        test_hosts(t, b)
     with t.section("replay"):
         test_replay(t, rest, b)
     b.stop()
