@@ -20,6 +20,10 @@
 #       is read), then the same with one receiver that stops reading (--stalled 1): the others' p99 and its
 #       ratio, the broker's VmRSS growth (sampled every 100 ms), and whether the broker
 #       closed the stalled member (slow-consumer policy: 256 KiB or 4,096 frames queued)
+#   (j) a join burst: a session of 1,000 at 20 msg/s measured for 2 s right after its 1,000
+#       members joined (--no-settle: amid whatever presence frames the joins cost), beside
+#       the same room measured after it settled; BENCH_BURST_RUNS (3) pairs, medians and
+#       their ratio (the issue's target: within 2x)
 #   (i) a stalled writer: chats flood in while a sqlite3 shell holds the database's write
 #       lock for BENCH_LOCK_HOLD s (10): one client as fast as it can, four at 2,000/s each
 #       (both with the rate limit off, so that the database queue's bound answers), and one
@@ -30,7 +34,8 @@
 # A benchmark, not a test: figures are printed, never asserted. It exits non-zero only when
 # a scenario could not run (missing binary, broker that does not start, or dies).
 # Environment: BENCH_DURATION (10), BENCH_IDLE (5000), BENCH_HOLD (20), BENCH_SCENARIOS
-# (abcdefghi), BENCH_STALL_RUNS (3, pairs of runs in (h)), BENCH_LOCK_HOLD (10, in (i)),
+# (abcdefghij), BENCH_STALL_RUNS (3, pairs of runs in (h)), BENCH_LOCK_HOLD (10, in (i)),
+# BENCH_BURST_RUNS (3, pairs of runs in (j)),
 # BROKER_BIN (bin/parley-broker), BENCH_BIN (build/bench).
 set -u
 
@@ -39,7 +44,8 @@ BENCH_BIN=${BENCH_BIN:-build/bench}
 DURATION=${BENCH_DURATION:-10}
 IDLE=${BENCH_IDLE:-5000}
 HOLD=${BENCH_HOLD:-20}
-SCENARIOS=${BENCH_SCENARIOS:-abcdefghi}
+SCENARIOS=${BENCH_SCENARIOS:-abcdefghij}
+BURST_RUNS=${BENCH_BURST_RUNS:-3}
 LOCK_HOLD=${BENCH_LOCK_HOLD:-10}
 STALL_RUNS=${BENCH_STALL_RUNS:-3}
 LOADGEN=$BENCH_BIN/loadgen
@@ -408,6 +414,35 @@ case $SCENARIOS in *i*)
 		check_broker
 		stop_broker
 	done
+	;;
+esac
+
+case $SCENARIOS in *j*)
+	say "(j) a join burst: a session of 1,000 at 20 msg/s for 2 s right after the joins, and settled ($BURST_RUNS pairs)"
+	burst=""
+	calm=""
+	r=0
+	while [ $r -lt "$BURST_RUNS" ]; do
+		r=$((r + 1))
+		for kind in burst calm; do
+			start_broker
+			extra=""
+			[ $kind = burst ] && extra=--no-settle
+			if run_load "join-$kind" --port "$PORT" --conns 1000 --session-size 1000 --senders 1 \
+				--rate 20 --duration 2 --concurrency 256 $extra; then
+				p99=$(figure "join-$kind" "latency us" 9)
+				if [ $kind = burst ]; then burst="$burst $p99"; else calm="$calm $p99"; fi
+			fi
+			check_broker
+			stop_broker
+		done
+	done
+	# shellcheck disable=SC2086
+	mb=$(median $burst)
+	# shellcheck disable=SC2086
+	mc=$(median $calm)
+	ratio=$(awk -v a="${mb:-0}" -v b="${mc:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')
+	note "(j) join burst: chat p99 in the 2 s after 1,000 joins: median ${mb:-?} us (runs:$burst); settled room: median ${mc:-?} us (runs:$calm); ratio $ratio (target <= 2)"
 	;;
 esac
 

@@ -21,6 +21,8 @@
  *               figures. With --broker-pid, its VmRSS is sampled every 100 ms.
  *               --warmup S (with --rate): the same traffic for S seconds first, not
  *               counted, so that the broker's caches are full before its RSS is read.
+ *               --no-settle: the run starts as soon as every member is joined, without
+ *               waiting for the presence frames of the joins to stop (a join burst).
  *   idle        --idle N --hold S [--broker-pid P]
  *               N connections that only answer pings, held S seconds; drops, and the
  *               broker's VmRSS before and after, per connection.
@@ -78,6 +80,7 @@ static struct {
     long stalled;
     double rate, duration_s, hold_s, handshakes_s, warmup_s;
     bool quiet;
+    bool no_settle; /* measure at once after the joins, in their presence storm */
 } opt = {.host = "127.0.0.1",
          .port = 8001,
          .conns = 100,
@@ -1358,7 +1361,8 @@ static int run_sessions(void)
            secs(now_ns() - setup0), ready, opt.conns, members, n_sess);
     if (opt.warmup_s > 0 && opt.rate > 0 && sender_n > 0)
         warm_up(senders, sender_n);
-    settle();
+    if (!opt.no_settle)
+        settle();
     rss.before = rss.peak = rss.end = broker_rss_kb();
     rss.peak_ns = now_ns();
     if (opt.stalled > 0)
@@ -1515,7 +1519,7 @@ static void usage(void)
             "usage: loadgen [--host A] [--port P] MODE\n"
             "  sessions:   --conns N --session-size S [--senders K] [--rate R] [--window W]\n"
             "              [--duration D] [--size BYTES] [--stalled K] [--warmup S]\n"
-            "              [--broker-pid PID]\n"
+            "              [--broker-pid PID] [--no-settle: measure during the joins' presence]\n"
             "  idle:       --idle N --hold S [--broker-pid PID]\n"
             "  handshakes: --handshakes D [--concurrency C]\n"
             "  --concurrency also bounds handshakes in flight while connecting (default 64)\n"
@@ -1544,6 +1548,10 @@ static int parse_args(int argc, char **argv)
         double d = 0;
         int bad = 0;
 
+        if (strcmp(a, "--no-settle") == 0) {
+            opt.no_settle = true;
+            continue;
+        }
         if (strcmp(a, "--quiet") == 0) {
             opt.quiet = true;
             continue;

@@ -40,14 +40,26 @@ int auth_new_key(char *key, char *salt, char *hash)
     return hash[0] ? 0 : -1;
 }
 
+void auth_lookup(const char *key, char *out)
+{
+    out[0] = '\0';
+    if (key && strlen(key) == AUTH_KEY_LEN && strncmp(key, "pk_", 3) == 0) {
+        memcpy(out, key + 3, AUTH_LOOKUP_HEX);
+        out[AUTH_LOOKUP_HEX] = '\0';
+    }
+}
+
 int auth_verify(const struct auth_key *keys, size_t n, const char *presented)
 {
-    char hash[AUTH_HASH_HEX + 1];
+    char hash[AUTH_HASH_HEX + 1], lookup[AUTH_LOOKUP_HEX + 1];
     int found = -1;
 
     if (!presented || strlen(presented) != AUTH_KEY_LEN)
         return -1;
+    auth_lookup(presented, lookup);
     for (size_t i = 0; i < n; i++) {
+        if (keys[i].lookup[0] && strcmp(keys[i].lookup, lookup) != 0)
+            continue; /* not this one: no hash needed */
         auth_hash(keys[i].salt, presented, hash);
         if (strlen(keys[i].hash) == AUTH_HASH_HEX &&
             CRYPTO_memcmp(hash, keys[i].hash, AUTH_HASH_HEX) == 0)

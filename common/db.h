@@ -223,7 +223,8 @@ struct db_key_info {
 /* How many keys exist that are not revoked. */
 enum perr db_keys_active(struct db *db, int64_t *n);
 /* Stores a key's salt and hash. PERR_INVALID_FIELD when the name is taken. */
-enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash);
+enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash,
+                     const char *lookup);
 /* Revokes a key. PERR_NOT_FOUND when no valid key has that name. */
 enum perr db_key_revoke(struct db *db, const char *name);
 /* Every key, revoked ones too, oldest first. *out is new: free with db_key_list_free. */
@@ -231,6 +232,9 @@ enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n);
 void db_key_list_free(struct db_key_info *v, size_t n);
 /* The valid keys' salts and hashes, for auth_verify. *out is new: free with free(). */
 enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n);
+/* The same for the valid keys a presented key can be: those with its lookup (auth_lookup)
+ * and the old ones without a lookup. One row for a key in use. */
+enum perr db_key_candidates(struct db *db, const char *lookup, struct auth_key **out, size_t *n);
 
 /* ---- the broker's live figures (db_live.c) ---- */
 /* Broker side: reset at start (forget every member count of a previous run). */

@@ -19,10 +19,11 @@ enum perr db_keys_active(struct db *db, int64_t *n)
     return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "count keys");
 }
 
-enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash)
+enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash,
+                     const char *lookup)
 {
-    static const char sql[] = "INSERT INTO api_keys(name, salt, hash, created_at)"
-                              " VALUES (?1, ?2, ?3, ?4)";
+    static const char sql[] = "INSERT INTO api_keys(name, salt, hash, created_at, lookup)"
+                              " VALUES (?1, ?2, ?3, ?4, ?5)";
     sqlite3_stmt *st = db_stmt(db, sql);
     char now[CLOCK_ISO_LEN];
     int rc;
@@ -34,6 +35,7 @@ enum perr db_key_add(struct db *db, const char *name, const char *salt, const ch
     sqlite3_bind_text(st, 2, salt, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, lookup, -1, SQLITE_STATIC);
     rc = db_run(st);
     if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
         return PERR_INVALID_FIELD; /* the name is taken */
@@ -65,14 +67,15 @@ void db_key_list_free(struct db_key_info *v, size_t n)
     free(v);
 }
 
-/* Where a row's three text columns go in one element of the array read_rows makes. */
+/* Where a row's text columns go in one element of the array read_rows makes. */
 struct row_layout {
     size_t elem_size;
-    size_t offset[3];
-    size_t size[3];
+    size_t offset[4];
+    size_t size[4];
+    int cols;
 };
 
-/* Steps st to the end, copying columns 0..2 of each row into a new array of elements
+/* Steps st to the end, copying columns 0..cols-1 of each row into a new array of elements
  * laid out as l says (caller frees *out). Resets st. */
 static enum perr read_rows(struct db *db, sqlite3_stmt *st, const struct row_layout *l, void **out,
                            size_t *n, const char *what)
@@ -91,7 +94,7 @@ static enum perr read_rows(struct db *db, sqlite3_stmt *st, const struct row_lay
             v = grown;
         }
         memset(v + got * l->elem_size, 0, l->elem_size);
-        for (int c = 0; c < 3; c++)
+        for (int c = 0; c < l->cols; c++)
             db_column_copy(st, c, v + got * l->elem_size + l->offset[c], l->size[c]);
         got++;
     }
@@ -113,7 +116,8 @@ enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n)
         sizeof(struct db_key_info),
         {offsetof(struct db_key_info, name), offsetof(struct db_key_info, created_at),
          offsetof(struct db_key_info, revoked_at)},
-        {sizeof out[0]->name, sizeof out[0]->created_at, sizeof out[0]->revoked_at}};
+        {sizeof out[0]->name, sizeof out[0]->created_at, sizeof out[0]->revoked_at},
+        3};
     sqlite3_stmt *st = db_stmt(db, sql);
 
     if (!st)
@@ -121,17 +125,33 @@ enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n)
     return read_rows(db, st, &layout, (void **)out, n, "list keys");
 }
 
+static const struct row_layout key_layout = {
+    sizeof(struct auth_key),
+    {offsetof(struct auth_key, name), offsetof(struct auth_key, salt),
+     offsetof(struct auth_key, hash), offsetof(struct auth_key, lookup)},
+    {sizeof(((struct auth_key *)0)->name), sizeof(((struct auth_key *)0)->salt),
+     sizeof(((struct auth_key *)0)->hash), sizeof(((struct auth_key *)0)->lookup)},
+    4};
+
 enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n)
 {
-    static const char sql[] = "SELECT name, salt, hash FROM api_keys WHERE revoked_at IS NULL";
-    static const struct row_layout layout = {
-        sizeof(struct auth_key),
-        {offsetof(struct auth_key, name), offsetof(struct auth_key, salt),
-         offsetof(struct auth_key, hash)},
-        {sizeof out[0]->name, sizeof out[0]->salt, sizeof out[0]->hash}};
+    static const char sql[] = "SELECT name, salt, hash, coalesce(lookup, '') FROM api_keys"
+                              " WHERE revoked_at IS NULL";
     sqlite3_stmt *st = db_stmt(db, sql);
 
     if (!st)
         return PERR_UNAVAILABLE;
-    return read_rows(db, st, &layout, (void **)out, n, "read keys");
+    return read_rows(db, st, &key_layout, (void **)out, n, "read keys");
+}
+
+enum perr db_key_candidates(struct db *db, const char *lookup, struct auth_key **out, size_t *n)
+{
+    static const char sql[] = "SELECT name, salt, hash, coalesce(lookup, '') FROM api_keys"
+                              " WHERE revoked_at IS NULL AND (lookup = ?1 OR lookup IS NULL)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, lookup, -1, SQLITE_STATIC);
+    return read_rows(db, st, &key_layout, (void **)out, n, "read keys");
 }

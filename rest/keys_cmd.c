@@ -42,13 +42,15 @@ static void tell_broker(const struct cfg *cfg)
 static int add(struct db *db, const struct cfg *cfg, const char *name)
 {
     char key[AUTH_KEY_LEN + 1], salt[AUTH_SALT_HEX + 1], hash[AUTH_HASH_HEX + 1];
+    char lookup[AUTH_LOOKUP_HEX + 1];
     enum perr e;
 
     if (auth_new_key(key, salt, hash) < 0) {
         fprintf(stderr, "parley-rest: could not make a key (no randomness from the kernel)\n");
         return 1;
     }
-    e = db_key_add(db, name, salt, hash);
+    auth_lookup(key, lookup);
+    e = db_key_add(db, name, salt, hash, lookup);
     if (e == PERR_INVALID_FIELD) {
         fprintf(stderr,
                 "parley-rest: a key named '%s' exists already ('parley-rest keys list' "

@@ -67,6 +67,7 @@ int rt_need_db(struct rt_ctx *c)
 bool rt_authorized(struct rt_ctx *c)
 {
     const char *key = auth_bearer(c->req->authorization);
+    char lookup[AUTH_LOOKUP_HEX + 1];
     struct auth_key *keys = NULL;
     size_t n = 0;
     int64_t active = 0;
@@ -89,7 +90,8 @@ bool rt_authorized(struct rt_ctx *c)
         c->res->challenge = true;
         return false;
     }
-    if ((e = db_key_hashes(c->db, &keys, &n))) {
+    auth_lookup(key, lookup);
+    if ((e = db_key_candidates(c->db, lookup, &keys, &n))) { /* one row for a key in use */
         rt_db_error(c, e);
         return false;
     }

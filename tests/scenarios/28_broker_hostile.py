@@ -337,7 +337,23 @@ def test_revoke(t):
                                            "keys", "add", "carol"])
     key = out.strip()
     t.eq("keys add carol: exit 0", code, 0)
+    _, lines = parley.sql(r.db, "select lookup from api_keys where name = 'carol';")
+    t.eq("a new key is stored with its lookup: the 8 hex after pk_", lines, [key[3:11]])
+    code, out, _ = run_cli("parley-rest", ["--db", r.db, "--notify-socket", r.notify_socket,
+                                           "keys", "add", "old-dave"])
+    dave = out.strip()
+    parley.sql(r.db, "update api_keys set lookup = NULL where name = 'old-dave';")
+    auth = {"Authorization": "Bearer " + key}
+    t.eq("REST: a key with a lookup is accepted", r.get("/sessions", headers=auth).status, 200)
+    t.eq("REST: a key made before lookups is accepted",
+         r.get("/sessions", headers={"Authorization": "Bearer " + dave}).status, 200)
+    t.eq("REST: a wrong key with a known lookup is refused",
+         r.get("/sessions", headers={"Authorization": "Bearer " + key[:-1] +
+                                     ("0" if key[-1] != "0" else "1")}).status, 401)
     b = Broker(t, tmpdir=r.tmpdir, port=r.ws_port, name="broker-revoke")
+    old = connect(b, "D", headers={"Authorization": "Bearer " + dave})
+    t.ok("broker: a key made before lookups is served", old.ping_ok(), "")
+    old.close()
     c = connect(b, "K", headers={"Authorization": "Bearer " + key})
     t.ok("a connection with carol's key is served", c.ping_ok(), "")
     code, _, _ = run_cli("parley-rest", ["--db", r.db, "--notify-socket", r.notify_socket,
