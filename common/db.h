@@ -174,8 +174,10 @@ enum perr db_messages_page(struct db *db, const char *session_id, int limit, int
 /* Called for each message of a page; m and its strings are borrowed: valid only during
  * the call (they point into SQLite's row). */
 typedef void (*db_message_fn)(void *arg, const struct db_message *m);
+#define DB_PAGE_MAX_BYTES (4 * 1024 * 1024) /* content in one history page: has_more beyond */
 /* As db_messages_page, handing each message to fn (ascending) instead of copying them:
- * for answers that only write the rows out. */
+ * for answers that only write the rows out. The page holds at most DB_PAGE_MAX_BYTES of
+ * content (at least one message): the older rest is has_more, for the next page. */
 enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
                                 bool *has_more, db_message_fn fn, void *arg);
 /* The id of the session's newest message, 0 when it has none. */

@@ -496,26 +496,56 @@ static void view_message(sqlite3_stmt *st, struct db_message *m)
     m->status = (char *)sqlite3_column_text(st, 8);
 }
 
-enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
-                                bool *has_more, db_message_fn fn, void *arg)
+/* The id of the oldest message of the page of the newest `limit` before `before` that
+ * fits in DB_PAGE_MAX_BYTES of content (at least the newest one), or 0 for none. */
+static enum perr page_start(struct db *db, const char *session_id, int limit, int64_t before,
+                            int64_t *start)
 {
-    /* the newest `limit` before `before`, handed over oldest first */
-    static const char sql[] = "SELECT * FROM (SELECT " MESSAGE_COLS " FROM messages"
-                              " WHERE session_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3)"
-                              " ORDER BY id";
-    static const char sql_older[] = "SELECT EXISTS(SELECT 1 FROM messages"
-                                    " WHERE session_id = ?1 AND id < ?2)";
+    static const char sql[] = "SELECT id, length(CAST(content AS BLOB)) FROM messages"
+                              " WHERE session_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3";
     sqlite3_stmt *st = db_stmt(db, sql);
-    struct db_message m;
-    int64_t oldest = 0;
+    int64_t bytes = 0;
     int rc;
 
-    assert(limit >= 0);
+    *start = 0;
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
     sqlite3_bind_int(st, 3, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        bytes += sqlite3_column_int64(st, 1);
+        if (*start && bytes > DB_PAGE_MAX_BYTES)
+            break;
+        *start = sqlite3_column_int64(st, 0);
+    }
+    db_stmt_done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "size the page");
+}
+
+enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
+                                bool *has_more, db_message_fn fn, void *arg)
+{
+    /* the newest `limit` before `before` (as many as fit), handed over oldest first */
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND id >= ?3 AND id < ?2 ORDER BY id";
+    static const char sql_older[] = "SELECT EXISTS(SELECT 1 FROM messages"
+                                    " WHERE session_id = ?1 AND id < ?2)";
+    struct db_message m;
+    int64_t oldest = 0, start;
+    sqlite3_stmt *st;
+    enum perr e;
+    int rc;
+
+    assert(limit >= 0);
+    *has_more = false;
+    if ((e = page_start(db, session_id, limit, before, &start)) || !start)
+        return e;
+    if (!(st = db_stmt(db, sql)))
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
+    sqlite3_bind_int64(st, 3, start);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         view_message(st, &m);
         if (!oldest)

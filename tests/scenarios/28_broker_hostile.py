@@ -183,6 +183,24 @@ def test_replay(t, rest, b):
             for i in range(12)]
     rounds = replay_all(t, "12 x 60 KiB", c, sid2, ids2)
     t.ok("12 x 60 KiB: split over several frames", rounds >= 6, "%d rounds" % rounds)
+    # REST history pages are bounded by bytes too (4 MiB of content), has_more says so
+    ids2 += [rest.add_message(sid2, ("%02d " % i) + "h" * (60 * 1024 - 3))["id"]
+             for i in range(12, 80)]
+    got, before, pages = [], None, 0
+    while pages < 20:
+        q = "/sessions/%s?limit=1000%s" % (sid2, "&before=%d" % before if before else "")
+        page = rest.get(q, timeout=30).body
+        msgs = page.get("messages") or []
+        pages += 1
+        size = sum(len(m["content"].encode()) for m in msgs)
+        t.ok("REST page %d: at most 4 MiB of content" % pages, size <= 4 * 1024 * 1024,
+             "%d bytes in %d messages" % (size, len(msgs)))
+        got = [m["id"] for m in msgs] + got
+        if not page.get("has_more"):
+            break
+        before = msgs[0]["id"]
+    t.eq("80 x 60 KiB over REST: two pages", pages, 2)
+    t.eq("80 x 60 KiB over REST: every message once, in order", got, ids2)
     # the whole 400 asked for again and again without reading: bounded, then culled
     c.close()
 
