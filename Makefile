@@ -51,7 +51,7 @@ CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
 UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
-	test_sse test_utf8 test_dbq test_auth
+	test_sse test_utf8 test_dbq test_auth test_inbound
 # what a unit test links besides common/ (its test_*.o and COMMON_SRC), and with what
 UNIT_SRC_test_router := $(ROUTER_SRC)
 UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c
@@ -59,6 +59,9 @@ UNIT_SRC_test_sse := broker/sse.c broker/llm_providers.c
 UNIT_SRC_test_dbq := broker/dbq.c
 # test_dbq: the database thread wakes the loop through lws
 UNIT_LIBS_test_dbq = $(BROKER_LIBS)
+# test_inbound: the whole broker but main.c, without sockets (fuzz/broker_rig.c)
+UNIT_SRC_test_inbound = $(filter-out broker/main.c,$(BROKER_SRC)) fuzz/broker_rig.c
+UNIT_LIBS_test_inbound = $(BROKER_LIBS)
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
 
@@ -136,8 +139,10 @@ $(REL_DIR)/tests/%: $(REL_DIR)/obj/tests/unit/%.o $(call objs,$(REL_DIR),$(COMMO
 	@mkdir -p $(@D)
 	$(CC) $(REL_CFLAGS) $^ -o $@ $(or $(UNIT_LIBS_$*),$(LIBS))
 
-# unit tests of rest/ and broker/ include their headers
-$(REL_DIR)/obj/tests/unit/%.o $(ASAN_DIR)/obj/tests/unit/%.o: CFLAGS_COMMON += -Irest -Ibroker
+# unit tests of rest/ and broker/ include their headers (and the broker rig's, fuzz/)
+$(REL_DIR)/obj/tests/unit/%.o $(ASAN_DIR)/obj/tests/unit/%.o: CFLAGS_COMMON += -Irest -Ibroker \
+	-Ifuzz
+$(REL_DIR)/obj/fuzz/%.o $(ASAN_DIR)/obj/fuzz/%.o: CFLAGS_COMMON += -Ibroker
 
 # ---- sanitizer build (same sources, clang, ASan + UBSan) -----------------------
 $(ASAN_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
@@ -191,7 +196,7 @@ $(FUZZ_DIR)/fuzz_router $(FUZZ_DIR)/fuzz_fcgi: $(FUZZ_DIR)/%: \
 		$(call objs,$(FUZZ_DIR),$(FUZZ_REST_SRC)) $(FUZZ_DIR)/obj/fuzz/%.o
 $(FUZZ_DIR)/fuzz_config: $(call objs,$(FUZZ_DIR),fuzz/fuzz_config.c $(COMMON_SRC))
 # the broker's door, with the whole broker behind it (all but main.c)
-$(FUZZ_DIR)/fuzz_inbound: $(call objs,$(FUZZ_DIR),fuzz/fuzz_inbound.c \
+$(FUZZ_DIR)/fuzz_inbound: $(call objs,$(FUZZ_DIR),fuzz/fuzz_inbound.c fuzz/broker_rig.c \
 		$(filter-out broker/main.c,$(BROKER_SRC)) $(COMMON_SRC))
 FUZZ_LIBS_fuzz_inbound = $(BROKER_LIBS)
 $(FUZZ_BINS):
