@@ -106,8 +106,8 @@ json_t *rig_take(struct per_session_data__chat *pss)
         }
         v = json_loadb(text, f->len, 0, NULL);
         if (!json_is_object(v)) {
-            fprintf(stderr, "broker_rig: frame %u for %s is not a JSON object: %.*s\n", i,
-                    pss->id, (int)f->len, text);
+            fprintf(stderr, "broker_rig: frame %u for %s is not a JSON object: %.*s\n", i, pss->id,
+                    (int)f->len, text);
             abort();
         }
         json_array_append_new(all, v);

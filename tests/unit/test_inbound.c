@@ -42,8 +42,8 @@ static const struct {
     {"chat message a number", FLAT_MEMBER, "{\"type\":\"chat\",\"message\":5}", false, "error",
      "invalid_field", "chat", "'message' must be a string"},
     {"chat client_msg_id empty", FLAT_MEMBER,
-     "{\"type\":\"chat\",\"message\":\"x\",\"client_msg_id\":\"\"}", false, "error", "invalid_field",
-     "chat", "'client_msg_id'"},
+     "{\"type\":\"chat\",\"message\":\"x\",\"client_msg_id\":\"\"}", false, "error",
+     "invalid_field", "chat", "'client_msg_id'"},
     {"chat in an unknown session", FLAT_MEMBER,
      "{\"type\":\"chat\",\"message\":\"x\",\"session_id\":\"0123456789abcdef\"}", false, "error",
      "session_not_found", "chat", "0123456789abcdef"},
@@ -101,8 +101,8 @@ static const struct {
      "{\"type\":\"subscribe\",\"data\":{\"channel\":\"bad name\"}}", false, "error",
      "invalid_field", "subscribe", "'channel'"},
     {"unsubscribe from a channel not held", ENV_ALONE,
-     "{\"type\":\"unsubscribe\",\"data\":{\"channel\":\"nope\"}}", false, "error",
-     "not_in_session", "unsubscribe", "'nope'"},
+     "{\"type\":\"unsubscribe\",\"data\":{\"channel\":\"nope\"}}", false, "error", "not_in_session",
+     "unsubscribe", "'nope'"},
     {"auth with a number", ENV_ALONE, "{\"type\":\"auth\",\"data\":{\"api_key\":5}}", false,
      "auth_success", NULL, NULL, NULL}, /* no keys: every connection is authenticated */
     /* the dialect: decided by the first message */
@@ -145,8 +145,7 @@ static void run_cases(void)
         if (cases[i].who == FLAT_MEMBER)
             snprintf(join, sizeof join, "{\"type\":\"join_session\",\"session_id\":\"SID\"}");
         else if (cases[i].who == ENV_MEMBER)
-            snprintf(join, sizeof join,
-                     "{\"type\":\"subscribe\",\"data\":{\"channel\":\"room\"}}");
+            snprintf(join, sizeof join, "{\"type\":\"subscribe\",\"data\":{\"channel\":\"room\"}}");
         else
             join[0] = '\0';
         if (join[0]) {
@@ -177,8 +176,7 @@ static void run_cases(void)
                 EQ_STR(field(first, "code"), cases[i].code);
                 EQ_STR(rt ? rt : "", cases[i].request_type);
                 if (want && !(msg && strstr(msg, want)))
-                    UNIT_FAIL("message \"%s\" does not mention \"%s\"", msg ? msg : "(none)",
-                              want);
+                    UNIT_FAIL("message \"%s\" does not mention \"%s\"", msg ? msg : "(none)", want);
             }
             if (cases[i].who == UNDECIDED)
                 CHECK(json_is_object(json_object_get(first, "data"))); /* an envelope */
