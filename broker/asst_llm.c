@@ -11,6 +11,7 @@
 #include "llm.h"
 #include "log.h"
 #include "map.h"
+#include "utf8.h"
 
 /* A reply's transfer: under way (counted in vhd->llm_active), or waiting its turn in
  * vhd->llm_waiting with its request built (--llm-max-concurrent, first come first served). */
@@ -164,6 +165,22 @@ void asst_llm_cleanup(struct per_vhost_data__chat *vhd)
     vhd->llm_replies = NULL;
 }
 
+/* The server sends more than a reply may hold (BROKER_REPLY_MAX): keeps what fits (cut on
+ * a character), stops the transfer, and ends the reply as failed, so it is stored
+ * incomplete and the members are told why. */
+static void too_long(struct reply *r, const struct llm_event *e)
+{
+    size_t fit = utf8_cut(e->text, e->len, BROKER_REPLY_MAX - r->len);
+
+    log_warn("reply %s in session %s passed %d bytes: cut", r->response_id, r->s->id,
+             BROKER_REPLY_MAX);
+    reply_chunk(r, e->text, fit);
+    llm_cancel(r);
+    reply_end(r, "error",
+              "the assistant's reply passed 1 MiB, the most a reply may hold; what came "
+              "before is kept");
+}
+
 void asst_llm_poll(struct per_vhost_data__chat *vhd)
 {
     struct llm_event *e, *next;
@@ -179,10 +196,15 @@ void asst_llm_poll(struct per_vhost_data__chat *vhd)
         if (r) {
             switch (e->kind) {
             case LLM_TEXT:
+                if (r->len + e->len > BROKER_REPLY_MAX) {
+                    too_long(r, e);
+                    break;
+                }
                 reply_chunk(r, e->text, e->len);
                 break;
             case LLM_REASONING:
-                reply_reasoning(r, e->text, e->len);
+                if (r->reasoning_len + e->len <= BROKER_REPLY_MAX) /* beyond: not kept */
+                    reply_reasoning(r, e->text, e->len);
                 break;
             case LLM_MODEL:
                 if (!r->vhd->cfg->llm_model) { /* store the model that answered */

@@ -23,14 +23,15 @@
 #include "config.h"
 #include "db.h"
 
-#define BROKER_MAX_JOINED    16           /* sessions one connection may be a member of */
-#define BROKER_CONN_ID_HEX   12           /* connection ids: 12 lowercase hex characters */
-#define BROKER_TYPING_MS     10000        /* a typing indicator expires by itself after this */
-#define BROKER_REPLAY_MAX    1000         /* messages replayed by join_session with since */
-#define BROKER_REPLAY_BYTES  (128 * 1024) /* ...and their bytes: a longer replay says has_more */
-#define BROKER_PENDING_MAX   32           /* user messages waiting for a reply, per session */
-#define BROKER_CONN_JOBS_MAX 256          /* requests of one connection waiting for the database */
-#define FANOUT_MAX_BYTES     (256 * 1024) /* queued for one connection before it is culled */
+#define BROKER_MAX_JOINED    16            /* sessions one connection may be a member of */
+#define BROKER_CONN_ID_HEX   12            /* connection ids: 12 lowercase hex characters */
+#define BROKER_TYPING_MS     10000         /* a typing indicator expires by itself after this */
+#define BROKER_REPLAY_MAX    1000          /* messages replayed by join_session with since */
+#define BROKER_REPLAY_BYTES  (128 * 1024)  /* ...and their bytes: a longer replay says has_more */
+#define BROKER_PENDING_MAX   32            /* user messages waiting for a reply, per session */
+#define BROKER_REPLY_MAX     (1024 * 1024) /* an assistant reply's text; the rest is cut */
+#define BROKER_CONN_JOBS_MAX 256           /* requests of one connection waiting for the database */
+#define FANOUT_MAX_BYTES     (256 * 1024)  /* queued for one connection before it is culled */
 #define FANOUT_MAX_FRAMES    4096
 #define FANOUT_MAX_ASKED     (2 * 1024 * 1024) /* answers asked for, queued, before a cull */
 #define BROKER_TOLD_MAX      16384             /* ids kept per session above the reconcile's mark */

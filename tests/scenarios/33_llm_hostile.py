@@ -53,6 +53,13 @@ def test_openai(t):
     failure_case(t, fake, c, sid, b.db, "an error page of invalid UTF-8 cut anywhere",
                  Script(status=503, error_body=b"\xff\xfe" + ("\u00e9" * 300).encode()[1:]),
                  "answered HTTP 503", contains=True)
+    # a reply may hold 1 MiB: a server that sends more is cut there, the rest not kept
+    failure_case(t, fake, c, sid, b.db, "a reply over 1 MiB",
+                 Script(["%02d" % i + "x" * (64 * 1024 - 2) for i in range(20)], interval=0.1),
+                 "passed 1 MiB", partial=True, contains=True, closed=True)
+    row = rows(b.db, sid, "assistant")[-2]
+    t.eq("a reply over 1 MiB: exactly 1 MiB stored, incomplete",
+         (len(row["content"].encode()), row["status"]), (1024 * 1024, "incomplete"))
     t.ok("the connection survived every one of them", c.ping_ok(), "no pong")
     c.close()
     b.stop()
