@@ -1,11 +1,19 @@
-/* db: the one database layer of Parley. All SQL lives here and in schema/.
+/* db: the store, the one database interface of Parley. All SQL lives in common/db_*.c
+ * and schema/.
  *
- * A struct db is one SQLite connection with its prepared statements; use it from one
- * thread at a time (each REST worker and the broker's database thread open their own).
- * Every function returns PERR_OK, PERR_SESSION_NOT_FOUND where a session is named and
- * absent, or PERR_UNAVAILABLE when SQLite fails (logged here, with the SQLite message).
- * Writes that touch several rows run in one transaction; they nest inside db_tx_begin /
- * db_tx_commit, so the broker can commit many writes at once (group commit). */
+ * A struct db is one connection with its prepared statements, to SQLite (a file path:
+ * db_sqlite*.c) or PostgreSQL (a postgres:// or postgresql:// URI: db_pg*.c); callers do
+ * not know which. Use it from one thread at a time (each REST worker and the broker's
+ * database thread open their own). Every function returns PERR_OK, PERR_SESSION_NOT_FOUND
+ * where a session is named and absent, or PERR_UNAVAILABLE when the database fails
+ * (logged here, with the database's message). Writes that touch several rows run in one
+ * transaction; they nest inside db_tx_begin / db_tx_commit, so the broker can commit many
+ * writes at once (group commit).
+ *
+ * Within a session, messages are ordered by seq (1, 2, 3, ... in commit order, never
+ * reused); where a message id marks a place in that order (since, before, up_to), the
+ * place is that message's seq, or, for an id the session does not hold, where that id
+ * would be. */
 #ifndef PARLEY_DB_H
 #define PARLEY_DB_H
 
@@ -35,6 +43,7 @@ struct db_session {
 
 struct db_message {
     int64_t id;
+    int64_t seq; /* its place in the session: 1, 2, 3, ... */
     char session_id[DB_ID_LEN];
     char role[12]; /* user, assistant, system, event */
     char *content;
@@ -105,17 +114,27 @@ struct db_live_member {
  * survives the process being killed (kill -9), and only an OS crash or power loss can
  * take the last commits back. true: FULL, an fsync per commit, survives power loss too. */
 void db_use_full_sync(bool full);
-/* Opens (creating if needed) the database at path: WAL, foreign keys, busy timeout,
- * migrations up to the newest embedded schema. Returns a new handle, or NULL after
- * logging why (with what to do). Free with db_close. */
+/* Opens the database --db names: a PostgreSQL URI (postgres://, postgresql://) or else
+ * an SQLite file path (created if needed: WAL, foreign keys, busy timeout). Migrates the
+ * schema up to the newest embedded one. Returns a new handle, or NULL after logging why
+ * (with what to do). Free with db_close. On PostgreSQL the server must answer at open;
+ * later, a connection that was lost is made anew by the next call (calls return
+ * PERR_UNAVAILABLE until the server answers again). */
 struct db *db_open(const char *path);
 void db_close(struct db *db);
-/* The file the connection was opened on (borrowed: valid while db is open). */
+/* What the connection was opened on, as given to db_open (borrowed: valid while db is
+ * open). */
 const char *db_path(struct db *db);
-/* The schema version the file is at (PRAGMA user_version). */
+/* "sqlite" or "postgresql". */
+const char *db_kind(struct db *db);
+/* The schema version the database is at (SQLite: PRAGMA user_version; PostgreSQL: the
+ * schema_version table). */
 int db_user_version(struct db *db);
-/* The number of migrations embedded in this binary. */
-int db_schema_version(void);
+/* The number of migrations embedded in this binary for db's kind of database. */
+int db_schema_version(struct db *db);
+/* Whether the database is a WAL file that its writer should checkpoint (SQLite); the
+ * three calls below do nothing elsewhere. */
+bool db_has_wal(struct db *db);
 /* Stops this connection from checkpointing the WAL as part of its commits (the broker's
  * writer: a checkpoint's fsyncs would stall every message queued behind it). */
 enum perr db_no_autocheckpoint(struct db *db);
@@ -129,19 +148,24 @@ enum perr db_checkpoint(struct db *db, int *wal_frames);
 /* A cheap query, for /health. */
 enum perr db_ping(struct db *db);
 
-/* ---- transactions (nestable: the outermost is BEGIN IMMEDIATE) ----
+/* ---- transactions (nestable: the outermost is BEGIN IMMEDIATE, or BEGIN; inner levels
+ * are savepoints) ----
  * On some errors inside a statement (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, some
- * SQLITE_BUSY) SQLite rolls back the whole transaction by itself. Every statement is then
- * refused (PERR_UNAVAILABLE) until the outermost level is rolled back, so nothing meant
- * for the lost transaction commits on its own; db_tx_open tells the caller of the
- * outermost level. A COMMIT that is busy is retried for up to the busy timeout. */
+ * SQLITE_BUSY) SQLite rolls back the whole transaction by itself; on PostgreSQL a lost
+ * connection does, and a failed statement spoils the transaction up to the innermost
+ * level (db_tx_rollback of that level mends it). Every statement is then refused
+ * (PERR_UNAVAILABLE) until the outermost level is rolled back, so nothing meant for the
+ * lost transaction commits on its own; db_tx_open tells the caller of the outermost
+ * level. A COMMIT that is busy is retried for up to the busy timeout. */
 enum perr db_tx_begin(struct db *db);
 enum perr db_tx_commit(struct db *db);
 void db_tx_rollback(struct db *db);
-/* Whether a transaction is open on the connection (false once SQLite rolled it back). */
+/* Whether a transaction is open on the connection (false once it was rolled back
+ * by the database, or the connection was lost). */
 bool db_tx_open(struct db *db);
 /* Caps the file at pages pages, for this connection only (PRAGMA max_page_count): writes
- * beyond it fail as on a full disk. For fault tests. */
+ * beyond it fail as on a full disk. For fault tests; SQLite only (elsewhere
+ * PERR_UNAVAILABLE). */
 enum perr db_max_pages(struct db *db, int64_t pages);
 
 /* ---- sessions ---- */
@@ -180,19 +204,25 @@ typedef void (*db_message_fn)(void *arg, const struct db_message *m);
  * content (at least one message): the older rest is has_more, for the next page. */
 enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
                                 bool *has_more, db_message_fn fn, void *arg);
-/* The id of the session's newest message, 0 when it has none. */
-enum perr db_session_last_id(struct db *db, const char *session_id, int64_t *last_id);
-/* Messages with id > since, ascending, at most limit. */
+/* The id and seq of the session's newest message, 0 and 0 when it has none. */
+enum perr db_session_last(struct db *db, const char *session_id, int64_t *last_id,
+                          int64_t *last_seq);
+/* Messages committed after message since (an id; 0: from the start), in seq order, at
+ * most limit. */
 enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
+                            struct db_message_list *out);
+/* Messages with seq > after_seq, in seq order, at most limit. */
+enum perr db_messages_after(struct db *db, const char *session_id, int64_t after_seq, int limit,
                             struct db_message_list *out);
 /* The last n user and assistant messages with id <= up_to (0: no bound), ascending: the
  * assistant's context for a reply to message up_to, which ends with that message. */
 enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                               struct db_message_list *out);
-/* The newest limit messages of the session matching an FTS5 query (build it with care:
- * see h_messages.c) with id < before (before <= 0: no bound), ascending. Indexes what is
- * not indexed yet first (db_search_index), so every stored message can be found. */
-enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
+/* The newest limit messages of the session that hold every word of words (what a
+ * person typed: never a syntax error; words without a word in them match nothing),
+ * before message before (<= 0: no bound), ascending. Every stored message can be found
+ * (SQLite indexes what is not indexed yet first: db_search_index). */
+enum perr db_messages_search(struct db *db, const char *session_id, const char *words, int limit,
                              int64_t before, struct db_message_list *out);
 /* Adds at most max_rows (0: all) of the messages not yet in the search index to it, in
  * one transaction, oldest first; *indexed (NULL is fine) says how many. Messages are
