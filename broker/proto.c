@@ -25,9 +25,9 @@ json_t *proto_event(const char *type)
 
 json_t *proto_message(const struct db_message *m)
 {
-    json_t *o =
-        json_pack("{s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "role", m->role, "content",
-                  m->content, "created_at", m->created_at, "connection_id", m->connection_id);
+    json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "seq",
+                          (json_int_t)m->seq, "role", m->role, "content", m->content, "created_at",
+                          m->created_at, "connection_id", m->connection_id);
 
     if (o && m->client_msg_id)
         json_object_set_new(o, "client_msg_id", json_string(m->client_msg_id));
