@@ -4,6 +4,7 @@
  * shares (freeing what reads return, the sync setting, the live figures' cut-off). */
 #include "db.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,51 @@ struct db *db_open(const char *path)
 const char *db_path(struct db *db)
 {
     return db->path;
+}
+
+/* Appends len bytes of s to out (n bytes used of size), cut to fit. */
+static void put(char *out, size_t size, size_t *n, const char *s, size_t len)
+{
+    if (len > size - 1 - *n)
+        len = size - 1 - *n;
+    memcpy(out + *n, s, len);
+    *n += len;
+    out[*n] = '\0';
+}
+
+char *db_path_shown(const char *path, char *out, size_t size)
+{
+    const char *p = path, *auth, *at, *colon = NULL;
+    size_t n = 0, auth_len;
+
+    assert(size > 0);
+    out[0] = '\0';
+    if (!db_is_pg_uri(path)) {
+        put(out, size, &n, path, strlen(path));
+        return out;
+    }
+    /* scheme://user:PASSWORD@host... */
+    auth = strstr(path, "://") + 3;
+    auth_len = strcspn(auth, "/?#");
+    if ((at = memrchr(auth, '@', auth_len)))
+        colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon) {
+        put(out, size, &n, path, (size_t)(colon + 1 - path));
+        put(out, size, &n, "***", 3);
+        p = at;
+    }
+    /* ...?password=PASSWORD&... */
+    for (const char *key; (key = strstr(p, "password="));) {
+        bool param = key[-1] == '?' || key[-1] == '&';
+        put(out, size, &n, p, (size_t)(key + 9 - p));
+        p = key + 9;
+        if (param) {
+            put(out, size, &n, "***", 3);
+            p += strcspn(p, "&#");
+        }
+    }
+    put(out, size, &n, p, strlen(p));
+    return out;
 }
 
 const char *db_kind(struct db *db)

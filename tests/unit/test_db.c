@@ -1475,6 +1475,32 @@ static void seq_places(void)
     db_close(db);
 }
 
+/* A password in a PostgreSQL URI never reaches a log line. */
+static void path_shown(void)
+{
+    static const struct {
+        const char *path, *want;
+    } rows[] = {
+        {"var/parley.db", "var/parley.db"},
+        {"/tmp/user:pw@x.db", "/tmp/user:pw@x.db"}, /* a file, not a URI */
+        {"postgresql:///parley?host=/run/pg", "postgresql:///parley?host=/run/pg"},
+        {"postgres://alice:s3cret@db.example:5432/parley",
+         "postgres://alice:***@db.example:5432/parley"},
+        {"postgresql://alice@db/parley", "postgresql://alice@db/parley"},
+        {"postgresql://a:b:c@h/d", "postgresql://a:***@h/d"},
+        {"postgresql://h/d?user=a&password=p%40ss&sslmode=require",
+         "postgresql://h/d?user=a&password=***&sslmode=require"},
+        {"postgresql://h/d?password=x", "postgresql://h/d?password=***"},
+        {"postgresql://u:p@h/d?application_name=mypassword=x",
+         "postgresql://u:***@h/d?application_name=mypassword=x"},
+    };
+    char out[128], tiny[12];
+
+    for (size_t i = 0; i < UNIT_COUNT(rows); i++)
+        EQ_STR(db_path_shown(rows[i].path, out, sizeof out), rows[i].want);
+    EQ_STR(db_path_shown("postgres://alice:s3cret@db/p", tiny, sizeof tiny), "postgres://");
+}
+
 static const struct unit_case cases[] = {
     {"open an empty file: newest schema, WAL, ping", open_empty},
     {"open the same file twice", open_twice},
@@ -1505,6 +1531,7 @@ static const struct unit_case cases[] = {
     {"live figures: reset, publish, stale heartbeat, down", live},
     {"a version 4 file gets seq per session in id order, then counts on", migrate_seq},
     {"seq: never reused after a clear; a deleted id keeps its place", seq_places},
+    {"db_path_shown hides a PostgreSQL password", path_shown},
 };
 
 int main(void)
