@@ -59,9 +59,10 @@ static json_t *message_data(const json_t *ev, const char **type)
     }
     *type = "chat_message";
     data =
-        json_pack("{s:O, s:O, s:O, s:O, s:O}", "message_id", json_object_get(m, "id"), "session_id",
-                  json_object_get(ev, "session_id"), "role", json_object_get(m, "role"), "content",
-                  json_object_get(m, "content"), "created_at", json_object_get(m, "created_at"));
+        json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "message_id", json_object_get(m, "id"), "seq",
+                  json_object_get(m, "seq"), "session_id", json_object_get(ev, "session_id"),
+                  "role", json_object_get(m, "role"), "content", json_object_get(m, "content"),
+                  "created_at", json_object_get(m, "created_at"));
     if (data && json_object_get(m, "thread_id"))
         json_object_set(data, "thread_id", json_object_get(m, "thread_id"));
     return data;
