@@ -13,12 +13,12 @@ VERSION := 0.1.0
 # Debian 12 packages: build, run, test and bench.
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev \
-	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev \
+	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev postgresql libpq-dev \
 	python3 python3-websockets wrk curl libedit-dev tmux \
 	nginx lighttpd apache2 spawn-fcgi openssl chromium systemd
 
-PKGS := libmicrohttpd jansson sqlite3 libcrypto
-BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libcrypto
+PKGS := libmicrohttpd jansson sqlite3 libpq libcrypto
+BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libpq libcrypto
 CC ?= cc
 CSTD := -std=c11 -D_GNU_SOURCE
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
@@ -37,8 +37,11 @@ ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sqlite.c common/db_sqlite_sessions.c common/db_sqlite_messages.c \
-	common/db_sqlite_live.c common/db_sqlite_keys.c common/db_pg_stub.c \
-	common/auth.c common/notify.c common/hostcheck.c common/utf8.c build/gen/schema_sql.c
+	common/db_sqlite_live.c common/db_sqlite_keys.c \
+	common/db_pg.c common/db_pg_sessions.c common/db_pg_messages.c common/db_pg_keys.c \
+	common/db_pg_live.c \
+	common/auth.c common/notify.c common/hostcheck.c common/utf8.c build/gen/schema_sql.c \
+	build/gen/schema_pg_sql.c
 # the router and its handlers, which every front-end links
 ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
 	rest/h_static.c build/gen/openapi_json.c
@@ -65,6 +68,7 @@ UNIT_SRC_test_inbound = $(filter-out broker/main.c,$(BROKER_SRC)) fuzz/broker_ri
 UNIT_LIBS_test_inbound = $(BROKER_LIBS)
 
 SCHEMA := $(sort $(wildcard schema/*.sql))
+SCHEMA_PG := $(sort $(wildcard schema/pg/*.sql))
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
@@ -107,7 +111,11 @@ $(WEB_VENDOR)/swagger-ui-bundle.js: node_modules/.package-lock.json
 # ---- generated sources ---------------------------------------------------------
 build/gen/schema_sql.c: $(SCHEMA) tools/embed_schema.sh | deps
 	@mkdir -p $(@D)
-	sh tools/embed_schema.sh $(SCHEMA) > $@.tmp && mv $@.tmp $@
+	sh tools/embed_schema.sh parley_migrations $(SCHEMA) > $@.tmp && mv $@.tmp $@
+
+build/gen/schema_pg_sql.c: $(SCHEMA_PG) tools/embed_schema.sh | deps
+	@mkdir -p $(@D)
+	sh tools/embed_schema.sh parley_pg_migrations $(SCHEMA_PG) > $@.tmp && mv $@.tmp $@
 
 build/gen/openapi_json.c: schema/openapi.json tools/embed_file.sh | deps
 	@mkdir -p $(@D)
