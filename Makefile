@@ -38,7 +38,8 @@ ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-
 ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
-	common/db.c common/db_sessions.c common/db_messages.c common/db_live.c common/db_keys.c \
+	common/db.c common/db_sqlite.c common/db_sqlite_sessions.c common/db_sqlite_messages.c \
+	common/db_sqlite_live.c common/db_sqlite_keys.c common/db_pg_stub.c \
 	common/auth.c common/notify.c common/hostcheck.c common/utf8.c build/gen/schema_sql.c
 # the router and its handlers, which every front-end links
 ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \

@@ -179,7 +179,7 @@ struct join_job {
     char *model;
     struct db_session session;
     struct db_message_list replay; /* up to BROKER_REPLAY_MAX + 1 rows: one more tells has_more */
-    int64_t last_id;               /* the session's newest message id, 0 when empty */
+    int64_t last_id, last_seq;     /* the session's newest message, 0 and 0 when empty */
 };
 
 static void join_run(struct dbjob *job, struct db *db)
@@ -194,7 +194,7 @@ static void join_run(struct dbjob *job, struct db *db)
         job->err = db_session_get(db, j->req.session_id, &j->session);
     }
     if (job->err == PERR_OK)
-        job->err = db_session_last_id(db, j->session.id, &j->last_id);
+        job->err = db_session_last(db, j->session.id, &j->last_id, &j->last_seq);
     if (job->err == PERR_OK && j->in.since >= 0)
         job->err =
             db_messages_since(db, j->session.id, j->in.since, BROKER_REPLAY_MAX + 1, &j->replay);
@@ -283,7 +283,7 @@ static void join_done(struct dbjob *job)
         goto out;
     }
     s->message_count = j->session.message_count;
-    sess_history_at(s, j->last_id);
+    sess_history_at(s, j->last_seq);
     send_joined(vhd, pss, s, j);
 out:
     join_free(j);
@@ -501,7 +501,7 @@ static void store_done(struct dbjob *job)
         sess_typing(vhd, s, pss, false);
     if (j->broadcast_all) {
         json_t *ev = message_added(s->id, &j->stored, j->message_count);
-        sess_seen(s, j->stored.id);
+        sess_seen(s, j->stored.seq);
         fanout_all(vhd, ev);
         json_decref(ev);
     } else {
@@ -552,7 +552,7 @@ void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
 {
     json_t *ev;
 
-    if (!sess_seen(s, m->id))
+    if (!sess_seen(s, m->seq))
         return; /* told already (the reconcile and a notification can meet) */
     ev = message_added(s->id, m, message_count);
     s->message_count = message_count;

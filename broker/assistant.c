@@ -320,7 +320,7 @@ static void store_done(struct dbjob *job)
     } else {
         if (j->store) {
             r->s->message_count = j->message_count;
-            sess_seen(r->s, j->stored.id); /* told as response_complete */
+            sess_seen(r->s, j->stored.seq); /* told as response_complete */
         }
         if (j->store && !job->err)
             broadcast(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b}", "type",

@@ -113,9 +113,9 @@ struct live_session {
     struct pending_reply *pending; /* user messages waiting for a reply, oldest first */
     size_t n_pending, cap_pending;
     /* messages the members were told of (sess_seen) and how far the reconcile reached */
-    int64_t reconciled;  /* every message up to this id was told, or was history at start */
+    int64_t reconciled;  /* every message up to this seq was told, or was history at start */
     bool reconciled_set; /* reconciled is known (set at the first join) */
-    int64_t *told;       /* ids above reconciled told since, ascending */
+    int64_t *told;       /* seqs above reconciled told since, ascending */
     size_t n_told, cap_told;
     /* presence changes not told yet (sessions.c: a few a second are, the rest coalesced) */
     int64_t presence_window_mono;
@@ -269,14 +269,14 @@ void sess_leave(struct per_vhost_data__chat *vhd, struct live_session *s,
 struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
                                   struct per_session_data__chat *pss, const char *id,
                                   const char *request_type);
-/* Records that the members were told of message id. Returns false when they were
- * already (a notification and the reconcile may bring the same message). */
-bool sess_seen(struct live_session *s, int64_t id);
-/* The reconcile has read every message up to id: forgets the told ids up to it. */
-void sess_reconciled(struct live_session *s, int64_t id);
-/* The session became live with last_id its newest message: what came before is history,
- * not for the reconcile to tell. Only the first call counts. */
-void sess_history_at(struct live_session *s, int64_t last_id);
+/* Records that the members were told of the message with this seq. Returns false when
+ * they were already (a notification and the reconcile may bring the same message). */
+bool sess_seen(struct live_session *s, int64_t seq);
+/* The reconcile has read every message up to seq: forgets the told seqs up to it. */
+void sess_reconciled(struct live_session *s, int64_t seq);
+/* The session became live with last_seq its newest message's seq: what came before is
+ * history, not for the reconcile to tell. Only the first call counts. */
+void sess_history_at(struct live_session *s, int64_t last_seq);
 /* Cancels the presence timer and forgets what it would tell (vhost destroy). */
 void sess_presence_cleanup(struct per_vhost_data__chat *vhd);
 /* Sets pss's typing state in s and tells the others when it changes. */

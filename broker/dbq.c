@@ -249,8 +249,9 @@ struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
     pthread_cond_init(&q->wake, &mono);
     pthread_cond_init(&q->ckpt_wake, &mono);
     pthread_condattr_destroy(&mono);
-    /* Without its own connection the writer checkpoints as SQLite does by default. */
-    q->ckpt_db = db_open(db_path(db));
+    /* Without its own connection the writer checkpoints as SQLite does by default. A
+     * database without a WAL of ours to keep short (PostgreSQL) needs no checkpointer. */
+    q->ckpt_db = db_has_wal(db) ? db_open(db_path(db)) : NULL;
     if (q->ckpt_db && db_no_autocheckpoint(db) == PERR_OK &&
         pthread_create(&q->ckpt_thread, NULL, ckpt_thread, q) == 0)
         q->ckpt_started = true;

@@ -87,9 +87,11 @@ static void started(lws_sorted_usec_list_t *sul)
         stop_step(&stop_sul);
         return;
     }
+    char shown[512];
+
     log_info("listening on %s://%s%s%s:%d/ws (database %s, assistant %s)",
              cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind, v6 ? "]" : "", cfg->port,
-             cfg->db_path, cfg->llm);
+             db_path_shown(cfg->db_path, shown, sizeof shown), cfg->llm);
 }
 
 static void lws_log(int level, const char *line)

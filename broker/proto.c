@@ -25,9 +25,9 @@ json_t *proto_event(const char *type)
 
 json_t *proto_message(const struct db_message *m)
 {
-    json_t *o =
-        json_pack("{s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "role", m->role, "content",
-                  m->content, "created_at", m->created_at, "connection_id", m->connection_id);
+    json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "seq",
+                          (json_int_t)m->seq, "role", m->role, "content", m->content, "created_at",
+                          m->created_at, "connection_id", m->connection_id);
 
     if (o && m->client_msg_id)
         json_object_set_new(o, "client_msg_id", json_string(m->client_msg_id));
@@ -59,9 +59,10 @@ static json_t *message_data(const json_t *ev, const char **type)
     }
     *type = "chat_message";
     data =
-        json_pack("{s:O, s:O, s:O, s:O, s:O}", "message_id", json_object_get(m, "id"), "session_id",
-                  json_object_get(ev, "session_id"), "role", json_object_get(m, "role"), "content",
-                  json_object_get(m, "content"), "created_at", json_object_get(m, "created_at"));
+        json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "message_id", json_object_get(m, "id"), "seq",
+                  json_object_get(m, "seq"), "session_id", json_object_get(ev, "session_id"),
+                  "role", json_object_get(m, "role"), "content", json_object_get(m, "content"),
+                  "created_at", json_object_get(m, "created_at"));
     if (data && json_object_get(m, "thread_id"))
         json_object_set(data, "thread_id", json_object_get(m, "thread_id"));
     return data;

@@ -7,7 +7,7 @@
  *     asks for again (asst_request ignores what is queued or under way already), and
  *   - the messages stored since the last pass in up to RECONCILE_SESSIONS live sessions
  *     with members (taken in turn), and tells the members those they were not told of
- *     (sess_seen keeps the ids told, so nothing is told twice).
+ *     (sess_seen keeps the seqs told, so nothing is told twice).
  * One job at a time; it never waits on anything but the database thread. */
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,7 @@
 
 struct catch_up {
     char id[DB_ID_LEN];
-    int64_t after;
+    int64_t after; /* seq */
     int64_t message_count;
     struct db_message_list new_messages;
 };
@@ -46,7 +46,7 @@ static void reconcile_run(struct dbjob *job, struct db *db)
     for (size_t i = 0; i < j->n_sessions && job->err == PERR_OK; i++) {
         struct catch_up *c = &j->sessions[i];
         struct db_session s;
-        job->err = db_messages_since(db, c->id, c->after, RECONCILE_ROWS, &c->new_messages);
+        job->err = db_messages_after(db, c->id, c->after, RECONCILE_ROWS, &c->new_messages);
         if (job->err == PERR_OK && c->new_messages.n && db_session_get(db, c->id, &s) == PERR_OK) {
             c->message_count = s.message_count;
             db_session_cleanup(&s);
@@ -75,7 +75,7 @@ static void tell_missed(struct per_vhost_data__chat *vhd, struct catch_up *c)
     for (size_t i = 0; i < c->new_messages.n; i++) {
         const struct db_message *m = &c->new_messages.v[i];
         act_message_added(vhd, s, m, c->message_count, false); /* only if not told */
-        upto = m->id;
+        upto = m->seq;
     }
     sess_reconciled(s, upto);
 }

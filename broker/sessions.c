@@ -292,14 +292,14 @@ struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
     return NULL;
 }
 
-/* The index of the first told id >= id (binary search). */
-static size_t told_index(const struct live_session *s, int64_t id)
+/* The index of the first told seq >= seq (binary search). */
+static size_t told_index(const struct live_session *s, int64_t seq)
 {
     size_t lo = 0, hi = s->n_told;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (s->told[mid] < id)
+        if (s->told[mid] < seq)
             lo = mid + 1;
         else
             hi = mid;
@@ -307,29 +307,29 @@ static size_t told_index(const struct live_session *s, int64_t id)
     return lo;
 }
 
-void sess_reconciled(struct live_session *s, int64_t id)
+void sess_reconciled(struct live_session *s, int64_t seq)
 {
     size_t n;
 
-    if (s->reconciled_set && id <= s->reconciled)
+    if (s->reconciled_set && seq <= s->reconciled)
         return;
-    n = told_index(s, id + 1);
+    n = told_index(s, seq + 1);
     if (n) {
         memmove(s->told, s->told + n, (s->n_told - n) * sizeof *s->told);
         s->n_told -= n;
     }
-    s->reconciled = id;
+    s->reconciled = seq;
     s->reconciled_set = true;
 }
 
-bool sess_seen(struct live_session *s, int64_t id)
+bool sess_seen(struct live_session *s, int64_t seq)
 {
     size_t i;
 
-    if (s->reconciled_set && id <= s->reconciled)
+    if (s->reconciled_set && seq <= s->reconciled)
         return false;
-    i = told_index(s, id);
-    if (i < s->n_told && s->told[i] == id)
+    i = told_index(s, seq);
+    if (i < s->n_told && s->told[i] == seq)
         return false;
     if (s->n_told == BROKER_TOLD_MAX) /* the reconcile is far behind: give up the oldest */
         sess_reconciled(s, s->told[BROKER_TOLD_MAX / 2]);
@@ -341,17 +341,17 @@ bool sess_seen(struct live_session *s, int64_t id)
         s->told = grown;
         s->cap_told = cap;
     }
-    i = told_index(s, id);
+    i = told_index(s, seq);
     memmove(s->told + i + 1, s->told + i, (s->n_told - i) * sizeof *s->told);
-    s->told[i] = id;
+    s->told[i] = seq;
     s->n_told++;
     return true;
 }
 
-void sess_history_at(struct live_session *s, int64_t last_id)
+void sess_history_at(struct live_session *s, int64_t last_seq)
 {
     if (!s->reconciled_set)
-        sess_reconciled(s, last_id);
+        sess_reconciled(s, last_seq);
 }
 
 void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,

@@ -32,8 +32,8 @@ struct cfg_option {
 #define ALL    (SRV | CFG_CLIENT)
 
 static const struct cfg_option cfg_options[] = {
-    {"db", NULL, NULL, T_STR, OFF(db_path), "var/parley.db", 0, 0, SRV, "PATH",
-     "SQLite database file (created and migrated if needed)"},
+    {"db", NULL, NULL, T_STR, OFF(db_path), "var/parley.db", 0, 0, SRV, "PATH|URI",
+     "SQLite database file, or a PostgreSQL URI (postgres://...); migrated if needed"},
     {"db-sync", NULL, NULL, T_STR, OFF(db_sync), "normal", 0, 0, SRV, "MODE",
      "normal (survives kill -9) or full (an fsync per commit: survives power loss)"},
     {"bind", NULL, NULL, T_STR, OFF(bind), "127.0.0.1", 0, 0, CFG_REST | CFG_BROKER, "ADDR",

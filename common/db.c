@@ -1,163 +1,35 @@
-/* db: opening the database, migrations, the prepared-statement cache and transactions.
- * The queries themselves live in db_sessions.c, db_messages.c and db_live.c. */
+/* db: the store's dispatcher. db_open picks the backend --db names (db_pg*.c for a
+ * PostgreSQL URI, db_sqlite*.c for anything else: a file path); every other db_* call
+ * goes to the connection's backend table (db_backend.h). Also here: what every backend
+ * shares (freeing what reads return, the sync setting, the live figures' cut-off). */
 #include "db.h"
 
 #include <assert.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
-#include "db_internal.h"
-#include "log.h"
+#include "db_backend.h"
 
-/* Generated from the schema/ migrations by tools/embed_schema.sh. */
-extern const char *const parley_migrations[];
-extern const size_t parley_migrations_count;
-
-#define DB_STMT_CACHE      64
-#define DB_BUSY_TIMEOUT_MS 5000
-#define DB_WAL_LIMIT       "67108864" /* bytes a WAL file is cut back to when it starts over */
-
-static bool db_full_sync; /* set once at start, before any thread opens the database */
+static bool full_sync; /* set once at start, before any thread opens the database */
 
 void db_use_full_sync(bool full)
 {
-    db_full_sync = full;
+    full_sync = full;
 }
 
-struct db {
-    sqlite3 *conn;
-    char *path;
-    int tx_depth;
-    size_t n_stmts;
-    struct {
-        const char *sql;
-        sqlite3_stmt *st;
-    } stmts[DB_STMT_CACHE];
-};
-
-enum perr db_fail(struct db *db, const char *func, const char *what)
+bool db_full_sync(void)
 {
-    log_write(LOG_LEVEL_ERROR, func, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db->conn),
-              sqlite3_extended_errcode(db->conn));
-    return PERR_UNAVAILABLE;
+    return full_sync;
 }
 
-sqlite3_stmt *db_stmt(struct db *db, const char *sql)
+bool db_is_pg_uri(const char *path)
 {
-    sqlite3_stmt *st;
-
-    if (db->tx_depth > 0 && sqlite3_get_autocommit(db->conn)) {
-        /* SQLite rolled the transaction back by itself (disk full, I/O error): a statement
-         * now would commit on its own, outside the work it belongs to. */
-        log_error("the transaction was rolled back by SQLite; refusing the statement");
-        return NULL;
-    }
-    for (size_t i = 0; i < db->n_stmts; i++)
-        if (db->stmts[i].sql == sql)
-            return db->stmts[i].st;
-    if (sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
-        db_fail(db, __func__, "prepare");
-        log_error("the statement was: %s", sql);
-        return NULL;
-    }
-    if (db->n_stmts == DB_STMT_CACHE) {
-        /* Every query of the project fits; a full cache is a bug, not a load condition. */
-        log_error("statement cache full (%d); raise DB_STMT_CACHE", DB_STMT_CACHE);
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    db->stmts[db->n_stmts].sql = sql;
-    db->stmts[db->n_stmts].st = st;
-    db->n_stmts++;
-    return st;
+    return strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0;
 }
 
-void db_stmt_done(sqlite3_stmt *st)
+struct db *db_open(const char *path)
 {
-    if (!st)
-        return;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-}
-
-int db_bind_text(sqlite3_stmt *st, int idx, const char *s)
-{
-    if (!s)
-        return sqlite3_bind_null(st, idx);
-    return sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT);
-}
-
-char *db_column_strdup(sqlite3_stmt *st, int col)
-{
-    const unsigned char *s = sqlite3_column_text(st, col);
-
-    return s ? strdup((const char *)s) : NULL;
-}
-
-void db_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size)
-{
-    const unsigned char *s = sqlite3_column_text(st, col);
-    size_t n = s ? strlen((const char *)s) : 0;
-
-    if (n >= size)
-        n = size - 1;
-    if (n)
-        memcpy(buf, s, n);
-    buf[n] = '\0';
-}
-
-int db_run(sqlite3_stmt *st)
-{
-    int rc;
-
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        ;
-    db_stmt_done(st);
-    return rc;
-}
-
-/* Runs one statement (or several, for migrations) with no parameters. */
-static int exec(struct db *db, const char *sql, const char *what)
-{
-    char *err = NULL;
-
-    if (sqlite3_exec(db->conn, sql, NULL, NULL, &err) != SQLITE_OK) {
-        log_error("%s: %s", what, err ? err : sqlite3_errmsg(db->conn));
-        sqlite3_free(err);
-        return -1;
-    }
-    return 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-/* As exec, but a statement SQLite answers "busy" or "locked" without waiting (the switch
- * to WAL, BEGIN on a file another process is just creating) is tried again, for up to
- * the busy timeout in all. */
-static int exec_retry(struct db *db, const char *sql, const char *what)
-{
-    int64_t until = clock_mono_ms() + DB_BUSY_TIMEOUT_MS;
-    int step = 1;
-
-    for (;;) {
-        int rc = sqlite3_exec(db->conn, sql, NULL, NULL, NULL);
-        int base = rc & 0xff;
-        if (rc == SQLITE_OK)
-            return 0;
-        if ((base != SQLITE_BUSY && base != SQLITE_LOCKED) || clock_mono_ms() >= until) {
-            log_error("%s: %s", what, sqlite3_errmsg(db->conn));
-            return -1;
-        }
-        sleep_ms(step);
-        step = step < 64 ? step * 2 : 64;
-    }
+    return db_is_pg_uri(path) ? db_pg_open(path) : db_sqlite_open(path);
 }
 
 const char *db_path(struct db *db)
@@ -165,247 +37,341 @@ const char *db_path(struct db *db)
     return db->path;
 }
 
-int db_user_version(struct db *db)
+/* Appends len bytes of s to out (n bytes used of size), cut to fit. */
+static void put(char *out, size_t size, size_t *n, const char *s, size_t len)
 {
-    static const char sql[] = "PRAGMA user_version";
-    sqlite3_stmt *st = db_stmt(db, sql);
-    int v = -1;
-
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int(st, 0);
-    db_stmt_done(st);
-    return v;
+    if (len > size - 1 - *n)
+        len = size - 1 - *n;
+    memcpy(out + *n, s, len);
+    *n += len;
+    out[*n] = '\0';
 }
 
-int db_schema_version(void)
+char *db_path_shown(const char *path, char *out, size_t size)
 {
-    return (int)parley_migrations_count;
-}
+    const char *p = path, *auth, *at, *colon = NULL;
+    size_t n = 0, auth_len;
 
-/* Brings the schema forward. BEGIN IMMEDIATE makes two processes opening a new file at
- * once take turns; the version is read inside the transaction, so the second one finds
- * the work done. A file already at the newest version takes no lock at all: a connection
- * opened while someone holds the write lock (a REST worker, the sqlite3 shell) does not
- * wait for it. */
-static int migrate(struct db *db)
-{
-    int have, want = db_schema_version();
-    char pragma[64];
-
-    if (db_user_version(db) == want)
-        return 0;
-    if (exec_retry(db, "BEGIN IMMEDIATE", "migration: begin") < 0)
-        return -1;
-    have = db_user_version(db);
-    if (have > want) {
-        log_error("the database is at schema version %d but this binary knows only %d: "
-                  "run a newer Parley, or point --db at another file",
-                  have, want);
-        exec(db, "ROLLBACK", "migration: rollback");
-        return -1;
+    assert(size > 0);
+    out[0] = '\0';
+    if (!db_is_pg_uri(path)) {
+        put(out, size, &n, path, strlen(path));
+        return out;
     }
-    for (int v = have; v < want; v++) {
-        if (exec(db, parley_migrations[v], "migration") < 0) {
-            log_error("migration to schema version %d failed; the database is unchanged", v + 1);
-            exec(db, "ROLLBACK", "migration: rollback");
-            return -1;
+    /* scheme://user:PASSWORD@host... */
+    auth = strstr(path, "://") + 3;
+    auth_len = strcspn(auth, "/?#");
+    if ((at = memrchr(auth, '@', auth_len)))
+        colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon) {
+        put(out, size, &n, path, (size_t)(colon + 1 - path));
+        put(out, size, &n, "***", 3);
+        p = at;
+    }
+    /* ...?password=PASSWORD&... */
+    for (const char *key; (key = strstr(p, "password="));) {
+        bool param = key[-1] == '?' || key[-1] == '&';
+        put(out, size, &n, p, (size_t)(key + 9 - p));
+        p = key + 9;
+        if (param) {
+            put(out, size, &n, "***", 3);
+            p += strcspn(p, "&#");
         }
-        log_info("database migrated to schema version %d", v + 1);
     }
-    snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", want);
-    if (exec(db, pragma, "migration: version") < 0 || exec(db, "COMMIT", "migration") < 0) {
-        exec(db, "ROLLBACK", "migration: rollback");
-        return -1;
-    }
-    return 0;
+    put(out, size, &n, p, strlen(p));
+    return out;
 }
 
-struct db *db_open(const char *path)
+const char *db_kind(struct db *db)
 {
-    struct db *db = calloc(1, sizeof *db);
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-
-    if (!db || !(db->path = strdup(path))) {
-        free(db);
-        return NULL;
-    }
-    if (sqlite3_open_v2(path, &db->conn, flags, NULL) != SQLITE_OK) {
-        log_error("cannot open database '%s': %s; check that its folder exists and is "
-                  "writable, or set --db",
-                  path, db->conn ? sqlite3_errmsg(db->conn) : "out of memory");
-        goto fail;
-    }
-    sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
-    sqlite3_extended_result_codes(db->conn, 1);
-    if (exec_retry(db, "PRAGMA journal_mode = WAL", "enabling WAL") < 0 ||
-        exec(db, "PRAGMA foreign_keys = ON", "enabling foreign keys") < 0 ||
-        exec(db, "PRAGMA journal_size_limit = " DB_WAL_LIMIT, "limiting the WAL") < 0 ||
-        exec(db, db_full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-             "setting synchronous") < 0) {
-        log_error("database '%s' is not usable", path);
-        goto fail;
-    }
-    if (migrate(db) < 0)
-        goto fail;
-    return db;
-fail:
-    db_close(db);
-    return NULL;
+    return db->be->kind;
 }
+
+bool db_has_wal(struct db *db)
+{
+    return db->be->has_wal;
+}
+
+/* ---- connection ---- */
 
 void db_close(struct db *db)
 {
-    if (!db)
-        return;
-    for (size_t i = 0; i < db->n_stmts; i++)
-        sqlite3_finalize(db->stmts[i].st);
-    sqlite3_close(db->conn);
-    free(db->path);
-    free(db);
+    if (db)
+        db->be->close(db);
+}
+
+int db_user_version(struct db *db)
+{
+    return db->be->user_version(db);
+}
+
+int db_schema_version(struct db *db)
+{
+    return db->be->schema_version(db);
 }
 
 enum perr db_no_autocheckpoint(struct db *db)
 {
-    return exec(db, "PRAGMA wal_autocheckpoint = 0", "turning off autocheckpoint") < 0
-               ? PERR_UNAVAILABLE
-               : PERR_OK;
+    return db->be->no_autocheckpoint(db);
 }
 
 enum perr db_checkpoint(struct db *db, int *wal_frames)
 {
-    int log_frames = 0, done_frames = 0;
-    int rc = sqlite3_wal_checkpoint_v2(db->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                       &done_frames);
-
-    if (wal_frames)
-        *wal_frames = rc == SQLITE_OK ? log_frames : -1;
-    if (rc == SQLITE_OK || rc == SQLITE_BUSY) /* busy: another checkpoint is running */
-        return PERR_OK;
-    log_error("checkpoint of '%s' failed: %s; the WAL file keeps growing until one succeeds "
-              "(check the disk)",
-              db->path, sqlite3_errmsg(db->conn));
-    return PERR_UNAVAILABLE;
+    return db->be->checkpoint(db, wal_frames);
 }
 
 enum perr db_ping(struct db *db)
 {
-    static const char sql[] = "SELECT count(*) FROM sessions WHERE 0";
-    sqlite3_stmt *st = db_stmt(db, sql);
-    int rc;
+    return db->be->ping(db);
+}
 
-    if (!st)
-        return PERR_UNAVAILABLE;
-    rc = sqlite3_step(st);
-    db_stmt_done(st);
-    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "ping");
+enum perr db_max_pages(struct db *db, int64_t pages)
+{
+    return db->be->max_pages(db, pages);
 }
 
 /* ---- transactions ---- */
 
 enum perr db_tx_begin(struct db *db)
 {
-    static const char begin[] = "BEGIN IMMEDIATE";
-    static const char savepoint[] = "SAVEPOINT nested";
-    sqlite3_stmt *st = db_stmt(db, db->tx_depth ? savepoint : begin);
-    int rc;
-
-    if (!st)
-        return PERR_UNAVAILABLE;
-    rc = db_run(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(db, __func__, "begin");
-    db->tx_depth++;
-    return PERR_OK;
+    return db->be->tx_begin(db);
 }
 
 enum perr db_tx_commit(struct db *db)
 {
-    static const char commit[] = "COMMIT";
-    static const char release[] = "RELEASE nested";
-    sqlite3_stmt *st;
-    int rc;
-
-    assert(db->tx_depth > 0);
-    st = db_stmt(db, db->tx_depth > 1 ? release : commit);
-    if (!st) {
-        db_tx_rollback(db);
-        return PERR_UNAVAILABLE;
-    }
-    rc = db_run(st);
-    /* A COMMIT that is busy (a reader in the way of a checkpoint or a journal) leaves the
-     * transaction open: try again, for up to the busy timeout. */
-    for (int64_t until = clock_mono_ms() + DB_BUSY_TIMEOUT_MS;
-         (rc & 0xff) == SQLITE_BUSY && !sqlite3_get_autocommit(db->conn) && clock_mono_ms() < until;
-         rc = db_run(st))
-        sleep_ms(10);
-    if (rc != SQLITE_DONE) {
-        db_fail(db, __func__, "commit");
-        db_tx_rollback(db);
-        return PERR_UNAVAILABLE;
-    }
-    db->tx_depth--;
-    return PERR_OK;
-}
-
-bool db_tx_open(struct db *db)
-{
-    return !sqlite3_get_autocommit(db->conn);
+    return db->be->tx_commit(db);
 }
 
 void db_tx_rollback(struct db *db)
 {
-    if (db->tx_depth <= 0)
-        return;
-    if (sqlite3_get_autocommit(db->conn))
-        ; /* SQLite rolled everything back already */
-    else if (db->tx_depth > 1)
-        exec(db, "ROLLBACK TO nested; RELEASE nested", "rollback to savepoint");
-    else if (!sqlite3_get_autocommit(db->conn))
-        exec(db, "ROLLBACK", "rollback");
-    db->tx_depth--;
+    db->be->tx_rollback(db);
 }
 
-enum perr db_max_pages(struct db *db, int64_t pages)
+bool db_tx_open(struct db *db)
 {
-    char sql[64];
-
-    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
-    return exec(db, sql, "limiting the file") < 0 ? PERR_UNAVAILABLE : PERR_OK;
+    return db->be->tx_open(db);
 }
 
-enum perr db_counter_add(struct db *db, const char *name, int64_t delta)
-{
-    static const char sql[] = "UPDATE counters SET value = value + ?2 WHERE name = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
-    int rc;
+/* ---- sessions ---- */
 
-    if (!st)
-        return PERR_UNAVAILABLE;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, delta);
-    rc = db_run(st);
-    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, name);
+enum perr db_session_create(struct db *db, const char *model, const char *title,
+                            const char *channel, struct db_session *out)
+{
+    return db->be->session_create(db, model, title, channel, out);
+}
+
+enum perr db_session_get(struct db *db, const char *id, struct db_session *out)
+{
+    return db->be->session_get(db, id, out);
+}
+
+enum perr db_session_by_channel(struct db *db, const char *channel, struct db_session *out)
+{
+    return db->be->session_by_channel(db, channel, out);
+}
+
+enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out, size_t *n,
+                          int64_t *total)
+{
+    return db->be->session_list(db, limit, offset, out, n, total);
+}
+
+enum perr db_session_delete(struct db *db, const char *id)
+{
+    return db->be->session_delete(db, id);
+}
+
+enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared)
+{
+    return db->be->session_clear(db, id, cleared);
+}
+
+/* ---- messages ---- */
+
+enum perr db_message_add(struct db *db, const struct db_message_in *in, struct db_message *out,
+                         bool *duplicate, int64_t *message_count)
+{
+    return db->be->message_add(db, in, out, duplicate, message_count);
+}
+
+enum perr db_message_get(struct db *db, int64_t id, struct db_message *out)
+{
+    return db->be->message_get(db, id, out);
+}
+
+enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
+                           struct db_message_list *out, bool *has_more)
+{
+    return db->be->messages_page(db, session_id, limit, before, out, has_more);
+}
+
+enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
+                                bool *has_more, db_message_fn fn, void *arg)
+{
+    return db->be->messages_page_each(db, session_id, limit, before, has_more, fn, arg);
+}
+
+enum perr db_session_last(struct db *db, const char *session_id, int64_t *last_id,
+                          int64_t *last_seq)
+{
+    return db->be->session_last(db, session_id, last_id, last_seq);
+}
+
+enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
+                            struct db_message_list *out)
+{
+    return db->be->messages_since(db, session_id, since, limit, out);
+}
+
+enum perr db_messages_after(struct db *db, const char *session_id, int64_t after_seq, int limit,
+                            struct db_message_list *out)
+{
+    return db->be->messages_after(db, session_id, after_seq, limit, out);
+}
+
+enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
+                              struct db_message_list *out)
+{
+    return db->be->messages_context(db, session_id, up_to, n, out);
+}
+
+enum perr db_messages_search(struct db *db, const char *session_id, const char *words, int limit,
+                             int64_t before, struct db_message_list *out)
+{
+    return db->be->messages_search(db, session_id, words, limit, before, out);
+}
+
+enum perr db_search_index(struct db *db, int max_rows, int *indexed)
+{
+    return db->be->search_index(db, max_rows, indexed);
+}
+
+enum perr db_reply_add(struct db *db, const struct db_reply_in *in, struct db_message *out,
+                       int64_t *message_count)
+{
+    return db->be->reply_add(db, in, out, message_count);
+}
+
+enum perr db_reply_queue(struct db *db, struct db_message_list *out)
+{
+    return db->be->reply_queue(db, out);
+}
+
+enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
+{
+    return db->be->reply_queue_drop(db, message_id);
 }
 
 enum perr db_stats_read(struct db *db, struct db_stats *out)
 {
-    static const char sql[] = "SELECT (SELECT value FROM counters WHERE name = 'sessions_created'),"
-                              " (SELECT coalesce(sum(message_count), 0) FROM sessions),"
-                              " (SELECT value FROM counters WHERE name = 'replies_total'),"
-                              " (SELECT value FROM counters WHERE name = 'reply_ms_total')";
-    sqlite3_stmt *st = db_stmt(db, sql);
-    enum perr e = PERR_OK;
+    return db->be->stats_read(db, out);
+}
 
-    if (!st)
-        return PERR_UNAVAILABLE;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        out->sessions_created = sqlite3_column_int64(st, 0);
-        out->messages_total = sqlite3_column_int64(st, 1);
-        out->replies_total = sqlite3_column_int64(st, 2);
-        out->reply_ms_total = sqlite3_column_int64(st, 3);
-    } else {
-        e = db_fail(db, __func__, "read counters");
-    }
-    db_stmt_done(st);
-    return e;
+/* ---- keys ---- */
+
+enum perr db_keys_active(struct db *db, int64_t *n)
+{
+    return db->be->keys_active(db, n);
+}
+
+enum perr db_key_add(struct db *db, const char *name, const char *salt, const char *hash,
+                     const char *lookup)
+{
+    return db->be->key_add(db, name, salt, hash, lookup);
+}
+
+enum perr db_key_revoke(struct db *db, const char *name)
+{
+    return db->be->key_revoke(db, name);
+}
+
+enum perr db_key_list(struct db *db, struct db_key_info **out, size_t *n)
+{
+    return db->be->key_list(db, out, n);
+}
+
+enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n)
+{
+    return db->be->key_hashes(db, out, n);
+}
+
+enum perr db_key_candidates(struct db *db, const char *lookup, struct auth_key **out, size_t *n)
+{
+    return db->be->key_candidates(db, lookup, out, n);
+}
+
+/* ---- live figures ---- */
+
+enum perr db_live_reset(struct db *db, int pid, const char *model)
+{
+    return db->be->live_reset(db, pid, model);
+}
+
+enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
+                          const struct db_live_member *changed, size_t n_changed)
+{
+    return db->be->live_publish(db, now_ms, connections, changed, n_changed);
+}
+
+enum perr db_live_down(struct db *db)
+{
+    return db->be->live_down(db);
+}
+
+enum perr db_live_read(struct db *db, int64_t now_ms, struct db_live *out)
+{
+    return db->be->live_read(db, now_ms, out);
+}
+
+/* ---- what reads return, freed ---- */
+
+void db_session_cleanup(struct db_session *s)
+{
+    if (!s)
+        return;
+    free(s->title);
+    free(s->model);
+    free(s->channel);
+    s->title = s->model = s->channel = NULL;
+}
+
+void db_session_list_free(struct db_session *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        db_session_cleanup(&v[i]);
+    free(v);
+}
+
+void db_message_cleanup(struct db_message *m)
+{
+    if (!m)
+        return;
+    free(m->content);
+    free(m->connection_id);
+    free(m->client_msg_id);
+    free(m->thread_id);
+    free(m->status);
+    memset(m, 0, sizeof *m);
+}
+
+void db_message_list_cleanup(struct db_message_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        db_message_cleanup(&l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+void db_key_list_free(struct db_key_info *v, size_t n)
+{
+    (void)n;
+    free(v);
+}
+
+int64_t db_live_cutoff(void)
+{
+    return clock_now_ms() - DB_LIVE_FRESH_MS;
 }

@@ -125,6 +125,10 @@ void db_close(struct db *db);
 /* What the connection was opened on, as given to db_open (borrowed: valid while db is
  * open). */
 const char *db_path(struct db *db);
+/* path as it may be shown in logs: a PostgreSQL URI with its password (user:PASSWORD@,
+ * password=...) replaced by ***. Writes at most size bytes (cut if longer) into out and
+ * returns out. */
+char *db_path_shown(const char *path, char *out, size_t size);
 /* "sqlite" or "postgresql". */
 const char *db_kind(struct db *db);
 /* The schema version the database is at (SQLite: PRAGMA user_version; PostgreSQL: the

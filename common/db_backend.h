@@ -27,37 +27,51 @@ struct db_backend {
     void (*tx_rollback)(struct db *db);
     bool (*tx_open)(struct db *db);
     /* sessions */
-    enum perr (*session_create)(struct db *db, const char *model, const char *title, const char *channel, struct db_session *out);
+    enum perr (*session_create)(struct db *db, const char *model, const char *title,
+                                const char *channel, struct db_session *out);
     enum perr (*session_get)(struct db *db, const char *id, struct db_session *out);
     enum perr (*session_by_channel)(struct db *db, const char *channel, struct db_session *out);
-    enum perr (*session_list)(struct db *db, int limit, int offset, struct db_session **out, size_t *n, int64_t *total);
+    enum perr (*session_list)(struct db *db, int limit, int offset, struct db_session **out,
+                              size_t *n, int64_t *total);
     enum perr (*session_delete)(struct db *db, const char *id);
     enum perr (*session_clear)(struct db *db, const char *id, int64_t *cleared);
     /* messages */
-    enum perr (*message_add)(struct db *db, const struct db_message_in *in, struct db_message *out, bool *duplicate, int64_t *message_count);
+    enum perr (*message_add)(struct db *db, const struct db_message_in *in, struct db_message *out,
+                             bool *duplicate, int64_t *message_count);
     enum perr (*message_get)(struct db *db, int64_t id, struct db_message *out);
-    enum perr (*messages_page)(struct db *db, const char *session_id, int limit, int64_t before, struct db_message_list *out, bool *has_more);
-    enum perr (*messages_page_each)(struct db *db, const char *session_id, int limit, int64_t before, bool *has_more, db_message_fn fn, void *arg);
-    enum perr (*session_last)(struct db *db, const char *session_id, int64_t *last_id, int64_t *last_seq);
-    enum perr (*messages_since)(struct db *db, const char *session_id, int64_t since, int limit, struct db_message_list *out);
-    enum perr (*messages_after)(struct db *db, const char *session_id, int64_t after_seq, int limit, struct db_message_list *out);
-    enum perr (*messages_context)(struct db *db, const char *session_id, int64_t up_to, int n, struct db_message_list *out);
-    enum perr (*messages_search)(struct db *db, const char *session_id, const char *words, int limit, int64_t before, struct db_message_list *out);
+    enum perr (*messages_page)(struct db *db, const char *session_id, int limit, int64_t before,
+                               struct db_message_list *out, bool *has_more);
+    enum perr (*messages_page_each)(struct db *db, const char *session_id, int limit,
+                                    int64_t before, bool *has_more, db_message_fn fn, void *arg);
+    enum perr (*session_last)(struct db *db, const char *session_id, int64_t *last_id,
+                              int64_t *last_seq);
+    enum perr (*messages_since)(struct db *db, const char *session_id, int64_t since, int limit,
+                                struct db_message_list *out);
+    enum perr (*messages_after)(struct db *db, const char *session_id, int64_t after_seq, int limit,
+                                struct db_message_list *out);
+    enum perr (*messages_context)(struct db *db, const char *session_id, int64_t up_to, int n,
+                                  struct db_message_list *out);
+    enum perr (*messages_search)(struct db *db, const char *session_id, const char *words,
+                                 int limit, int64_t before, struct db_message_list *out);
     enum perr (*search_index)(struct db *db, int max_rows, int *indexed);
-    enum perr (*reply_add)(struct db *db, const struct db_reply_in *in, struct db_message *out, int64_t *message_count);
+    enum perr (*reply_add)(struct db *db, const struct db_reply_in *in, struct db_message *out,
+                           int64_t *message_count);
     enum perr (*reply_queue)(struct db *db, struct db_message_list *out);
     enum perr (*reply_queue_drop)(struct db *db, int64_t message_id);
     enum perr (*stats_read)(struct db *db, struct db_stats *out);
     /* keys */
     enum perr (*keys_active)(struct db *db, int64_t *n);
-    enum perr (*key_add)(struct db *db, const char *name, const char *salt, const char *hash, const char *lookup);
+    enum perr (*key_add)(struct db *db, const char *name, const char *salt, const char *hash,
+                         const char *lookup);
     enum perr (*key_revoke)(struct db *db, const char *name);
     enum perr (*key_list)(struct db *db, struct db_key_info **out, size_t *n);
     enum perr (*key_hashes)(struct db *db, struct auth_key **out, size_t *n);
-    enum perr (*key_candidates)(struct db *db, const char *lookup, struct auth_key **out, size_t *n);
+    enum perr (*key_candidates)(struct db *db, const char *lookup, struct auth_key **out,
+                                size_t *n);
     /* live figures */
     enum perr (*live_reset)(struct db *db, int pid, const char *model);
-    enum perr (*live_publish)(struct db *db, int64_t now_ms, int64_t connections, const struct db_live_member *changed, size_t n_changed);
+    enum perr (*live_publish)(struct db *db, int64_t now_ms, int64_t connections,
+                              const struct db_live_member *changed, size_t n_changed);
     enum perr (*live_down)(struct db *db);
     enum perr (*live_read)(struct db *db, int64_t now_ms, struct db_live *out);
 };
@@ -66,6 +80,13 @@ struct db {
     const struct db_backend *be;
     char *path; /* what db_open was given */
 };
+
+/* How commits reach the disk (db_use_full_sync): true for "full". */
+bool db_full_sync(void);
+/* Whether path is a PostgreSQL URI (postgres://, postgresql://). */
+bool db_is_pg_uri(const char *path);
+/* Live member count cut-off: heartbeats at or after this are fresh (db_live_read). */
+int64_t db_live_cutoff(void);
 
 /* The backends' openers: a new connection with be and path set, or NULL after logging. */
 struct db *db_sqlite_open(const char *path);

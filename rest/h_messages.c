@@ -9,39 +9,6 @@
 #define SEARCH_MAX  500
 #define EXPORT_PAGE 1000
 
-/* Turns what a person typed into an FTS5 query that cannot be a syntax error: every
- * word becomes a quoted term (quotes doubled), all of them required. Returns a new
- * string (free), or NULL when there is no word. */
-static char *fts_query(const char *q)
-{
-    size_t n = strlen(q), len = 0;
-    char *out = malloc(n * 2 + 3 * (n / 2 + 1) + 1);
-
-    if (!out)
-        return NULL;
-    for (const char *p = q; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n')
-            p++;
-        if (!*p)
-            break;
-        if (len)
-            out[len++] = ' ';
-        out[len++] = '"';
-        while (*p && *p != ' ' && *p != '\t' && *p != '\n') {
-            if (*p == '"')
-                out[len++] = '"';
-            out[len++] = *p++;
-        }
-        out[len++] = '"';
-    }
-    out[len] = '\0';
-    if (len == 0) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
 static int session_exists(struct rt_ctx *c, struct db_session *s)
 {
     enum perr e;
@@ -64,7 +31,6 @@ void h_message_search(struct rt_ctx *c)
     struct db_session s;
     int64_t limit, before;
     bool has_more = false;
-    char *match = NULL;
     json_t *list;
     enum perr e;
 
@@ -76,11 +42,10 @@ void h_message_search(struct rt_ctx *c)
         rt_error(c, PERR_INVALID_FIELD, "query parameter 'q' must be at most 500 characters");
         return;
     }
-    if (q && (match = fts_query(q)))
-        e = db_messages_search(c->db, c->id, match, (int)limit, before, &l);
-    else
+    if (q && q[strspn(q, " \t\n")])
+        e = db_messages_search(c->db, c->id, q, (int)limit, before, &l);
+    else /* no word: the newest messages */
         e = db_messages_page(c->db, c->id, (int)limit, before, &l, &has_more);
-    free(match);
     if (e) {
         rt_db_error(c, e);
         return;
@@ -129,7 +94,7 @@ void h_session_export(struct rt_ctx *c)
     json_t *doc = NULL, *list = NULL;
     char *md = NULL;
     size_t md_len = 0, md_cap = 0;
-    int64_t since = 0;
+    int64_t after = 0; /* seq */
     enum perr e = PERR_OK;
     int failed = 0;
 
@@ -155,7 +120,7 @@ void h_session_export(struct rt_ctx *c)
         list = json_array();
     }
     /* the whole history, a page at a time */
-    while (!failed && (e = db_messages_since(c->db, c->id, since, EXPORT_PAGE, &l)) == PERR_OK &&
+    while (!failed && (e = db_messages_after(c->db, c->id, after, EXPORT_PAGE, &l)) == PERR_OK &&
            l.n > 0) {
         for (size_t i = 0; i < l.n && !failed; i++) {
             if (markdown)
@@ -163,7 +128,7 @@ void h_session_export(struct rt_ctx *c)
             else
                 json_array_append_new(list, rt_message_json(&l.v[i]));
         }
-        since = l.v[l.n - 1].id;
+        after = l.v[l.n - 1].seq;
         db_message_list_cleanup(&l);
     }
     db_message_list_cleanup(&l);

@@ -77,7 +77,7 @@ void h_session_list(struct rt_ctx *c)
                       (json_int_t)limit, "offset", (json_int_t)offset));
 }
 
-/* Writes one message as {"id", "role", "content", "created_at"} (rt_message_json's
+/* Writes one message as {"id", "seq", "role", "content", "created_at"} (rt_message_json's
  * fields), after a comma unless it is the first. */
 static void write_message(void *arg, const struct db_message *m)
 {
@@ -85,6 +85,8 @@ static void write_message(void *arg, const struct db_message *m)
 
     jx_buf_cstr(b, b->p[b->len - 1] == '[' ? "{\"id\":" : ",{\"id\":");
     jx_buf_int(b, m->id);
+    jx_buf_cstr(b, ",\"seq\":");
+    jx_buf_int(b, m->seq);
     jx_buf_cstr(b, ",\"role\":");
     jx_buf_string(b, m->role);
     jx_buf_cstr(b, ",\"content\":");
@@ -96,7 +98,7 @@ static void write_message(void *arg, const struct db_message *m)
 
 /* The session with a page of its history. The busiest read of the API: the session's
  * fields come from jansson as everywhere else, but the messages are written straight
- * from SQLite's rows into the answer, with no copy and no JSON object per message. */
+ * from the database's rows into the answer, with no copy and no JSON object per message. */
 void h_session_get(struct rt_ctx *c)
 {
     struct jx_buf b = {0};
@@ -195,9 +197,9 @@ void h_message_post(struct rt_ctx *c)
     }
     notify_message_added(c->r->notify, c->id, m.id, reply);
     rt_json(c, 201,
-            json_pack("{s:I, s:s, s:s, s:s, s:s}", "id", (json_int_t)m.id, "session_id",
-                      m.session_id, "role", m.role, "content", m.content, "created_at",
-                      m.created_at));
+            json_pack("{s:I, s:I, s:s, s:s, s:s, s:s}", "id", (json_int_t)m.id, "seq",
+                      (json_int_t)m.seq, "session_id", m.session_id, "role", m.role, "content",
+                      m.content, "created_at", m.created_at));
     db_message_cleanup(&m);
 out:
     json_decref(body);

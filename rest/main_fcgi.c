@@ -523,9 +523,10 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    char shown[512];
     log_info("serving FastCGI on %s (database %s, %u threads, mount %s)",
-             srv.cfg.fcgi_socket ? srv.cfg.fcgi_socket : "the socket on fd 0", srv.cfg.db_path,
-             threads,
+             srv.cfg.fcgi_socket ? srv.cfg.fcgi_socket : "the socket on fd 0",
+             db_path_shown(srv.cfg.db_path, shown, sizeof shown), threads,
              !srv.mount.given    ? "auto"
              : srv.mount.path[0] ? srv.mount.path
                                  : "/");

@@ -309,9 +309,11 @@ int main(int argc, char **argv)
         goto out;
     }
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    char shown[512];
     log_info("listening on %s://%s:%u (database %s, %u threads)",
              srv.cfg.tls_cert ? "https" : "http", srv.cfg.bind,
-             info ? info->port : (unsigned)srv.cfg.port, srv.cfg.db_path, threads);
+             info ? info->port : (unsigned)srv.cfg.port,
+             db_path_shown(srv.cfg.db_path, shown, sizeof shown), threads);
     while (sigwait(&sigs, &sig) != 0)
         ;
     log_info("%s received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");

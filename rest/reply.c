@@ -207,6 +207,7 @@ json_t *rt_session_json(const struct db_session *s)
 
 json_t *rt_message_json(const struct db_message *m)
 {
-    return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "role", m->role, "content",
-                     m->content, "created_at", m->created_at);
+    return json_pack("{s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "seq",
+                     (json_int_t)m->seq, "role", m->role, "content", m->content, "created_at",
+                     m->created_at);
 }

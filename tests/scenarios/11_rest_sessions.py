@@ -17,8 +17,8 @@ LIST_KEYS = {"sessions", "total", "limit", "offset"}
 SESSION_KEYS = {"session_id", "title", "model", "message_count", "clients", "created_at",
                 "updated_at"}
 DETAIL_KEYS = SESSION_KEYS | {"messages", "has_more"}
-MESSAGE_KEYS = {"id", "role", "content", "created_at"}
-POSTED_KEYS = {"id", "session_id", "role", "content", "created_at"}
+MESSAGE_KEYS = {"id", "seq", "role", "content", "created_at"}
+POSTED_KEYS = {"id", "seq", "session_id", "role", "content", "created_at"}
 
 
 def tick():
@@ -114,7 +114,7 @@ def test_messages(t, rest):
         r = rest.post("/sessions/%s/messages" % sid, {"content": c})
         if i == 0:
             t.eq("POST messages: 201", r.status, 201)
-            t.keys("POST messages: exactly id, session_id, role, content, created_at",
+            t.keys("POST messages: exactly id, seq, session_id, role, content, created_at",
                    r.body, POSTED_KEYS)
             t.is_int("POST messages: id int > 0", r.body.get("id"), 1)
             t.eq("POST messages: session_id", r.body.get("session_id"), sid)
@@ -133,6 +133,12 @@ def test_messages(t, rest):
         tick()
     ids = [p["id"] for p in posted]
     t.ok("POST messages: ids strictly increase", ids == sorted(set(ids)), repr(ids))
+    t.eq("POST messages: seq 1, 2, 3, ... in the session", [p["seq"] for p in posted],
+         list(range(1, len(contents) + 1)))
+    got = rest.get("/sessions/%s" % sid).body
+    t.eq("GET session: messages[].seq as stored",
+         [(m["id"], m["seq"]) for m in got.get("messages", [])],
+         [(p["id"], p["seq"]) for p in posted])
 
     r = rest.post("/sessions/%s/messages" % sid, {"content": "no reply", "reply": False})
     t.eq("POST messages reply:false: 201", r.status, 201)
@@ -145,7 +151,7 @@ def test_messages(t, rest):
     t.eq("GET /sessions/{id}: message_count", d.get("message_count"), 6)
     t.eq("GET /sessions/{id}: messages in ascending id order", [m.get("id") for m in msgs], ids)
     t.eq("GET /sessions/{id}: contents in order", [m.get("content") for m in msgs], contents)
-    t.ok("GET /sessions/{id}: each message is exactly id, role, content, created_at",
+    t.ok("GET /sessions/{id}: each message is exactly id, seq, role, content, created_at",
          all(isinstance(m, dict) and set(m) == MESSAGE_KEYS for m in msgs), repr(msgs[:1]))
     t.ok("GET /sessions/{id}: roles are user",
          all(m.get("role") == "user" for m in msgs), repr([m.get("role") for m in msgs]))

@@ -28,7 +28,9 @@ def search(t, rest, sid, ids):
     t.eq("search 'quick': both messages, oldest first (case-insensitive)", ids_of(r.body),
          [ids[1], ids[3]])
     t.eq("search: the fields of each message", sorted(r.body["messages"][0]),
-         ["content", "created_at", "id", "role"])
+         ["content", "created_at", "id", "role", "seq"])
+    t.eq("search: seq of each match (SPEC 7: 1, 2, 3, ... in the session)",
+         [m["seq"] for m in r.body["messages"]], [2, 4])
     t.eq("search: content as stored", r.body["messages"][0]["content"], TEXTS[1])
     t.eq("search: query echoed, count", (r.body["query"], r.body["count"]), ("quick", 2))
     t.eq("search 'brown fox': every word required", ids_of(q("brown%20fox").body), [ids[1]])

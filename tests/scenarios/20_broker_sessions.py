@@ -14,7 +14,7 @@ from parley import SESSION_ID_RE, TS_RE, Broker, run_cli, sql, strict_equal  # n
 
 CONN_RE = r"^[0-9a-f]{12}$"
 ADDED_KEYS = {"type", "session_id", "update_type", "message_count", "message"}
-MSG_KEYS = {"id", "role", "content", "created_at", "connection_id"}
+MSG_KEYS = {"id", "seq", "role", "content", "created_at", "connection_id"}
 
 
 def connect(t, b, name):
@@ -55,6 +55,7 @@ def check_added(t, name, ev, sid, content, conn_id, count, cmid=None):
     m = ev.get("message") or {}
     t.keys("%s: message fields" % name, m, MSG_KEYS | ({"client_msg_id"} if cmid else set()))
     t.is_int("%s: message.id" % name, m.get("id"), 1)
+    t.eq("%s: message.seq is its place in the session" % name, m.get("seq"), count)
     t.eq("%s: role user" % name, m.get("role"), "user")
     t.eq("%s: content as sent" % name, m.get("content"), content)
     t.match("%s: created_at" % name, m.get("created_at"), TS_RE)

@@ -88,7 +88,7 @@ def test_post(t, rest, b):
         t.eq("POST messages: %s gets message_added with connection_id null" % x.name, ev,
              {"type": "session_update", "session_id": sid, "update_type": "message_added",
               "message_count": 1,
-              "message": {"id": m.get("id"), "role": "user", "content": "from REST ✓",
+              "message": {"id": m.get("id"), "seq": 1, "role": "user", "content": "from REST ✓",
                           "created_at": m.get("created_at"), "connection_id": None}})
     t.eq("POST messages without reply: no assistant reply", a.quiet(0.8, type=REPLY_TYPES), [])
 

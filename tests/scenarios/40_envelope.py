@@ -149,9 +149,10 @@ def test_mixed(t, b, r):
     mine = e.expect(type="chat_message")
     check_env(t, "chat_message echo to the sender", mine, "chat_message", e.id, "mixed-room")
     md = mine.get("data", {})
-    t.keys("chat_message data keys", md, {"message_id", "session_id", "role", "content",
+    t.keys("chat_message data keys", md, {"message_id", "seq", "session_id", "role", "content",
                                           "created_at", "thread_id"})
     t.is_int("chat_message message_id", md.get("message_id"), 1)
+    t.eq("chat_message seq: the first in its session", md.get("seq"), 1)
     t.eq("chat_message data values", (md.get("session_id"), md.get("role"), md.get("content"),
                                       md.get("thread_id")),
          (sid, "user", "hello from envelope ✓", "th-1"))
@@ -172,7 +173,8 @@ def test_mixed(t, b, r):
     ec = e.expect(type="chat_message")
     check_env(t, "flat chat seen by envelope", ec, "chat_message", f.id, "mixed-room")
     t.eq("flat chat seen by envelope: data",
-         ec.get("data"), {"message_id": ack["message"]["id"], "session_id": sid, "role": "user",
+         ec.get("data"), {"message_id": ack["message"]["id"], "seq": ack["message"]["seq"],
+                          "session_id": sid, "role": "user",
                           "content": text, "created_at": ack["message"]["created_at"]})
     ef = read_env_reply(e)
     ff = read_flat_reply(f, sid)
@@ -296,7 +298,7 @@ def test_types(t, b, r):
     a.send(env("chat_message", {"content": "no thread"}, "alpha"))
     m = c.expect(type="chat_message")
     t.keys("chat_message without thread_id: no thread_id in data", m.get("data"),
-           {"message_id", "session_id", "role", "content", "created_at"})
+           {"message_id", "seq", "session_id", "role", "content", "created_at"})
     a.expect(type="chat_message")
     t.eq("chat_message: nothing to a channel's non-subscriber (beta only A)",
          [x for x in c.quiet(0.2) if x.get("channel") == "beta"], [])

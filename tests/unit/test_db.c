@@ -192,13 +192,13 @@ static void open_empty(void)
     REQUIRE(db != NULL);
     snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
     if (glob(pattern, 0, NULL, &g) == 0) {
-        EQ_INT(db_schema_version(), g.gl_pathc);
+        EQ_INT(db_schema_version(db), g.gl_pathc);
         globfree(&g);
     } else {
         UNIT_FAIL("no schema files at %.400s", pattern);
     }
-    EQ_INT(db_user_version(db), db_schema_version());
-    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version());
+    EQ_INT(db_user_version(db), db_schema_version(db));
+    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version(db));
     side_query(path, "PRAGMA journal_mode", NULL, mode, sizeof mode);
     EQ_STR(mode, "wal");
     EQ_INT(side_int("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'", NULL), 1);
@@ -234,7 +234,7 @@ static void open_race(void)
                 db = db_open(path);
                 if (!db)
                     _exit(1);
-                _exit(db_user_version(db) == db_schema_version() ? 0 : 2);
+                _exit(db_user_version(db) == db_schema_version(db) ? 0 : 2);
             }
         }
         close(gate[0]);
@@ -260,7 +260,7 @@ static void open_twice(void)
     REQUIRE(a != NULL);
     b = db_open(path);
     REQUIRE(b != NULL);
-    EQ_INT(db_user_version(b), db_schema_version());
+    EQ_INT(db_user_version(b), db_schema_version(b));
     REQUIRE(db_session_create(a, "echo", "t", NULL, &s) == PERR_OK);
     REQUIRE(db_session_list(b, 10, 0, &v, &n, &total) == PERR_OK);
     EQ_INT(total, 1);
@@ -320,8 +320,8 @@ static void migrate_old(void)
 
     db = db_open(path);
     REQUIRE(db != NULL);
-    EQ_INT(db_user_version(db), db_schema_version());
-    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version());
+    EQ_INT(db_user_version(db), db_schema_version(db));
+    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version(db));
     REQUIRE(db_session_get(db, "00000000000000aa", &s) == PERR_OK);
     EQ_STR(s.title, "old title");
     EQ_INT(s.message_count, 1);
@@ -350,10 +350,25 @@ static void migrate_old(void)
     /* opening the migrated file again changes nothing */
     db = db_open(path);
     REQUIRE(db != NULL);
-    EQ_INT(db_user_version(db), db_schema_version());
+    EQ_INT(db_user_version(db), db_schema_version(db));
     EQ_INT(side_int("SELECT count(*) FROM messages", NULL), 2);
     EQ_INT(fts_hits("aardvark OR zebra"), 2);
     db_close(db);
+}
+
+/* The SQLite migrations in schema/ (what db_schema_version says of an SQLite db). */
+static int schema_files(void)
+{
+    char pattern[600];
+    glob_t g;
+    int n = -1;
+
+    snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        n = (int)g.gl_pathc;
+        globfree(&g);
+    }
+    return n;
 }
 
 static void refuse_newer(void)
@@ -362,12 +377,12 @@ static void refuse_newer(void)
     struct db *db;
 
     new_path("newer");
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", db_schema_version() + 1);
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", schema_files() + 1);
     REQUIRE(side_exec(path, sql) == 0);
     db = db_open(path);
     EQ_INT(db == NULL, 1);
     db_close(db);
-    EQ_INT(side_int("PRAGMA user_version", NULL), db_schema_version() + 1);
+    EQ_INT(side_int("PRAGMA user_version", NULL), schema_files() + 1);
     EQ_INT(side_int("SELECT count(*) FROM sqlite_master WHERE name = 'sessions'", NULL), 0);
 }
 
@@ -1330,6 +1345,162 @@ static void remove_tmp(void)
     rmdir(tmp_dir);
 }
 
+/* ---- seq (SPEC 7) ---- */
+
+/* The seqs of a list, comma-separated, into out. */
+static const char *seqs(const struct db_message_list *l, char *out, size_t size)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < l->n && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%lld", i ? "," : "",
+                                 (long long)l->v[i].seq);
+    return out;
+}
+
+/* A file at schema version 4 with messages of two sessions interleaved gets seq 1, 2, 3
+ * per session in id order, and last_seq; new messages go on from there. */
+static void migrate_seq(void)
+{
+    char file[600], got[64];
+    struct db_message_list l = {0};
+    struct db_message m;
+    struct db *db;
+    int64_t last_id = -1, last_seq = -1;
+    int rc;
+
+    new_path("seq-old");
+    for (int v = 1; v <= 4; v++) {
+        static const char *const names[] = {"001_init", "002_search", "003_search_later",
+                                            "004_key_lookup"};
+        char *sql;
+        snprintf(file, sizeof file, "%s/schema/%s.sql", root(), names[v - 1]);
+        REQUIRE((sql = read_file(file)) != NULL);
+        EQ_INT(side_exec(path, sql), 0);
+        free(sql);
+    }
+    rc = side_exec(path, "PRAGMA user_version = 4;"
+                         "INSERT INTO sessions VALUES ('00000000000000aa', NULL, 'echo', NULL,"
+                         " '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z', 3);"
+                         "INSERT INTO sessions VALUES ('00000000000000bb', NULL, 'echo', NULL,"
+                         " '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z', 2);"
+                         "INSERT INTO messages(session_id, role, content, created_at) VALUES"
+                         " ('00000000000000aa', 'user', 'a1', '2025-01-01T00:00:00.000Z'),"
+                         " ('00000000000000bb', 'user', 'b1', '2025-01-01T00:00:00.000Z'),"
+                         " ('00000000000000aa', 'user', 'a2', '2025-01-01T00:00:00.000Z'),"
+                         " ('00000000000000bb', 'user', 'b2', '2025-01-01T00:00:00.000Z'),"
+                         " ('00000000000000aa', 'user', 'a3', '2025-01-01T00:00:00.000Z');");
+    EQ_INT(rc, 0);
+    db = db_open(path);
+    REQUIRE(db != NULL);
+    EQ_INT(db_user_version(db), db_schema_version(db));
+    side_query(path,
+               "SELECT group_concat(seq) FROM (SELECT seq FROM messages"
+               " WHERE session_id = ?1 ORDER BY id)",
+               "00000000000000aa", got, sizeof got);
+    EQ_STR(got, "1,2,3");
+    REQUIRE(db_messages_since(db, "00000000000000aa", 0, 10, &l) == PERR_OK);
+    EQ_STR(seqs(&l, got, sizeof got), "1,2,3");
+    EQ_STR(contents(&l, got, sizeof got), "a1,a2,a3");
+    db_message_list_cleanup(&l);
+    REQUIRE(db_messages_since(db, "00000000000000bb", 0, 10, &l) == PERR_OK);
+    EQ_STR(seqs(&l, got, sizeof got), "1,2");
+    db_message_list_cleanup(&l);
+    EQ_INT(side_int("SELECT last_seq FROM sessions WHERE id = ?1", "00000000000000aa"), 3);
+    EQ_INT(side_int("SELECT last_seq FROM sessions WHERE id = ?1", "00000000000000bb"), 2);
+    add(db, "00000000000000bb", "user", "b3", NULL, false);
+    REQUIRE(db_session_last(db, "00000000000000bb", &last_id, &last_seq) == PERR_OK);
+    EQ_INT(last_seq, 3);
+    EQ_INT(last_id, 6);
+    REQUIRE(db_message_get(db, last_id, &m) == PERR_OK);
+    EQ_INT(m.seq, 3);
+    db_message_cleanup(&m);
+    db_close(db);
+}
+
+/* seq counts on after a clear; since/before/after place a deleted id where it was. */
+static void seq_places(void)
+{
+    struct db *db = open_new("seq");
+    struct db_message_list l = {0};
+    struct db_session s, o;
+    int64_t id[5], cleared, last_id, last_seq;
+    bool more;
+    char got[64];
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &o) == PERR_OK);
+    REQUIRE(db_session_last(db, s.id, &last_id, &last_seq) == PERR_OK);
+    EQ_INT(last_id, 0);
+    EQ_INT(last_seq, 0);
+    for (int i = 0; i < 5; i++) {
+        char c[8];
+        snprintf(c, sizeof c, "m%d", i + 1);
+        id[i] = add(db, s.id, "user", c, NULL, false);
+        add(db, o.id, "user", "other", NULL, false);
+    }
+    /* take m3 out: its id still marks its place */
+    EQ_INT(side_exec(path, "PRAGMA foreign_keys = ON; DELETE FROM messages WHERE content = 'm3'"),
+           0);
+    REQUIRE(db_messages_since(db, s.id, id[2], 10, &l) == PERR_OK);
+    EQ_STR(contents(&l, got, sizeof got), "m4,m5");
+    EQ_STR(seqs(&l, got, sizeof got), "4,5");
+    db_message_list_cleanup(&l);
+    REQUIRE(db_messages_page(db, s.id, 10, id[2], &l, &more) == PERR_OK);
+    EQ_STR(contents(&l, got, sizeof got), "m1,m2");
+    db_message_list_cleanup(&l);
+    REQUIRE(db_messages_after(db, s.id, 3, 10, &l) == PERR_OK);
+    EQ_STR(seqs(&l, got, sizeof got), "4,5");
+    db_message_list_cleanup(&l);
+    REQUIRE(db_messages_after(db, s.id, 0, 2, &l) == PERR_OK);
+    EQ_STR(seqs(&l, got, sizeof got), "1,2");
+    db_message_list_cleanup(&l);
+    REQUIRE(db_messages_context(db, s.id, id[2], 10, &l) == PERR_OK);
+    EQ_STR(contents(&l, got, sizeof got), "m1,m2");
+    db_message_list_cleanup(&l);
+
+    REQUIRE(db_session_clear(db, s.id, &cleared) == PERR_OK);
+    add(db, s.id, "user", "after clear", NULL, false);
+    REQUIRE(db_session_last(db, s.id, &last_id, &last_seq) == PERR_OK);
+    EQ_INT(last_seq, 6); /* never reused, also not after a clear */
+    REQUIRE(db_messages_since(db, s.id, id[4], 10, &l) == PERR_OK);
+    EQ_STR(contents(&l, got, sizeof got), "after clear");
+    db_message_list_cleanup(&l);
+    REQUIRE(db_session_last(db, o.id, &last_id, &last_seq) == PERR_OK);
+    EQ_INT(last_seq, 5);
+    db_session_cleanup(&s);
+    db_session_cleanup(&o);
+    db_close(db);
+}
+
+/* A password in a PostgreSQL URI never reaches a log line. */
+static void path_shown(void)
+{
+    static const struct {
+        const char *path, *want;
+    } rows[] = {
+        {"var/parley.db", "var/parley.db"},
+        {"/tmp/user:pw@x.db", "/tmp/user:pw@x.db"}, /* a file, not a URI */
+        {"postgresql:///parley?host=/run/pg", "postgresql:///parley?host=/run/pg"},
+        {"postgres://alice:s3cret@db.example:5432/parley",
+         "postgres://alice:***@db.example:5432/parley"},
+        {"postgresql://alice@db/parley", "postgresql://alice@db/parley"},
+        {"postgresql://a:b:c@h/d", "postgresql://a:***@h/d"},
+        {"postgresql://h/d?user=a&password=p%40ss&sslmode=require",
+         "postgresql://h/d?user=a&password=***&sslmode=require"},
+        {"postgresql://h/d?password=x", "postgresql://h/d?password=***"},
+        {"postgresql://u:p@h/d?application_name=mypassword=x",
+         "postgresql://u:***@h/d?application_name=mypassword=x"},
+    };
+    char out[128], tiny[12];
+
+    for (size_t i = 0; i < UNIT_COUNT(rows); i++)
+        EQ_STR(db_path_shown(rows[i].path, out, sizeof out), rows[i].want);
+    EQ_STR(db_path_shown("postgres://alice:s3cret@db/p", tiny, sizeof tiny), "postgres://");
+}
+
 static const struct unit_case cases[] = {
     {"open an empty file: newest schema, WAL, ping", open_empty},
     {"open the same file twice", open_twice},
@@ -1358,6 +1529,9 @@ static const struct unit_case cases[] = {
     {"a transaction SQLite rolled back (disk full) refuses later writes", tx_lost_refuses_writes},
     {"an open read transaction elsewhere stalls no write", reader_does_not_stall},
     {"live figures: reset, publish, stale heartbeat, down", live},
+    {"a version 4 file gets seq per session in id order, then counts on", migrate_seq},
+    {"seq: never reused after a clear; a deleted id keeps its place", seq_places},
+    {"db_path_shown hides a PostgreSQL password", path_shown},
 };
 
 int main(void)

@@ -1,9 +1,9 @@
-/* db_sessions: creating, reading, listing, deleting and clearing sessions. */
+/* db_sqlite_sessions: creating, reading, listing, deleting and clearing sessions. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "db_internal.h"
+#include "db_sqlite.h"
 #include "log.h"
 
 /* Columns every session read selects, in this order (see read_session). The member
@@ -16,31 +16,14 @@
 
 static void read_session(sqlite3_stmt *st, struct db_session *s)
 {
-    db_column_copy(st, 0, s->id, sizeof s->id);
-    s->title = db_column_strdup(st, 1);
-    s->model = db_column_strdup(st, 2);
-    s->channel = db_column_strdup(st, 3);
-    db_column_copy(st, 4, s->created_at, sizeof s->created_at);
-    db_column_copy(st, 5, s->updated_at, sizeof s->updated_at);
+    db_sqlite_column_copy(st, 0, s->id, sizeof s->id);
+    s->title = db_sqlite_column_strdup(st, 1);
+    s->model = db_sqlite_column_strdup(st, 2);
+    s->channel = db_sqlite_column_strdup(st, 3);
+    db_sqlite_column_copy(st, 4, s->created_at, sizeof s->created_at);
+    db_sqlite_column_copy(st, 5, s->updated_at, sizeof s->updated_at);
     s->message_count = sqlite3_column_int64(st, 6);
     s->clients = sqlite3_column_int64(st, 7);
-}
-
-void db_session_cleanup(struct db_session *s)
-{
-    if (!s)
-        return;
-    free(s->title);
-    free(s->model);
-    free(s->channel);
-    s->title = s->model = s->channel = NULL;
-}
-
-void db_session_list_free(struct db_session *v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        db_session_cleanup(&v[i]);
-    free(v);
 }
 
 /* Reads the one session st selects (bound by the caller). */
@@ -54,16 +37,17 @@ static enum perr get_one(struct db *db, sqlite3_stmt *st, struct db_session *out
         memset(out, 0, sizeof *out);
         read_session(st, out);
     }
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc == SQLITE_ROW)
         return PERR_OK;
-    return rc == SQLITE_DONE ? PERR_SESSION_NOT_FOUND : db_fail(db, __func__, "read session");
+    return rc == SQLITE_DONE ? PERR_SESSION_NOT_FOUND
+                             : db_sqlite_fail(db, __func__, "read session");
 }
 
-enum perr db_session_get(struct db *db, const char *id, struct db_session *out)
+enum perr db_sqlite_session_get(struct db *db, const char *id, struct db_session *out)
 {
     static const char sql[] = "SELECT " SESSION_COLS " FROM sessions s WHERE s.id = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
 
     if (!st)
         return PERR_UNAVAILABLE;
@@ -71,10 +55,10 @@ enum perr db_session_get(struct db *db, const char *id, struct db_session *out)
     return get_one(db, st, out);
 }
 
-enum perr db_session_by_channel(struct db *db, const char *channel, struct db_session *out)
+enum perr db_sqlite_session_by_channel(struct db *db, const char *channel, struct db_session *out)
 {
     static const char sql[] = "SELECT " SESSION_COLS " FROM sessions s WHERE s.channel = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
 
     if (!st)
         return PERR_UNAVAILABLE;
@@ -82,8 +66,8 @@ enum perr db_session_by_channel(struct db *db, const char *channel, struct db_se
     return get_one(db, st, out);
 }
 
-enum perr db_session_create(struct db *db, const char *model, const char *title,
-                            const char *channel, struct db_session *out)
+enum perr db_sqlite_session_create(struct db *db, const char *model, const char *title,
+                                   const char *channel, struct db_session *out)
 {
     static const char sql[] = "INSERT INTO sessions(id, title, model, channel, created_at,"
                               " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)";
@@ -99,23 +83,23 @@ enum perr db_session_create(struct db *db, const char *model, const char *title,
     clock_now_iso(now);
     if ((e = db_tx_begin(db)))
         return e;
-    st = db_stmt(db, sql);
+    st = db_sqlite_stmt(db, sql);
     if (!st) {
         db_tx_rollback(db);
         return PERR_UNAVAILABLE;
     }
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    db_bind_text(st, 2, title);
-    db_bind_text(st, 3, model);
-    db_bind_text(st, 4, channel);
+    db_sqlite_bind_text(st, 2, title);
+    db_sqlite_bind_text(st, 3, model);
+    db_sqlite_bind_text(st, 4, channel);
     sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
-    rc = db_run(st);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE) {
-        e = db_fail(db, __func__, "insert session");
+        e = db_sqlite_fail(db, __func__, "insert session");
         db_tx_rollback(db);
         return e;
     }
-    if ((e = db_counter_add(db, "sessions_created", 1)) || (e = db_tx_commit(db))) {
+    if ((e = db_sqlite_counter_add(db, "sessions_created", 1)) || (e = db_tx_commit(db))) {
         db_tx_rollback(db);
         return e;
     }
@@ -129,14 +113,14 @@ enum perr db_session_create(struct db *db, const char *model, const char *title,
     return PERR_OK;
 }
 
-enum perr db_session_list(struct db *db, int limit, int offset, struct db_session **out, size_t *n,
-                          int64_t *total)
+enum perr db_sqlite_session_list(struct db *db, int limit, int offset, struct db_session **out,
+                                 size_t *n, int64_t *total)
 {
     static const char sql_count[] = "SELECT count(*) FROM sessions";
     static const char sql[] = "SELECT " SESSION_COLS " FROM sessions s"
                               " ORDER BY s.updated_at DESC, s.created_at DESC, s.id"
                               " LIMIT ?1 OFFSET ?2";
-    sqlite3_stmt *st = db_stmt(db, sql_count);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql_count);
     struct db_session *v;
     size_t got = 0;
     int rc;
@@ -146,14 +130,14 @@ enum perr db_session_list(struct db *db, int limit, int offset, struct db_sessio
         return PERR_UNAVAILABLE;
     rc = sqlite3_step(st);
     *total = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc != SQLITE_ROW)
-        return db_fail(db, __func__, "count sessions");
-    if (!(st = db_stmt(db, sql)))
+        return db_sqlite_fail(db, __func__, "count sessions");
+    if (!(st = db_sqlite_stmt(db, sql)))
         return PERR_UNAVAILABLE;
     v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
     if (!v) {
-        db_stmt_done(st);
+        db_sqlite_stmt_done(st);
         return PERR_INTERNAL;
     }
     sqlite3_bind_int(st, 1, limit);
@@ -161,32 +145,32 @@ enum perr db_session_list(struct db *db, int limit, int offset, struct db_sessio
     sqlite3_bind_int64(st, 9, db_live_cutoff());
     while (got < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
         read_session(st, &v[got++]);
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         db_session_list_free(v, got);
-        return db_fail(db, __func__, "list sessions");
+        return db_sqlite_fail(db, __func__, "list sessions");
     }
     *out = v;
     *n = got;
     return PERR_OK;
 }
 
-enum perr db_session_delete(struct db *db, const char *id)
+enum perr db_sqlite_session_delete(struct db *db, const char *id)
 {
     static const char sql[] = "DELETE FROM sessions WHERE id = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    rc = db_run(st);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
-        return db_fail(db, __func__, "delete session");
+        return db_sqlite_fail(db, __func__, "delete session");
     return sqlite3_changes(sqlite3_db_handle(st)) ? PERR_OK : PERR_SESSION_NOT_FOUND;
 }
 
-enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared)
+enum perr db_sqlite_session_clear(struct db *db, const char *id, int64_t *cleared)
 {
     static const char sql_del[] = "DELETE FROM messages WHERE session_id = ?1";
     static const char sql_upd[] = "UPDATE sessions SET message_count = 0, updated_at = ?2"
@@ -199,27 +183,27 @@ enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared)
     clock_now_iso(now);
     if ((e = db_tx_begin(db)))
         return e;
-    if (!(st = db_stmt(db, sql_upd)))
+    if (!(st = db_sqlite_stmt(db, sql_upd)))
         goto fail;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    rc = db_run(st);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     if (sqlite3_changes(sqlite3_db_handle(st)) == 0) {
         db_tx_rollback(db);
         return PERR_SESSION_NOT_FOUND;
     }
-    if (!(st = db_stmt(db, sql_del)))
+    if (!(st = db_sqlite_stmt(db, sql_del)))
         goto fail;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    rc = db_run(st);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     *cleared = sqlite3_changes(sqlite3_db_handle(st));
     return db_tx_commit(db);
 fail:
-    e = db_fail(db, __func__, "clear session");
+    e = db_sqlite_fail(db, __func__, "clear session");
     db_tx_rollback(db);
     return e;
 }

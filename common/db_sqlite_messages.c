@@ -1,54 +1,48 @@
-/* db_messages: storing messages and replies, and reading history pages. */
+/* db_sqlite_messages: storing messages and replies, and reading history pages, on
+ * SQLite. Within a session every read is in seq order; a message id that marks a place
+ * (since, before, up_to) is turned into a seq bound by the SQL of SEQ_OF_* below. */
 #include <stdio.h>
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "db_internal.h"
+#include "db_sqlite.h"
 #include "log.h"
 
 /* Columns every message read selects, in this order (see read_message). */
 #define SEARCH_CATCH_UP_CHUNK 1000 /* messages a search indexes in one transaction */
 #define MESSAGE_COLS                                                                               \
-    "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status"
+    "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status,"  \
+    " seq"
+
+/* A place given as a message id P in session S (db.h), as a seq: the message's own, or
+ * where the id would be when the session does not hold it (ids grow with seq here). Each
+ * is one or two index lookups. */
+#define SEQ_OF(S, P) "(SELECT seq FROM messages WHERE session_id = " S " AND id = " P ")"
+/* messages up to the place, it included: seq <= this; after it: seq > this */
+#define SEQ_UPTO(S, P)                                                                             \
+    "coalesce(" SEQ_OF(S, P) ", (SELECT seq FROM messages WHERE session_id = " S " AND id <= " P   \
+                             " ORDER BY id DESC LIMIT 1), 0)"
+/* messages before the place: seq < this */
+#define SEQ_BELOW(S, P)                                                                            \
+    "coalesce(" SEQ_OF(S, P) ", (SELECT seq + 1 FROM messages WHERE session_id = " S               \
+                             " AND id < " P " ORDER BY id DESC LIMIT 1), 0)"
 
 static void read_message(sqlite3_stmt *st, struct db_message *m)
 {
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(st, 0);
-    db_column_copy(st, 1, m->session_id, sizeof m->session_id);
-    db_column_copy(st, 2, m->role, sizeof m->role);
-    m->content = db_column_strdup(st, 3);
+    db_sqlite_column_copy(st, 1, m->session_id, sizeof m->session_id);
+    db_sqlite_column_copy(st, 2, m->role, sizeof m->role);
+    m->content = db_sqlite_column_strdup(st, 3);
     if (!m->content)
         m->content = strdup("");
-    db_column_copy(st, 4, m->created_at, sizeof m->created_at);
-    m->connection_id = db_column_strdup(st, 5);
-    m->client_msg_id = db_column_strdup(st, 6);
-    m->thread_id = db_column_strdup(st, 7);
-    m->status = db_column_strdup(st, 8);
-}
-
-void db_message_cleanup(struct db_message *m)
-{
-    if (!m)
-        return;
-    free(m->content);
-    free(m->connection_id);
-    free(m->client_msg_id);
-    free(m->thread_id);
-    free(m->status);
-    memset(m, 0, sizeof *m);
-}
-
-void db_message_list_cleanup(struct db_message_list *l)
-{
-    if (!l)
-        return;
-    for (size_t i = 0; i < l->n; i++)
-        db_message_cleanup(&l->v[i]);
-    free(l->v);
-    l->v = NULL;
-    l->n = 0;
+    db_sqlite_column_copy(st, 4, m->created_at, sizeof m->created_at);
+    m->connection_id = db_sqlite_column_strdup(st, 5);
+    m->client_msg_id = db_sqlite_column_strdup(st, 6);
+    m->thread_id = db_sqlite_column_strdup(st, 7);
+    m->status = db_sqlite_column_strdup(st, 8);
+    m->seq = sqlite3_column_int64(st, 9);
 }
 
 static void reverse_list(struct db_message_list *l)
@@ -69,24 +63,24 @@ static enum perr read_list(struct db *db, sqlite3_stmt *st, int limit, struct db
     out->n = 0;
     out->v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *out->v);
     if (!out->v) {
-        db_stmt_done(st);
+        db_sqlite_stmt_done(st);
         return PERR_INTERNAL;
     }
     while (got < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
         read_message(st, &out->v[got++]);
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     out->n = got;
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         db_message_list_cleanup(out);
-        return db_fail(db, __func__, "read messages");
+        return db_sqlite_fail(db, __func__, "read messages");
     }
     return PERR_OK;
 }
 
-enum perr db_message_get(struct db *db, int64_t id, struct db_message *out)
+enum perr db_sqlite_message_get(struct db *db, int64_t id, struct db_message *out)
 {
     static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE id = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -95,10 +89,10 @@ enum perr db_message_get(struct db *db, int64_t id, struct db_message *out)
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         read_message(st, out);
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc == SQLITE_ROW)
         return PERR_OK;
-    return rc == SQLITE_DONE ? PERR_NOT_FOUND : db_fail(db, __func__, "read message");
+    return rc == SQLITE_DONE ? PERR_NOT_FOUND : db_sqlite_fail(db, __func__, "read message");
 }
 
 /* Finds a message of the session with this client_msg_id: PERR_OK and out filled,
@@ -108,7 +102,7 @@ static enum perr find_client_msg(struct db *db, const char *session_id, const ch
 {
     static const char sql[] =
         "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1 AND client_msg_id = ?2";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -118,20 +112,21 @@ static enum perr find_client_msg(struct db *db, const char *session_id, const ch
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         read_message(st, out);
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc == SQLITE_ROW)
         return PERR_OK;
-    return rc == SQLITE_DONE ? PERR_NOT_FOUND : db_fail(db, __func__, "find client_msg_id");
+    return rc == SQLITE_DONE ? PERR_NOT_FOUND : db_sqlite_fail(db, __func__, "find client_msg_id");
 }
 
-/* Bumps the session's message count and updated_at; reads back the new count.
- * PERR_SESSION_NOT_FOUND when the session is gone. */
-static enum perr touch_session(struct db *db, const char *session_id, const char *now,
+/* Takes the session's next seq and bumps its message count and updated_at; reads back
+ * both. PERR_SESSION_NOT_FOUND when the session is gone. */
+static enum perr touch_session(struct db *db, const char *session_id, const char *now, int64_t *seq,
                                int64_t *count)
 {
     static const char sql[] = "UPDATE sessions SET message_count = message_count + 1,"
-                              " updated_at = ?2 WHERE id = ?1 RETURNING message_count";
-    sqlite3_stmt *st = db_stmt(db, sql);
+                              " last_seq = last_seq + 1, updated_at = ?2 WHERE id = ?1"
+                              " RETURNING last_seq, message_count";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -140,21 +135,23 @@ static enum perr touch_session(struct db *db, const char *session_id, const char
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) { /* no row updated: the session is gone */
-        db_stmt_done(st);
+        db_sqlite_stmt_done(st);
         return PERR_SESSION_NOT_FOUND;
     }
-    if (rc == SQLITE_ROW && count)
-        *count = sqlite3_column_int64(st, 0);
-    if (rc == SQLITE_ROW)
-        rc = db_run(st); /* RETURNING: the update completes on the last step */
-    db_stmt_done(st);
-    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "update session");
+    if (rc == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(st, 0);
+        if (count)
+            *count = sqlite3_column_int64(st, 1);
+        rc = db_sqlite_run(st);
+    } /* RETURNING: the update completes on the last step */
+    db_sqlite_stmt_done(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_sqlite_fail(db, __func__, "update session");
 }
 
 static enum perr session_count(struct db *db, const char *session_id, int64_t *count)
 {
     static const char sql[] = "SELECT message_count FROM sessions WHERE id = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -163,22 +160,23 @@ static enum perr session_count(struct db *db, const char *session_id, int64_t *c
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW && count)
         *count = sqlite3_column_int64(st, 0);
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc == SQLITE_ROW)
         return PERR_OK;
-    return rc == SQLITE_DONE ? PERR_SESSION_NOT_FOUND : db_fail(db, __func__, "count");
+    return rc == SQLITE_DONE ? PERR_SESSION_NOT_FOUND : db_sqlite_fail(db, __func__, "count");
 }
 
 /* Inserts the row; *id is its new id. */
 static enum perr insert_row(struct db *db, const struct db_message_in *in,
-                            const struct db_reply_in *reply, const char *now, int64_t *id)
+                            const struct db_reply_in *reply, const char *now, int64_t seq,
+                            int64_t *id)
 {
     static const char sql[] =
         "INSERT INTO messages(session_id, role, content, created_at, connection_id,"
         " client_msg_id, thread_id, model, status, prompt_tokens, completion_tokens,"
-        " duration_ms, reasoning, error)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-    sqlite3_stmt *st = db_stmt(db, sql);
+        " duration_ms, reasoning, error, seq)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -187,23 +185,24 @@ static enum perr insert_row(struct db *db, const struct db_message_in *in,
     sqlite3_bind_text(st, 2, in->role, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, in->content, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
-    db_bind_text(st, 5, in->connection_id);
-    db_bind_text(st, 6, in->client_msg_id);
-    db_bind_text(st, 7, in->thread_id);
+    db_sqlite_bind_text(st, 5, in->connection_id);
+    db_sqlite_bind_text(st, 6, in->client_msg_id);
+    db_sqlite_bind_text(st, 7, in->thread_id);
+    sqlite3_bind_int64(st, 15, seq);
     if (reply) {
-        db_bind_text(st, 8, reply->model);
-        db_bind_text(st, 9, reply->status);
+        db_sqlite_bind_text(st, 8, reply->model);
+        db_sqlite_bind_text(st, 9, reply->status);
         if (reply->prompt_tokens >= 0)
             sqlite3_bind_int64(st, 10, reply->prompt_tokens);
         if (reply->completion_tokens >= 0)
             sqlite3_bind_int64(st, 11, reply->completion_tokens);
         sqlite3_bind_int64(st, 12, reply->duration_ms);
-        db_bind_text(st, 13, reply->reasoning);
-        db_bind_text(st, 14, reply->error);
+        db_sqlite_bind_text(st, 13, reply->reasoning);
+        db_sqlite_bind_text(st, 14, reply->error);
     }
-    rc = db_run(st);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
-        return db_fail(db, __func__, "insert message");
+        return db_sqlite_fail(db, __func__, "insert message");
     *id = sqlite3_last_insert_rowid(sqlite3_db_handle(st));
     return PERR_OK;
 }
@@ -213,7 +212,7 @@ static enum perr queue_reply(struct db *db, int64_t message_id, const char *sess
 {
     static const char sql[] = "INSERT OR IGNORE INTO reply_queue(message_id, session_id,"
                               " created_at) VALUES (?1, ?2, ?3)";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -221,8 +220,8 @@ static enum perr queue_reply(struct db *db, int64_t message_id, const char *sess
     sqlite3_bind_int64(st, 1, message_id);
     sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
-    rc = db_run(st);
-    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "queue reply");
+    rc = db_sqlite_run(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_sqlite_fail(db, __func__, "queue reply");
 }
 
 /* Stores in (and reply, for assistant rows) in one transaction. */
@@ -230,7 +229,7 @@ static enum perr add(struct db *db, const struct db_message_in *in, const struct
                      struct db_message *out, bool *duplicate, int64_t *message_count)
 {
     char now[CLOCK_ISO_LEN];
-    int64_t id = 0;
+    int64_t id = 0, seq = 0;
     enum perr e;
 
     if (duplicate)
@@ -253,23 +252,24 @@ static enum perr add(struct db *db, const struct db_message_in *in, const struct
         if (e != PERR_NOT_FOUND)
             goto fail;
     }
-    if ((e = touch_session(db, in->session_id, now, message_count)))
+    if ((e = touch_session(db, in->session_id, now, &seq, message_count)))
         goto fail;
-    if ((e = insert_row(db, in, reply, now, &id)))
+    if ((e = insert_row(db, in, reply, now, seq, &id)))
         goto fail;
     if (in->want_reply && (e = queue_reply(db, id, in->session_id, now)))
         goto fail;
     if (reply) {
         if (reply->reply_to > 0 && (e = db_reply_queue_drop(db, reply->reply_to)))
             goto fail;
-        if ((e = db_counter_add(db, "replies_total", 1)) ||
-            (e = db_counter_add(db, "reply_ms_total", reply->duration_ms)))
+        if ((e = db_sqlite_counter_add(db, "replies_total", 1)) ||
+            (e = db_sqlite_counter_add(db, "reply_ms_total", reply->duration_ms)))
             goto fail;
     }
     if ((e = db_tx_commit(db)))
         return e;
     memset(out, 0, sizeof *out);
     out->id = id;
+    out->seq = seq;
     snprintf(out->session_id, sizeof out->session_id, "%s", in->session_id);
     snprintf(out->role, sizeof out->role, "%s", in->role);
     memcpy(out->created_at, now, sizeof now);
@@ -284,14 +284,14 @@ fail:
     return e;
 }
 
-enum perr db_message_add(struct db *db, const struct db_message_in *in, struct db_message *out,
-                         bool *duplicate, int64_t *message_count)
+enum perr db_sqlite_message_add(struct db *db, const struct db_message_in *in,
+                                struct db_message *out, bool *duplicate, int64_t *message_count)
 {
     return add(db, in, NULL, out, duplicate, message_count);
 }
 
-enum perr db_reply_add(struct db *db, const struct db_reply_in *r, struct db_message *out,
-                       int64_t *message_count)
+enum perr db_sqlite_reply_add(struct db *db, const struct db_reply_in *r, struct db_message *out,
+                              int64_t *message_count)
 {
     struct db_message_in in = {
         .session_id = r->session_id, .role = "assistant", .content = r->content};
@@ -299,13 +299,14 @@ enum perr db_reply_add(struct db *db, const struct db_reply_in *r, struct db_mes
     return add(db, &in, r, out, NULL, message_count);
 }
 
-enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                           struct db_message_list *out, bool *has_more)
+enum perr db_sqlite_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
+                                  struct db_message_list *out, bool *has_more)
 {
     /* One row more than asked tells whether older messages exist. */
-    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
-                              " WHERE session_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    static const char sql[] =
+        "SELECT " MESSAGE_COLS " FROM messages"
+        " WHERE session_id = ?1 AND seq < " SEQ_BELOW("?1", "?2") " ORDER BY seq DESC LIMIT ?3";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     enum perr e;
 
     assert(limit >= 0);
@@ -325,29 +326,48 @@ enum perr db_messages_page(struct db *db, const char *session_id, int limit, int
     return PERR_OK;
 }
 
-enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
-                            struct db_message_list *out)
+/* Runs sql (a read of messages of session ?1 after the place ?2, at most ?3) into out. */
+static enum perr after(struct db *db, const char *sql, const char *session_id, int64_t place,
+                       int limit, struct db_message_list *out)
 {
-    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
-                              " WHERE session_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
 
     assert(limit >= 0);
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, since);
+    sqlite3_bind_int64(st, 2, place);
     sqlite3_bind_int(st, 3, limit);
     return read_list(db, st, limit, out);
 }
 
-enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
-                              struct db_message_list *out)
+enum perr db_sqlite_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
+                                   struct db_message_list *out)
 {
-    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1"
-                              " AND id <= ?3 AND role IN ('user', 'assistant')"
-                              " ORDER BY id DESC LIMIT ?2";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    static const char sql[] =
+        "SELECT " MESSAGE_COLS " FROM messages"
+        " WHERE session_id = ?1 AND seq > " SEQ_UPTO("?1", "?2") " ORDER BY seq LIMIT ?3";
+
+    return after(db, sql, session_id, since, limit, out);
+}
+
+enum perr db_sqlite_messages_after(struct db *db, const char *session_id, int64_t after_seq,
+                                   int limit, struct db_message_list *out)
+{
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
+    return after(db, sql, session_id, after_seq, limit, out);
+}
+
+enum perr db_sqlite_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
+                                     struct db_message_list *out)
+{
+    static const char sql[] =
+        "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1"
+        " AND seq <= " SEQ_UPTO(
+            "?1", "?3") " AND role IN ('user', 'assistant') ORDER BY seq DESC LIMIT ?2";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     enum perr e;
 
     assert(n >= 0);
@@ -362,41 +382,41 @@ enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_
     return PERR_OK;
 }
 
-enum perr db_reply_queue(struct db *db, struct db_message_list *out)
+enum perr db_sqlite_reply_queue(struct db *db, struct db_message_list *out)
 {
     static const char sql[] = "SELECT m.id, m.session_id, m.role, m.content, m.created_at,"
                               " m.connection_id, m.client_msg_id, m.thread_id, m.status"
                               " FROM reply_queue q JOIN messages m ON m.id = q.message_id"
                               " ORDER BY q.message_id LIMIT 10000";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
 
     if (!st)
         return PERR_UNAVAILABLE;
     return read_list(db, st, 10000, out);
 }
 
-enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
+enum perr db_sqlite_reply_queue_drop(struct db *db, int64_t message_id)
 {
     static const char sql[] = "DELETE FROM reply_queue WHERE message_id = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_int64(st, 1, message_id);
-    rc = db_run(st);
-    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "drop from reply queue");
+    rc = db_sqlite_run(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_sqlite_fail(db, __func__, "drop from reply queue");
 }
 
 /* Runs sql with ?1 bound to id, for db_search_index. */
 static enum perr run_upto(struct db *db, const char *sql, int64_t id, const char *what)
 {
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
 
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_int64(st, 1, id);
-    return db_run(st) == SQLITE_DONE ? PERR_OK : db_fail(db, "db_search_index", what);
+    return db_sqlite_run(st) == SQLITE_DONE ? PERR_OK : db_sqlite_fail(db, "db_search_index", what);
 }
 
 /* How many messages (at most max_rows, 0: all) are not indexed yet, and the id of the
@@ -406,7 +426,7 @@ static enum perr unindexed(struct db *db, int max_rows, int *n, int64_t *upto)
     static const char sql[] = "SELECT count(*), max(id) FROM (SELECT id FROM messages"
                               " WHERE id > (SELECT indexed_id FROM search_state)"
                               " ORDER BY id LIMIT ?1)";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
@@ -416,11 +436,12 @@ static enum perr unindexed(struct db *db, int max_rows, int *n, int64_t *upto)
         *n = sqlite3_column_int(st, 0);
         *upto = sqlite3_column_int64(st, 1);
     }
-    db_stmt_done(st);
-    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, "db_search_index", "find messages to index");
+    db_sqlite_stmt_done(st);
+    return rc == SQLITE_ROW ? PERR_OK
+                            : db_sqlite_fail(db, "db_search_index", "find messages to index");
 }
 
-enum perr db_search_index(struct db *db, int max_rows, int *indexed)
+enum perr db_sqlite_search_index(struct db *db, int max_rows, int *indexed)
 {
     static const char sql_add[] = "INSERT INTO messages_fts(rowid, content) SELECT id, content"
                                   " FROM messages WHERE id > (SELECT indexed_id FROM"
@@ -451,28 +472,67 @@ enum perr db_search_index(struct db *db, int max_rows, int *indexed)
     return PERR_OK;
 }
 
-enum perr db_messages_search(struct db *db, const char *session_id, const char *match, int limit,
-                             int64_t before, struct db_message_list *out)
+/* Turns what a person typed into an FTS5 query that cannot be a syntax error: every
+ * word becomes a quoted term (quotes doubled), all of them required. Returns a new
+ * string (free), or NULL when there is no word (or no memory). */
+static char *fts_query(const char *q)
+{
+    size_t n = strlen(q), len = 0;
+    char *out = malloc(n * 2 + 3 * (n / 2 + 1) + 1);
+
+    if (!out)
+        return NULL;
+    for (const char *p = q; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n')
+            p++;
+        if (!*p)
+            break;
+        if (len)
+            out[len++] = ' ';
+        out[len++] = '"';
+        while (*p && *p != ' ' && *p != '\t' && *p != '\n') {
+            if (*p == '"')
+                out[len++] = '"';
+            out[len++] = *p++;
+        }
+        out[len++] = '"';
+    }
+    out[len] = '\0';
+    if (len == 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+enum perr db_sqlite_messages_search(struct db *db, const char *session_id, const char *words,
+                                    int limit, int64_t before, struct db_message_list *out)
 {
     /* the newest `limit` matches before `before`, handed over oldest first */
     static const char sql[] = "SELECT * FROM (SELECT m.id, m.session_id, m.role, m.content,"
                               " m.created_at, m.connection_id, m.client_msg_id, m.thread_id,"
-                              " m.status FROM messages_fts f JOIN messages m ON m.id = f.rowid"
-                              " WHERE messages_fts MATCH ?1 AND m.session_id = ?2 AND m.id < ?4"
-                              " ORDER BY m.id DESC LIMIT ?3) ORDER BY id";
+                              " m.status, m.seq FROM messages_fts f JOIN messages m"
+                              " ON m.id = f.rowid WHERE messages_fts MATCH ?1"
+                              " AND m.session_id = ?2 AND m.seq < " SEQ_BELOW(
+                                  "?2", "?4") " ORDER BY m.seq DESC LIMIT ?3) ORDER BY seq";
     sqlite3_stmt *st;
+    char *match;
     enum perr e;
     int n = 0;
 
     assert(limit >= 0);
+    memset(out, 0, sizeof *out);
+    if (!(match = fts_query(words)))
+        return strspn(words, " \t\n") == strlen(words) ? PERR_OK : PERR_INTERNAL;
     do /* in chunks: between them, another writer (the broker) may commit */
         e = db_search_index(db, SEARCH_CATCH_UP_CHUNK, &n);
     while (e == PERR_OK && n == SEARCH_CATCH_UP_CHUNK);
-    if (e)
-        return e;
-    if (!(st = db_stmt(db, sql)))
-        return PERR_UNAVAILABLE;
-    sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+    if (e || !(st = db_sqlite_stmt(db, sql))) {
+        free(match);
+        return e ? e : PERR_UNAVAILABLE;
+    }
+    sqlite3_bind_text(st, 1, match, -1, SQLITE_TRANSIENT);
+    free(match);
     sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, limit);
     sqlite3_bind_int64(st, 4, before > 0 ? before : INT64_MAX);
@@ -484,26 +544,28 @@ static void view_message(sqlite3_stmt *st, struct db_message *m)
 {
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(st, 0);
-    db_column_copy(st, 1, m->session_id, sizeof m->session_id);
-    db_column_copy(st, 2, m->role, sizeof m->role);
+    db_sqlite_column_copy(st, 1, m->session_id, sizeof m->session_id);
+    db_sqlite_column_copy(st, 2, m->role, sizeof m->role);
     m->content = (char *)sqlite3_column_text(st, 3);
     if (!m->content)
         m->content = "";
-    db_column_copy(st, 4, m->created_at, sizeof m->created_at);
+    db_sqlite_column_copy(st, 4, m->created_at, sizeof m->created_at);
     m->connection_id = (char *)sqlite3_column_text(st, 5);
     m->client_msg_id = (char *)sqlite3_column_text(st, 6);
     m->thread_id = (char *)sqlite3_column_text(st, 7);
     m->status = (char *)sqlite3_column_text(st, 8);
+    m->seq = sqlite3_column_int64(st, 9);
 }
 
-/* The id of the oldest message of the page of the newest `limit` before `before` that
+/* The seq of the oldest message of the page of the newest `limit` before `before` that
  * fits in DB_PAGE_MAX_BYTES of content (at least the newest one), or 0 for none. */
 static enum perr page_start(struct db *db, const char *session_id, int limit, int64_t before,
                             int64_t *start)
 {
-    static const char sql[] = "SELECT id, length(CAST(content AS BLOB)) FROM messages"
-                              " WHERE session_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    static const char sql[] =
+        "SELECT seq, length(CAST(content AS BLOB)) FROM messages"
+        " WHERE session_id = ?1 AND seq < " SEQ_BELOW("?1", "?2") " ORDER BY seq DESC LIMIT ?3";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int64_t bytes = 0;
     int rc;
 
@@ -519,18 +581,20 @@ static enum perr page_start(struct db *db, const char *session_id, int limit, in
             break;
         *start = sqlite3_column_int64(st, 0);
     }
-    db_stmt_done(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "size the page");
+    db_sqlite_stmt_done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PERR_OK
+                                                 : db_sqlite_fail(db, __func__, "size the page");
 }
 
-enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
-                                bool *has_more, db_message_fn fn, void *arg)
+enum perr db_sqlite_messages_page_each(struct db *db, const char *session_id, int limit,
+                                       int64_t before, bool *has_more, db_message_fn fn, void *arg)
 {
     /* the newest `limit` before `before` (as many as fit), handed over oldest first */
     static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
-                              " WHERE session_id = ?1 AND id >= ?3 AND id < ?2 ORDER BY id";
+                              " WHERE session_id = ?1 AND seq >= ?3"
+                              " AND seq < " SEQ_BELOW("?1", "?2") " ORDER BY seq";
     static const char sql_older[] = "SELECT EXISTS(SELECT 1 FROM messages"
-                                    " WHERE session_id = ?1 AND id < ?2)";
+                                    " WHERE session_id = ?1 AND seq < ?2)";
     struct db_message m;
     int64_t oldest = 0, start;
     sqlite3_stmt *st;
@@ -541,7 +605,7 @@ enum perr db_messages_page_each(struct db *db, const char *session_id, int limit
     *has_more = false;
     if ((e = page_start(db, session_id, limit, before, &start)) || !start)
         return e;
-    if (!(st = db_stmt(db, sql)))
+    if (!(st = db_sqlite_stmt(db, sql)))
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
@@ -549,37 +613,43 @@ enum perr db_messages_page_each(struct db *db, const char *session_id, int limit
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         view_message(st, &m);
         if (!oldest)
-            oldest = m.id;
+            oldest = m.seq;
         fn(arg, &m);
     }
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return db_fail(db, __func__, "read messages");
+        return db_sqlite_fail(db, __func__, "read messages");
     *has_more = false;
     if (!oldest)
         return PERR_OK; /* none in this page: none older either */
-    if (!(st = db_stmt(db, sql_older)))
+    if (!(st = db_sqlite_stmt(db, sql_older)))
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, oldest);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *has_more = sqlite3_column_int(st, 0) != 0;
-    db_stmt_done(st);
-    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, __func__, "look for older messages");
+    db_sqlite_stmt_done(st);
+    return rc == SQLITE_ROW ? PERR_OK : db_sqlite_fail(db, __func__, "look for older messages");
 }
 
-enum perr db_session_last_id(struct db *db, const char *session_id, int64_t *last_id)
+enum perr db_sqlite_session_last(struct db *db, const char *session_id, int64_t *last_id,
+                                 int64_t *last_seq)
 {
-    static const char sql[] = "SELECT coalesce(max(id), 0) FROM messages WHERE session_id = ?1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    static const char sql[] = "SELECT id, seq FROM messages WHERE session_id = ?1"
+                              " ORDER BY seq DESC LIMIT 1";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
-    if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    *last_id = *last_seq = 0;
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         *last_id = sqlite3_column_int64(st, 0);
-    db_stmt_done(st);
-    return rc == SQLITE_ROW ? PERR_OK : db_fail(db, "db_session_last_id", "read the newest id");
+        *last_seq = sqlite3_column_int64(st, 1);
+    }
+    db_sqlite_stmt_done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PERR_OK
+                                                 : db_sqlite_fail(db, __func__, "read the newest");
 }

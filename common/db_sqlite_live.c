@@ -1,19 +1,14 @@
-/* db_live: how the broker publishes its live figures and how REST reads them.
+/* db_sqlite_live: how the broker publishes its live figures and how REST reads them.
  *
  * The broker's database thread writes broker_state (a heartbeat with the connection
  * count) about once a second, and a row of live_members for each session whose member
  * count changed since the last publish. REST reads them for /health, /stats and
  * /sessions; a heartbeat older than DB_LIVE_FRESH_MS means the broker is down and every
  * figure reads as 0. The figures are at most about a second old. */
-#include "db_internal.h"
+#include "db_sqlite.h"
 #include "log.h"
 
-int64_t db_live_cutoff(void)
-{
-    return clock_now_ms() - DB_LIVE_FRESH_MS;
-}
-
-enum perr db_live_reset(struct db *db, int pid, const char *model)
+enum perr db_sqlite_live_reset(struct db *db, int pid, const char *model)
 {
     static const char sql_del[] = "DELETE FROM live_members";
     static const char sql_state[] =
@@ -27,27 +22,27 @@ enum perr db_live_reset(struct db *db, int pid, const char *model)
     clock_now_iso(now);
     if ((e = db_tx_begin(db)))
         return e;
-    if (!(st = db_stmt(db, sql_del)))
+    if (!(st = db_sqlite_stmt(db, sql_del)))
         goto fail;
-    rc = db_run(st);
-    if (rc != SQLITE_DONE || !(st = db_stmt(db, sql_state)))
+    rc = db_sqlite_run(st);
+    if (rc != SQLITE_DONE || !(st = db_sqlite_stmt(db, sql_state)))
         goto fail;
     sqlite3_bind_int(st, 1, pid);
     sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, clock_now_ms());
-    db_bind_text(st, 4, model);
-    rc = db_run(st);
+    db_sqlite_bind_text(st, 4, model);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     return db_tx_commit(db);
 fail:
-    e = db_fail(db, __func__, "reset live figures");
+    e = db_sqlite_fail(db, __func__, "reset live figures");
     db_tx_rollback(db);
     return e;
 }
 
-enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
-                          const struct db_live_member *changed, size_t n_changed)
+enum perr db_sqlite_live_publish(struct db *db, int64_t now_ms, int64_t connections,
+                                 const struct db_live_member *changed, size_t n_changed)
 {
     static const char sql_beat[] =
         "UPDATE broker_state SET heartbeat_ms = ?1, connections = ?2 WHERE id = 1";
@@ -60,49 +55,49 @@ enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
 
     if ((e = db_tx_begin(db)))
         return e;
-    if (!(st = db_stmt(db, sql_beat)))
+    if (!(st = db_sqlite_stmt(db, sql_beat)))
         goto fail;
     sqlite3_bind_int64(st, 1, now_ms);
     sqlite3_bind_int64(st, 2, connections);
-    rc = db_run(st);
+    rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
         goto fail;
     for (size_t i = 0; i < n_changed; i++) {
         const struct db_live_member *m = &changed[i];
-        if (!(st = db_stmt(db, m->clients > 0 ? sql_set : sql_del)))
+        if (!(st = db_sqlite_stmt(db, m->clients > 0 ? sql_set : sql_del)))
             goto fail;
         sqlite3_bind_text(st, 1, m->session_id, -1, SQLITE_STATIC);
         if (m->clients > 0)
             sqlite3_bind_int64(st, 2, m->clients);
-        rc = db_run(st);
+        rc = db_sqlite_run(st);
         if (rc != SQLITE_DONE)
             goto fail;
     }
     return db_tx_commit(db);
 fail:
-    e = db_fail(db, __func__, "publish live figures");
+    e = db_sqlite_fail(db, __func__, "publish live figures");
     db_tx_rollback(db);
     return e;
 }
 
-enum perr db_live_down(struct db *db)
+enum perr db_sqlite_live_down(struct db *db)
 {
     static const char sql[] = "UPDATE broker_state SET heartbeat_ms = 0, connections = 0";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     if (!st)
         return PERR_UNAVAILABLE;
-    rc = db_run(st);
-    return rc == SQLITE_DONE ? PERR_OK : db_fail(db, __func__, "mark broker down");
+    rc = db_sqlite_run(st);
+    return rc == SQLITE_DONE ? PERR_OK : db_sqlite_fail(db, __func__, "mark broker down");
 }
 
-enum perr db_live_read(struct db *db, int64_t now_ms, struct db_live *out)
+enum perr db_sqlite_live_read(struct db *db, int64_t now_ms, struct db_live *out)
 {
     static const char sql[] =
         "SELECT heartbeat_ms, connections, (SELECT count(*) FROM live_members)"
         " FROM broker_state WHERE id = 1";
-    sqlite3_stmt *st = db_stmt(db, sql);
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
     out->up = false;
@@ -118,8 +113,8 @@ enum perr db_live_read(struct db *db, int64_t now_ms, struct db_live *out)
             out->active_sessions = sqlite3_column_int64(st, 2);
         }
     }
-    db_stmt_done(st);
+    db_sqlite_stmt_done(st);
     if (rc == SQLITE_ROW || rc == SQLITE_DONE)
         return PERR_OK;
-    return db_fail(db, __func__, "read live figures");
+    return db_sqlite_fail(db, __func__, "read live figures");
 }
