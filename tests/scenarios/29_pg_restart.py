@@ -33,6 +33,7 @@ from parley import Broker, Rest, check_error, check_reply, one_of, sql, strict_e
 
 ANSWER_S = 60.0   # an answer (or an error) per request: ASan on a loaded 2-core machine
 RESUME_S = 30.0   # both serve again this soon after the server is back (a few s expected)
+FLAGS = {"--rate-limit": "1000", "--rate-burst": "2000"}  # bursts of chats are the point
 
 
 def connect(b, name):
@@ -72,7 +73,8 @@ def check_seq(t, name, db, sid, acks):
     got = seqs(db, sid)
     t.eq("%s: seq runs 1..n, no gap, none twice" % name, got,
          [str(i) for i in range(1, len(got) + 1)])
-    rows = {v[0]: v[1] for v in stored(db, sid).values()}
+    code, lines = sql(db, "select id, seq from messages where session_id = '%s';" % sid)
+    rows = {int(i): int(s) for i, s in (ln.split("|") for ln in lines)}
     bad = [(m.get("id"), m.get("seq"), rows.get(m.get("id"))) for m in acks
            if m.get("seq") != rows.get(m.get("id"))]
     t.ok("%s: every message_added carried the seq it is stored with" % name, not bad,
@@ -139,6 +141,29 @@ def rest_until(rest, method, path, body, want, timeout):
     return r, time.monotonic() - t0
 
 
+class ChatSender(threading.Thread):
+    """Sends chats "chat PREFIX-NNN" (client_msg_id PREFIX-NNN) every `interval` seconds
+    until stopped, so that some are in flight whatever happens meanwhile."""
+
+    def __init__(self, c, prefix, interval=0.01):
+        threading.Thread.__init__(self, daemon=True)
+        self.c, self.prefix, self.interval = c, prefix, interval
+        self.stop_ev = threading.Event()
+        self.cmids = []
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            cm = "%s-%03d" % (self.prefix, len(self.cmids))
+            chat(self.c, "chat " + cm, cm)
+            self.cmids.append(cm)
+            time.sleep(self.interval)
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join(ANSWER_S)
+        return list(self.cmids)
+
+
 class RestWriter(threading.Thread):
     """POSTs messages "PREFIX N" to a session one after another until stopped, keeping
     every outcome: (content, status or None, body or exception text)."""
@@ -189,7 +214,7 @@ def check_rest_writer(t, name, results, db, sid, allow_lost=False):
 
 def test_kill9_broker(t, cluster):
     db = cluster.create_database("t29_kill_broker")
-    b = Broker(t, flags={"--db": db}, name="broker-kill9", ready_timeout=30)
+    b = Broker(t, flags=dict(FLAGS, **{"--db": db}), name="broker-kill9", ready_timeout=30)
     a = connect(b, "A")
     c = connect(b, "B")
     sid = a.create_session()
@@ -267,7 +292,8 @@ def test_kill9_broker(t, cluster):
 def test_kill9_rest(t, cluster):
     db = cluster.create_database("t29_kill_rest")
     rest = Rest(t, flags={"--db": db}, name="rest-kill9", ready_timeout=30)
-    b = Broker(t, flags={"--db": db}, tmpdir=rest.tmpdir, port=rest.ws_port, llm="none",
+    b = Broker(t, flags=dict(FLAGS, **{"--db": db}), tmpdir=rest.tmpdir, port=rest.ws_port,
+               llm="none",
                name="broker-beside-rest", ready_timeout=30)
     sid = rest.new_session(title="kill -9 of REST")
     a = connect(b, "A")
@@ -323,7 +349,8 @@ def check_down_rest(t, rest, sid):
 def test_stopped(t, cluster):
     db = cluster.create_database("t29_stopped")
     rest = Rest(t, flags={"--db": db}, name="rest-stopped", ready_timeout=30)
-    b = Broker(t, flags={"--db": db}, tmpdir=rest.tmpdir, port=rest.ws_port, llm="none",
+    b = Broker(t, flags=dict(FLAGS, **{"--db": db}), tmpdir=rest.tmpdir, port=rest.ws_port,
+               llm="none",
                name="broker-stopped", ready_timeout=30)
     a = connect(b, "A")
     c = connect(b, "C")
@@ -335,13 +362,15 @@ def test_stopped(t, cluster):
     writer = RestWriter(rest, sid, "rest-stopped")
     writer.start()
 
-    # a burst in flight when the server goes: each answered, acknowledged or unavailable
-    burst = ["burst-%02d" % i for i in range(30)]
-    for cm in burst:
-        chat(a, "chat " + cm, cm)
+    # chats in flight when the server goes: each answered, acknowledged or unavailable
+    sender = ChatSender(a, "burst")
+    sender.start()
+    time.sleep(0.3)
     t0 = time.monotonic()
     cluster.stop("fast")
     t.diag("server down: pg_ctl stop -m fast took %.2f s" % (time.monotonic() - t0))
+    time.sleep(0.3)
+    burst = sender.finish()
     acked, refused, unanswered, stray = answers(a, burst, ANSWER_S)
     t.eq("server stopped mid-burst: every chat answered, acknowledged or error",
          (unanswered, stray), ([], []))
@@ -449,7 +478,8 @@ def test_stopped(t, cluster):
 def test_immediate(t, cluster):
     db = cluster.create_database("t29_immediate")
     rest = Rest(t, flags={"--db": db}, name="rest-immediate", ready_timeout=30)
-    b = Broker(t, flags={"--db": db}, tmpdir=rest.tmpdir, port=rest.ws_port, llm="none",
+    b = Broker(t, flags=dict(FLAGS, **{"--db": db}), tmpdir=rest.tmpdir, port=rest.ws_port,
+               llm="none",
                name="broker-immediate", ready_timeout=30)
     a = connect(b, "A")
     c = connect(b, "C")
@@ -458,17 +488,14 @@ def test_immediate(t, cluster):
     acks = [a.chat("before", client_msg_id="before")["message"]]
     writer = RestWriter(rest, sid, "rest-immediate")
     writer.start()
-    first = ["imm-%02d" % i for i in range(40)]
-    for cm in first:
-        chat(a, "chat " + cm, cm)
+    sender = ChatSender(a, "imm")  # before, during and right after the recovery
+    sender.start()
+    time.sleep(0.3)
     t0 = time.monotonic()
     cluster.restart("immediate")
     t.diag("pg_ctl restart -m immediate took %.2f s" % (time.monotonic() - t0))
-    later = ["late-%02d" % i for i in range(20)]
-    for cm in later:  # during and right after the recovery
-        chat(a, "chat " + cm, cm)
-        time.sleep(0.05)
-    everything = first + later
+    time.sleep(0.5)
+    everything = sender.finish()
     acked, refused, unanswered, stray = answers(a, everything, ANSWER_S)
     t.eq("immediate restart: every chat answered, acknowledged or error", (unanswered, stray),
          ([], []))
