@@ -2,8 +2,8 @@
 parley-rest and two parley-broker, released together on one file that does not exist
 yet (the switch to WAL can answer "database is locked" at once, without the busy
 handler; the migrations take turns under BEGIN IMMEDIATE). In a PostgreSQL pass, the
-same four on one new, empty database: the migrations must take turns there too; the WAL
-switch of the file is SQLite's alone."""
+same four on one new, empty database: the migrations must take turns there too (and end
+at the newest of schema/pg/, once); the WAL switch of the file is SQLite's alone."""
 
 import os
 import sys
@@ -40,6 +40,13 @@ def one_round(t, n):
         th.join()
     t.eq("round %d: all 4 processes on one new %s became ready" % (
         n, "database" if parley.is_pg(db) else "file"), errors, [None] * 4)
+    if parley.is_pg(db):
+        pg_dir = os.path.join(parley.ROOT, "schema", "pg")
+        newest = len([f for f in os.listdir(pg_dir) if f.endswith(".sql")]) \
+            if os.path.isdir(pg_dir) else None
+        t.eq("round %d: the database is at the newest schema version (one schema_version "
+             "row)" % n, sql(db, "select count(*), max(version) from schema_version;"),
+             (0, ["1|%s" % newest]))
     if parley.skip_unless_sqlite(t, "round %d: the file is in WAL mode at the newest schema "
                                  "version" % n, "the journal mode and PRAGMA user_version "
                                  "of the file", db):
