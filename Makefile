@@ -3,7 +3,9 @@
 #   make          build bin/parley-rest (and the other binaries as they land)
 #   make deps     install the Debian packages the build, run and tests need
 #   make run      build, then start REST (:8000) and the broker (:8001) in the foreground
-#   make test     build release and sanitizer binaries, run every test on both
+#   make test     build release and sanitizer binaries, run every test on both, and the
+#                 scenarios again on PostgreSQL (release binaries)
+#   make test-release / test-asan / test-pg   one pass (T="14_ 20_" filters the files)
 #   make bench    benchmarks (not tests: they print figures, they do not fail on them)
 #   make format   clang-format every C file in place
 #   make clean    remove build output
@@ -76,7 +78,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # after `make test`, printing a line after the runner's "N passed, M failed".
 .SECONDARY:
 
-.PHONY: all deps run test test-release test-asan bench format format-check clean asan web \
+.PHONY: all deps run test test-release test-asan test-pg bench format format-check clean asan web \
 	fuzz fuzz-build
 BINS := parley-rest parley-broker parley-fcgi parley
 all: $(addprefix bin/,$(BINS)) web
@@ -230,13 +232,15 @@ run: all
 	@bash tools/run.sh
 
 # ---- tests ---------------------------------------------------------------------
-# The whole suite runs twice: on the release binaries and under ASan + UBSan.
-# The runner's last line is "N passed, M failed" over both passes.
+# The whole suite runs twice on SQLite: on the release binaries and under ASan + UBSan;
+# then the scenarios run a third time on PostgreSQL, release binaries only (a pass whose
+# label starts with "pg": tests/run.py starts a throwaway PostgreSQL 15 cluster for it,
+# tests/lib/pgcluster.py). The runner's last line is "N passed, M failed" over all passes.
 TEST_BUILD := all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) asan fuzz-build
 test: $(TEST_BUILD) format-check
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	 /usr/bin/python3 tests/run.py --pass release=bin --pass asan=$(ASAN_DIR)/bin
+	 /usr/bin/python3 tests/run.py --pass release=bin --pass asan=$(ASAN_DIR)/bin --pass pg=bin
 
 test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) fuzz-build
 	@/usr/bin/python3 tests/run.py --pass release=bin $(T)
@@ -244,6 +248,10 @@ test-release: all $(addprefix $(REL_DIR)/tests/,$(UNIT_TESTS)) fuzz-build
 test-asan: asan fuzz-build
 	@ASAN_OPTIONS=detect_leaks=1:exitcode=23 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 /usr/bin/python3 tests/run.py --pass asan=$(ASAN_DIR)/bin $(T)
+
+# the scenarios on PostgreSQL, release binaries (unit tests only those named test_pg_*)
+test-pg: all $(addprefix $(REL_DIR)/tests/,$(filter test_pg_%,$(UNIT_TESTS)))
+	@/usr/bin/python3 tests/run.py --pass pg=bin $(T)
 
 # ---- benchmarks ----------------------------------------------------------------
 # rest_bench (wrk) then broker_bench (bench programs below); both run even if one fails.

@@ -114,7 +114,7 @@ class Fcgi(Rest):
         self.t = t
         self.name = name
         self.tmpdir = tmpdir or make_tmpdir()
-        self.db = os.path.join(self.tmpdir, "parley.db")
+        self.db = parley.given_db(flags, self.tmpdir)  # a file path or a PostgreSQL URI
         self.notify_socket = os.path.join(self.tmpdir, "broker.sock")
         self.ws_port = ws_port or free_port()
         self.spawn = spawn

@@ -1,6 +1,6 @@
 """Helpers shared by the LLM provider scenarios (tests/scenarios/3*_llm_*.py): a broker
 wired to the fake LLM server, reading one reply or one failure, and the stored rows
-(read with the sqlite3 shell)."""
+(read with the sqlite3 shell, or psql in a PostgreSQL pass)."""
 
 import json
 import subprocess
@@ -33,9 +33,16 @@ def connect(b, name):
 
 
 def rows(db, sid, role=None):
-    """The session's messages as dicts (ROW_COLS), oldest first, read with the sqlite3 shell."""
+    """The session's messages as dicts (ROW_COLS), oldest first, read with the sqlite3 shell
+    (-json), or on PostgreSQL with psql (json_agg: numbers, strings and nulls alike)."""
     q = "select %s from messages where session_id='%s'%s order by id" % (
         ", ".join(ROW_COLS), sid, " and role='%s'" % role if role else "")
+    if parley.is_pg(db):
+        code, lines = parley.sql(db, "select coalesce(json_agg(r order by r.id), '[]') "
+                                 "from (%s) r" % q)
+        if code != 0:
+            raise RuntimeError("psql: %s" % "\n".join(lines))
+        return json.loads("\n".join(lines))
     p = subprocess.run([SQLITE, "-batch", "-json", db, q], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=10)
     if p.returncode != 0:

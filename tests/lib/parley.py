@@ -1,13 +1,22 @@
 """Helpers for Parley scenario tests: ports, a result reporter, process wrappers.
 
-Scenario scripts print one line per test case, `ok - NAME` or `not ok - NAME: detail`;
-any other line is a diagnostic (tests/run.py indents it). Processes are started from
-PARLEY_BIN_DIR with a temporary database and stopped by pid only: SIGTERM, up to 10 s,
-then SIGKILL. This module is standard library only and runs under /usr/bin/python3.
+Scenario scripts print one line per test case, `ok - NAME` or `not ok - NAME: detail`,
+or `ok - NAME # skip REASON` for a check that does not apply to this pass (counted as
+skipped, not passed); any other line is a diagnostic (tests/run.py indents it). Processes
+are started from PARLEY_BIN_DIR with a temporary database and stopped by pid only:
+SIGTERM, up to 10 s, then SIGKILL. This module is standard library only and runs under
+/usr/bin/python3.
+
+The database: in an SQLite pass, tmpdir/parley.db; in a PostgreSQL pass (the runner sets
+PARLEY_TEST_DB=postgresql and PARLEY_TEST_PG_HOST, tests/lib/pgcluster.py), a database of
+the pass's cluster named after the tmpdir (db_for), so that a process restarted on the
+same tmpdir finds the same history. `db` attributes are always what to pass to --db;
+sql(db, query) reads it with the sqlite3 shell or psql, whichever db is.
 """
 
 import atexit
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -22,6 +31,8 @@ import tempfile
 import threading
 import time
 import traceback
+
+import pgcluster
 
 ROOT = os.environ.get("PARLEY_ROOT") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,6 +97,7 @@ class Reporter:
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.skipped = 0
         self._names = {}
 
     def _name(self, name):
@@ -106,6 +118,13 @@ class Reporter:
 
     def fail(self, name, detail):
         return self.ok(name, False, detail)
+
+    def skip(self, name, reason):
+        """A check that does not apply here: `ok - NAME # skip REASON`, which the runner
+        counts as skipped (neither passed nor failed)."""
+        name = self._name(name)
+        self.skipped += 1
+        print("ok - %s # skip %s" % (name, _one_line(reason, 300)), flush=True)
 
     def eq(self, name, got, want):
         """Exact equality, types included (True is not 1, 1 is not 1.0)."""
@@ -149,10 +168,12 @@ class Reporter:
             for p in _procs:
                 if p.failed_at_stop is None or p.failed_at_stop > p.failed_at_start:
                     p.print_log_tail(self)
-        self.diag("%d passed, %d failed" % (self.passed, self.failed))
+        self.diag("%d passed, %d failed%s" % (self.passed, self.failed,
+                                              ", %d skipped" % self.skipped
+                                              if self.skipped else ""))
         cleanup()
         sys.stdout.flush()
-        sys.exit(1 if self.failed or not self.passed else 0)
+        sys.exit(1 if self.failed or not (self.passed or self.skipped) else 0)
 
 
 def run(main):
@@ -164,6 +185,73 @@ def run(main):
         t.fail("scenario aborted", "%s: %s" % (type(e).__name__, e))
         t.diag(traceback.format_exc())
     t.done()
+
+
+# ---------------------------------------------------------------- the pass's database
+
+# What the pass runs on: "sqlite" (a file per tmpdir) or "postgresql" (a database per
+# tmpdir on the cluster the runner started).
+DB_KIND = "postgresql" if os.environ.get("PARLEY_TEST_DB") == "postgresql" else "sqlite"
+PG = DB_KIND == "postgresql"
+is_pg = pgcluster.is_pg_uri
+
+_pg_lock = threading.Lock()
+_pg_made = {}  # database name -> URI, made by this script (dropped by cleanup)
+_pg_cluster = []
+
+
+def pg_cluster():
+    """The PostgreSQL pass's cluster (a pgcluster.Cluster that makes and queries
+    databases; not ours to stop), None in an SQLite pass."""
+    with _pg_lock:
+        if not _pg_cluster:
+            _pg_cluster.append(pgcluster.from_env() if PG else None)
+        return _pg_cluster[0]
+
+
+def pg_db_name(tmpdir, filename="parley.db"):
+    """The database name for tmpdir (and a file name other than parley.db): short,
+    lowercase, a valid identifier, the same every time for the same tmpdir."""
+    key = os.path.realpath(tmpdir) + "\0" + filename
+    base = os.path.basename(os.path.normpath(tmpdir)).lower()
+    if base.startswith("parley-"):
+        base = base[len("parley-"):]
+    if filename != "parley.db":
+        base += "_" + os.path.splitext(os.path.basename(filename))[0].lower()
+    base = re.sub(r"[^a-z0-9]+", "_", base).strip("_")[-32:]
+    return "t_%s_%s" % (base, hashlib.sha1(key.encode("utf-8")).hexdigest()[:8])
+
+
+def db_for(tmpdir, filename="parley.db"):
+    """What to pass to --db for a database in tmpdir: the file tmpdir/filename in an
+    SQLite pass; in a PostgreSQL pass the URI of the database pg_db_name(tmpdir, filename)
+    on the pass's cluster, created (afresh) the first time this script asks for it."""
+    if not PG:
+        return os.path.join(tmpdir, filename)
+    cluster = pg_cluster()
+    if cluster is None:
+        raise RuntimeError("PARLEY_TEST_DB=postgresql but PARLEY_TEST_PG_HOST is not set "
+                           "(run the PostgreSQL pass through tests/run.py --pass pg=bin)")
+    name = pg_db_name(tmpdir, filename)
+    with _pg_lock:
+        if name not in _pg_made:
+            _pg_made[name] = cluster.create_database(name, fresh=True)
+        return _pg_made[name]
+
+
+def given_db(flags, tmpdir):
+    """What a process's --db is: flags' own --db when it names one, else db_for(tmpdir)."""
+    db = (flags or {}).get("--db")
+    return db if db is not None else db_for(tmpdir)
+
+
+def drop_pg_databases():
+    """Drops the databases db_for made (the processes using them are stopped)."""
+    with _pg_lock:
+        names = list(_pg_made)
+        _pg_made.clear()
+    if names and _pg_cluster and _pg_cluster[0] is not None:
+        _pg_cluster[0].drop_databases(names)
 
 
 # ---------------------------------------------------------------- processes
@@ -205,6 +293,7 @@ def cleanup():
     if not os.environ.get("PARLEY_KEEP_TMP"):
         for d in _tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
+        drop_pg_databases()
     del _tmpdirs[:]
 
 
@@ -272,7 +361,7 @@ class Rest:
         self.t = t
         self.name = name
         self.tmpdir = tmpdir or make_tmpdir()
-        self.db = os.path.join(self.tmpdir, "parley.db")
+        self.db = given_db(flags, self.tmpdir)  # what --db gets: a path or a URI
         self.notify_socket = os.path.join(self.tmpdir, "broker.sock")
         self.port = port or free_port()
         self.ws_port = ws_port or free_port()
@@ -409,6 +498,15 @@ class Rest:
     def alive(self):
         return self.popen is not None and self.popen.poll() is None
 
+    def kill9(self):
+        """SIGKILL (the crash test only). Returns the exit status (-9)."""
+        if self.popen is None or self.popen.poll() is not None:
+            return self.popen and self.popen.returncode
+        self.popen.send_signal(signal.SIGKILL)
+        self.returncode = self.popen.wait()
+        self.failed_at_stop = self.t.failed if self.t is not None else 0
+        return self.returncode
+
     def stop(self, check=True):
         """SIGTERM (then SIGKILL after 10 s); with check, reports `exit code 0`."""
         if self.popen is None:
@@ -487,7 +585,7 @@ class Broker(Rest):
         self.t = t
         self.name = name
         self.tmpdir = tmpdir or make_tmpdir()
-        self.db = os.path.join(self.tmpdir, "parley.db")
+        self.db = given_db(flags, self.tmpdir)  # what --db gets: a path or a URI
         self.notify_socket = os.path.join(self.tmpdir, "broker.sock")
         self.port = port or free_port()
         self.flags = {
@@ -525,15 +623,6 @@ class Broker(Rest):
         except OSError:
             pass
         sock.close()
-
-    def kill9(self):
-        """SIGKILL (the crash test only). Returns the exit status (-9)."""
-        if self.popen is None or self.popen.poll() is not None:
-            return self.popen and self.popen.returncode
-        self.popen.send_signal(signal.SIGKILL)
-        self.returncode = self.popen.wait()
-        self.failed_at_stop = self.t.failed if self.t is not None else 0
-        return self.returncode
 
     def client(self, name="ws", **kw):
         return WsClient(self.url, name=name, **kw)
@@ -929,13 +1018,19 @@ def check_reply(t, name, frames, sid, text=None, stopped=False, chunks=None):
     return done
 
 
-# ---------------------------------------------------------------- sqlite3 shell
+# ---------------------------------------------------------------- sqlite3 shell / psql
 
 SQLITE = "/usr/bin/sqlite3"
+PSQL = os.path.join(os.environ.get("PARLEY_TEST_PG_BIN") or pgcluster.PG_BIN, "psql")
 
 
 def sql(db, query, timeout=10):
-    """One run of the sqlite3 shell on db: (exit code, output lines), `|`-separated."""
+    """One run of the sqlite3 shell on db, or when db is a PostgreSQL URI, of psql
+    (-X -q -At -F'|', statements one by one, stopping at an error): (exit code, output
+    lines), `|`-separated, NULL as an empty field, the error text appended on failure.
+    Write queries both understand (coalesce, not ifnull); for timestamps see ts_sql."""
+    if is_pg(db):
+        return pgcluster.psql_uri(db, query, timeout=timeout, psql=PSQL)
     p = subprocess.run([SQLITE, "-batch", db, query], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=timeout)
     out = p.stdout.decode("utf-8", "replace")
@@ -944,38 +1039,84 @@ def sql(db, query, timeout=10):
     return p.returncode, out.splitlines()
 
 
-def sqlite_missing(t):
-    """True (after one `not ok`) when the sqlite3 shell the test needs is not installed."""
-    if os.access(SQLITE, os.X_OK):
+def ts_sql(db, column):
+    """An SQL expression that reads a timestamp column as the JSON shows it
+    (2026-01-20T12:34:56.789Z): the column itself on SQLite (ISO text already); on
+    PostgreSQL, whose timestamptz prints as `2026-01-20 12:34:56.789+00` in the server's
+    zone, formatted in UTC with to_char."""
+    if is_pg(db):
+        return ("to_char((%s)::timestamptz AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')" % column)
+    return column
+
+
+def db_shell_missing(t, db=None):
+    """True (after one `not ok`) when the shell the pass reads its database with (sqlite3,
+    or psql in a PostgreSQL pass) is not installed."""
+    pg = is_pg(db) if db is not None else PG
+    exe = PSQL if pg else SQLITE
+    if os.access(exe, os.X_OK):
         return False
-    t.fail("sqlite3 shell present", "%s missing (apt-get install sqlite3)" % SQLITE)
+    t.fail("%s present" % ("psql" if pg else "sqlite3 shell"), "%s missing (apt-get install "
+           "%s)" % (exe, "postgresql" if pg else "sqlite3"))
     return True
+
+
+sqlite_missing = db_shell_missing
+
+
+def skip_unless_sqlite(t, name, reason, db=None):
+    """True when db (default: the pass's) is SQLite; else reports `name` skipped with
+    `reason` (why it only means something on SQLite) and returns False."""
+    pg = is_pg(db) if db is not None else PG
+    if not pg:
+        return True
+    t.skip(name, "SQLite only: " + reason)
+    return False
 
 
 SHELL_MARK = "END-OF-QUERY-5b1e"
 
 
 class Shell:
-    """An interactive sqlite3 process fed through a pipe (like a person at the prompt)."""
+    """An interactive sqlite3 process fed through a pipe (like a person at the prompt).
+
+    BEGIN_READ opens a read transaction that keeps its snapshot; BEGIN_WRITE takes the
+    database's write lock (other writers wait, then time out), readers go on."""
+
+    BEGIN_READ = "BEGIN;"
+    BEGIN_WRITE = "BEGIN IMMEDIATE;"
+    kind = "sqlite3"
 
     def __init__(self, db):
-        self.p = subprocess.Popen([SQLITE, "-batch", db], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.p = subprocess.Popen(self._argv(db), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=self._env())
         self.buf = b""
 
+    def _argv(self, db):
+        return [SQLITE, "-batch", db]
+
+    def _env(self):
+        return None
+
+    def _mark(self):
+        return "SELECT '%s';" % SHELL_MARK
+
     def query(self, text, timeout=10):
-        self.p.stdin.write((text + "\nSELECT '%s';\n" % SHELL_MARK).encode())
+        self.p.stdin.write((text + "\n%s\n" % self._mark()).encode())
         self.p.stdin.flush()
         deadline = time.monotonic() + timeout
         while (SHELL_MARK + "\n").encode() not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("sqlite3 shell did not answer %r; got %r" % (text, self.buf))
+                raise TimeoutError("%s shell did not answer %r; got %r" % (
+                    self.kind, text, self.buf))
             r, _, _ = select.select([self.p.stdout], [], [], left)
             if r:
                 chunk = os.read(self.p.stdout.fileno(), 65536)
                 if not chunk:
-                    raise EOFError("sqlite3 shell exited; got %r" % self.buf)
+                    raise EOFError("%s shell exited; got %r" % (self.kind, self.buf))
                 self.buf += chunk
         out, _, self.buf = self.buf.partition((SHELL_MARK + "\n").encode())
         return out.decode("utf-8", "replace").splitlines()
@@ -991,3 +1132,53 @@ class Shell:
         except subprocess.TimeoutExpired:
             self.p.kill()
             return self.p.wait()
+
+
+class PgShell(Shell):
+    """The same with psql on a PostgreSQL database (a person at the psql prompt).
+
+    BEGIN_READ is a REPEATABLE READ transaction (its snapshot is kept from the first
+    query on, like the sqlite3 reader's); BEGIN_WRITE is the twin of SQLite's write lock:
+    every table of the database locked IN EXCLUSIVE MODE, which lets plain SELECTs through
+    and makes every INSERT, UPDATE and DELETE wait."""
+
+    BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ;"
+    kind = "psql"
+
+    def __init__(self, db):
+        Shell.__init__(self, db)
+        lines = self.query("SELECT string_agg(format('%I.%I', schemaname, tablename), ', ' "
+                           "ORDER BY schemaname, tablename) FROM pg_tables WHERE schemaname "
+                           "NOT IN ('pg_catalog', 'information_schema');")
+        tables = lines[0] if lines and lines[0] else None
+        # a long deadlock_timeout of its own: should a process's transaction and these
+        # locks wait on each other, the process sees the deadlock (and fails, as behind
+        # SQLite's lock), not the person holding the lock
+        self.BEGIN_WRITE = ("BEGIN; SET LOCAL deadlock_timeout = '10min'; "
+                            "LOCK TABLE %s IN EXCLUSIVE MODE;" % tables if tables else "BEGIN;")
+
+    def _argv(self, db):
+        return [PSQL, "-X", "-q", "-At", "-F", "|", "-d", db]
+
+    def _env(self):
+        return pgcluster._env()
+
+    def _mark(self):
+        return "\\echo %s" % SHELL_MARK  # answered in an aborted transaction too
+
+    def close(self):
+        try:
+            self.p.stdin.write(b"\\q\n")
+            self.p.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return self.p.wait()
+
+
+def shell(db):
+    """An interactive shell on db: Shell (sqlite3) or PgShell (psql)."""
+    return PgShell(db) if is_pg(db) else Shell(db)

@@ -211,6 +211,9 @@ def test_config(t):
     t.eq("--public-ws-url beats PARLEY_PUBLIC_WS_URL", r.get("/").body.get("ws_url"), url)
     r.stop()
 
+    if parley.PG:
+        test_config_db_pg(t)
+        return
     # PARLEY_DB alone, then --db on the same file sees what was written
     r = Rest(t, flags={"--db": None}, env={"PARLEY_DB": os.path.join("data", "env.db")},
              start=False, name="rest-env-db")
@@ -225,6 +228,24 @@ def test_config(t):
               name="rest-flag-db")
     t.eq("--db beats PARLEY_DB: the session written via PARLEY_DB is there",
          r2.get("/sessions/%s" % sid).status, 200)
+    r2.stop()
+
+
+def test_config_db_pg(t):
+    """PARLEY_DB takes a PostgreSQL URI as well (SPEC 7); --db beats it."""
+    d = parley.make_tmpdir()
+    uri = parley.db_for(d)
+    r = Rest(t, flags={"--db": None}, env={"PARLEY_DB": uri}, tmpdir=d, name="rest-env-db")
+    sid = r.new_session(title="env db")
+    t.eq("PARLEY_DB alone (a PostgreSQL URI): the session is stored in that database",
+         parley.sql(uri, "select title from sessions where id = '%s';" % sid), (0, ["env db"]))
+    r.stop()
+    other = os.path.join(d, "other.db")
+    r2 = Rest(t, flags={"--db": uri}, env={"PARLEY_DB": other}, tmpdir=d, name="rest-flag-db")
+    t.eq("--db beats PARLEY_DB: the session written via PARLEY_DB is there",
+         r2.get("/sessions/%s" % sid).status, 200)
+    t.ok("--db beats PARLEY_DB: nothing made at PARLEY_DB's path", not os.path.exists(other),
+         other)
     r2.stop()
 
 
@@ -265,6 +286,17 @@ def test_lifecycle(t):
     t.ok("database in a missing folder: exits non-zero", isinstance(code, int) and code != 0,
          "exit %r" % (code,))
     t.ok("database in a missing folder: says so on stderr", err.strip() != "", "stderr empty")
+    if parley.PG:
+        # a PostgreSQL server that does not answer at start (SPEC 7: db_open needs it)
+        code, out, err = run_cli("parley-rest", ["--db", "postgresql:///parley?host="
+                                                 "/nonexistent-dir-parley&user=postgres",
+                                                 "--port", str(free_port()), "--notify-socket",
+                                                 os.path.join(parley.make_tmpdir(), "b.sock")],
+                                 timeout=30)
+        t.ok("PostgreSQL server not answering at start: exits non-zero",
+             isinstance(code, int) and code != 0, "exit %r" % (code,))
+        t.ok("PostgreSQL server not answering at start: says so on stderr", err.strip() != "",
+             "stderr empty")
 
     # protected mode: a non-loopback bind without API keys refuses to start...
     r = Rest(t, start=False, name="rest-public-bind")

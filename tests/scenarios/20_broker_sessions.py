@@ -133,9 +133,10 @@ def test_sessions(t, b):
          [f for x in (a, bb, c) for f in x.quiet(0.0) if isinstance(f, dict) and f.get("type")
           in ("status", "response_start", "chunk", "response_complete")] + c.quiet(0.5, type=parley.one_of(
               "status", "response_start", "chunk", "response_complete")), [])
-    code, lines = sql(b.db, "select id, role, content, connection_id, ifnull(client_msg_id,'-') "
-                      "from messages where session_id = '%s' order by id;" % sid)
-    t.eq("sqlite3: both messages stored as acknowledged", lines,
+    code, lines = sql(b.db, "select id, role, content, connection_id, "
+                      "coalesce(client_msg_id, '-') from messages where session_id = '%s' "
+                      "order by id;" % sid)
+    t.eq("database: both messages stored as acknowledged", lines,
          ["%d|user|hello everyone ✓|%s|-" % (first_id, a.id),
           "%d|user|hi A|%s|b-1" % (evs[1]["message"]["id"], bb.id)])
 
@@ -348,7 +349,7 @@ def test_sigterm(t):
     for x in (a, bb):
         t.eq("SIGTERM: %s gets close 1001" % x.name, x.wait_closed(5), 1001)
     code, lines = sql(b.db, "select content from messages where session_id = '%s';" % sid)
-    t.eq("SIGTERM: the acknowledged message is in the file", lines, ["before shutdown"])
+    t.eq("SIGTERM: the acknowledged message is in the database", lines, ["before shutdown"])
 
 
 def main(t):

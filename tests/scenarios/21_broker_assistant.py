@@ -27,7 +27,7 @@ def words(n, prefix="w"):
 
 
 def db_message(db, mid):
-    code, lines = sql(db, "select role, content, ifnull(status,'-') from messages "
+    code, lines = sql(db, "select role, content, coalesce(status, '-') from messages "
                       "where id = %d;" % mid)
     return lines
 
@@ -62,7 +62,7 @@ def test_stream(t, b):
         t.eq("response_complete: message_count 2", done.get("message_count"), 2)
         t.ok("response_complete: message_id after the user message",
              done.get("message_id", 0) > uid, repr(done))
-        t.eq("sqlite3: response_complete.message_id is the stored assistant reply",
+        t.eq("database: response_complete.message_id is the stored assistant reply",
              db_message(b.db, done["message_id"]), ["assistant|%s|complete" % text]
              if "\n" not in text else None)
     t.eq("echo: nothing more after response_complete",

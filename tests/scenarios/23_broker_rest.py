@@ -201,7 +201,7 @@ def test_clear_delete(t, rest, b):
          not [f for f in stray if f.get("type") == "response_complete"],
          repr(stray[:3]))
     code, lines = sql(rest.db, "select count(*) from messages where session_id = '%s';" % s3)
-    t.eq("delete while streaming: no message of it left in the file", lines, ["0"])
+    t.eq("delete while streaming: no message of it left in the database", lines, ["0"])
     t.ok("delete while streaming: both connections still work", a.ping_ok() and c.ping_ok(),
          "no pong")
     t.eq("delete while streaming: the broker is still running", b.alive(), True)
@@ -227,19 +227,29 @@ def test_search(t, rest, b):
         return sql(b.db, "INSERT INTO messages_fts(messages_fts, rank) "
                    "VALUES ('integrity-check', 1); SELECT 'whole';")
 
+    # The index itself (messages_fts, search_state) is SQLite's FTS5; on PostgreSQL the
+    # searches are checked, what its text search keeps is the backend's business.
+    lite = not parley.is_pg(b.db)
+
+    def index_eq(name, got, want):
+        if lite:
+            t.eq(name, got(), want)
+        else:
+            t.skip(name, "SQLite only: the FTS5 index (messages_fts, search_state)")
+
     sid = rest.new_session()
     a = connect(b, "A")
     a.join(sid)
     ids = [a.chat(text)["message"]["id"] for text in ("zebra one", "zebra two", "other")]
     t.eq("search right after chat over the socket: both zebra messages", search(sid, "zebra"),
          ids[:2])
-    t.eq("search: the index now reaches the last message", indexed(), ids[2])
+    index_eq("search: the index now reaches the last message", indexed, ids[2])
     more = [a.chat(text)["message"]["id"] for text in ("zebra three", "zebra four")]
-    t.eq("the broker indexes on its own within 2 s of going idle",
-         poll(indexed, more[1], 2.0), more[1])
+    index_eq("the broker indexes on its own within 2 s of going idle",
+             lambda: poll(indexed, more[1], 2.0), more[1])
     t.eq("search finds the messages the broker indexed", search(sid, "zebra"),
          ids[:2] + more)
-    t.eq("the search index is whole (FTS5 integrity-check)", fts_whole(), (0, ["whole"]))
+    index_eq("the search index is whole (FTS5 integrity-check)", fts_whole, (0, ["whole"]))
 
     a.close()
     b.stop()
@@ -250,20 +260,21 @@ def test_search(t, rest, b):
     late = [rest.add_message(sid, "zebra from REST")["id"],
             rest.add_message(sid2, "zebra elsewhere")["id"],
             rest.add_message(sid2, "zebra again")["id"]]
-    t.eq("REST messages are stored, not yet indexed", indexed(), more[1])
+    index_eq("REST messages are stored, not yet indexed", indexed, more[1])
     r = rest.post("/sessions/%s/clear" % sid)
     t.eq("clear a history of indexed and unindexed messages: 200", r.status, 200)
     r = rest.delete("/sessions/%s" % sid2)
     t.eq("delete a session of unindexed messages: 200", r.status, 200)
-    t.eq("after clear and delete: still not indexed", indexed(), more[1])
+    index_eq("after clear and delete: still not indexed", indexed, more[1])
     sid3 = rest.new_session()
     last = rest.add_message(sid3, "zebra survives")["id"]
     t.eq("after clear: search finds nothing in the cleared session", search(sid, "zebra"), [])
-    t.eq("that search brought the index up to the last message", indexed(), last)
+    index_eq("that search brought the index up to the last message", indexed, last)
     t.eq("search in a third session finds its message", search(sid3, "zebra"), [last])
-    code, out = sql(b.db, "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zebra'")
-    t.eq("only the surviving zebra is left in the index", (code, out), (0, ["1"]))
-    t.eq("the index is whole at the end", fts_whole(), (0, ["whole"]))
+    index_eq("only the surviving zebra is left in the index",
+             lambda: sql(b.db, "SELECT count(*) FROM messages_fts WHERE messages_fts "
+                         "MATCH 'zebra'"), (0, ["1"]))
+    index_eq("the index is whole at the end", fts_whole, (0, ["whole"]))
 
 
 def main(t):

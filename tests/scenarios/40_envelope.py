@@ -303,7 +303,7 @@ def test_types(t, b, r):
     t.eq("chat_message: nothing to a channel's non-subscriber (beta only A)",
          [x for x in c.quiet(0.2) if x.get("channel") == "beta"], [])
     code, lines = parley.sql(b.db, "select thread_id from messages where content = 'in a thread';")
-    t.eq("sqlite3: thread_id stored", lines, ["T-42"])
+    t.eq("database: thread_id stored", lines, ["T-42"])
 
     # task_update / agent_status to a channel
     a.send(env("task_update", {"task_id": "job-1", "status": "running"}, "alpha"))
@@ -487,7 +487,7 @@ def test_channel_names(t, b):
                      "invalid_field", "channel", "subscribe")
     n = len([s for s in parley.sql(b.db, "select channel from sessions where channel is not "
                                           "null;")[1]])
-    t.eq("sqlite3: only the accepted channels exist (plus none refused)", n, len(good))
+    t.eq("database: only the accepted channels exist (plus none refused)", n, len(good))
     a.close()
 
 

@@ -150,25 +150,51 @@ def test_command(t, r):
          repr(out))
 
     # the key is not stored in clear
-    blob = b""
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            with open(r.db + suffix, "rb") as f:
-                blob += f.read()
-        except OSError:
-            pass
+    if parley.is_pg(r.db):
+        dump_cmd, dump_name = [os.path.join(os.path.dirname(parley.PSQL), "pg_dump"),
+                               "-d", r.db], "pg_dump"
+        blob = pg_database_files(r.db)
+        t.ok("database files hold the key rows (read after a CHECKPOINT)",
+             b"alice" in blob and b"bob" in blob, "%d bytes, no key names" % len(blob))
+    else:
+        dump_cmd, dump_name = [parley.SQLITE, "-batch", r.db, ".dump"], "sqlite3 .dump"
+        blob = b""
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                with open(r.db + suffix, "rb") as f:
+                    blob += f.read()
+            except OSError:
+                pass
     for k, n in ((key, "alice"), (key2, "bob")):
         t.ok("database file bytes do not hold %s's key (nor its hex part)" % n,
              k.encode() not in blob and k[3:].encode() not in blob, "found in the file")
-    p = __import__("subprocess").run([parley.SQLITE, "-batch", r.db, ".dump"],
-                                     capture_output=True, timeout=10)
+    p = __import__("subprocess").run(dump_cmd, capture_output=True, timeout=30)
     dump = p.stdout.decode("utf-8", "replace")
-    t.ok("sqlite3 .dump works", p.returncode == 0 and "CREATE TABLE" in dump, p.stderr[:200])
-    t.ok("sqlite3 .dump does not hold the keys", key not in dump and key2 not in dump and
+    t.ok("%s works" % dump_name, p.returncode == 0 and "CREATE TABLE" in dump, p.stderr[:200])
+    t.ok("%s does not hold the keys" % dump_name, key not in dump and key2 not in dump and
          key[3:] not in dump and key2[3:] not in dump, "found in the dump")
-    t.ok("sqlite3 .dump names the keys (hashed rows exist)", "alice" in dump and "bob" in dump,
+    t.ok("%s names the keys (hashed rows exist)" % dump_name, "alice" in dump and "bob" in dump,
          "no key rows")
     return key, key2
+
+
+def pg_database_files(db):
+    """The bytes of a PostgreSQL database's own files (base/OID/ of the pass's data
+    directory), read after a CHECKPOINT so that its rows are on disk."""
+    code, lines = parley.sql(db, "CHECKPOINT; SELECT oid FROM pg_database "
+                                 "WHERE datname = current_database();")
+    data = os.environ.get("PARLEY_TEST_PG_DATA", "")
+    if code != 0 or not lines or not data:
+        return b""
+    blob = b""
+    d = os.path.join(data, "base", lines[-1])
+    for n in sorted(os.listdir(d)):
+        try:
+            with open(os.path.join(d, n), "rb") as f:
+                blob += f.read()
+        except OSError:
+            pass
+    return blob
 
 
 def test_rest(t, r, key):
@@ -335,7 +361,7 @@ def test_require_auth(t):
 def test_protected(t):
     for binary in ("parley-rest", "parley-broker"):
         d = parley.make_tmpdir()
-        db = os.path.join(d, "p.db")
+        db = parley.db_for(d, "p.db")
         port = parley.free_port()
         args = ["--db", db, "--bind", "0.0.0.0", "--port", str(port),
                 "--notify-socket", os.path.join(d, "b.sock")]

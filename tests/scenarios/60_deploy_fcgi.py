@@ -194,11 +194,11 @@ def test_sockets(t):
     t.eq("... and the first still serves", u.get("/health").status, 200)
     u.stop()
     t.ok("the Unix socket is removed on exit", not os.path.exists(u.addr), u.addr)
-    code, _, err = run_cli("parley-fcgi", ["--db", os.path.join(tmp, "y.db"),
+    code, _, err = run_cli("parley-fcgi", ["--db", parley.db_for(tmp, "y.db"),
                                            "--notify-socket", os.path.join(tmp, "n.sock")])
     t.eq("no --fcgi-socket and no socket on fd 0: exits 1", code, 1)
     t.match("... saying how to give one", err, r"--fcgi-socket")
-    code, _, err = run_cli("parley-fcgi", ["--db", os.path.join(tmp, "y.db"),
+    code, _, err = run_cli("parley-fcgi", ["--db", parley.db_for(tmp, "y.db"),
                                            "--notify-socket", os.path.join(tmp, "n.sock"),
                                            "--fcgi-socket", "0.0.0.0:%d" % free_port()])
     t.eq("TCP beyond loopback with no API key: exits 1 (protected mode)", code, 1)

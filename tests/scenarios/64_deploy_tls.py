@@ -81,12 +81,14 @@ def main(t):
             t.ok("wss: a plain ws:// upgrade is refused", True)
 
     with t.section("bad TLS flags"):
-        code, _, err = run_cli("parley-rest", ["--port", "0", "--db", os.path.join(tmp, "x.db"),
+        code, _, err = run_cli("parley-rest", ["--port", "0", "--db",
+                                               parley.db_for(tmp, "x.db"),
                                                "--notify-socket", os.path.join(tmp, "n.sock"),
                                                "--tls-cert", cert])
         t.eq("parley-rest --tls-cert without --tls-key exits 2", code, 2)
         t.match("... and says they go together", err, r"--tls-cert and --tls-key")
-        code, _, err = run_cli("parley-rest", ["--port", "0", "--db", os.path.join(tmp, "x.db"),
+        code, _, err = run_cli("parley-rest", ["--port", "0", "--db",
+                                               parley.db_for(tmp, "x.db"),
                                                "--notify-socket", os.path.join(tmp, "n.sock"),
                                                "--tls-cert", os.path.join(tmp, "missing.pem"),
                                                "--tls-key", key])

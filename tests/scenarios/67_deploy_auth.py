@@ -107,7 +107,7 @@ def one(t, kind):
     tmp = make_tmpdir()
     www, files = deploy.make_www(tmp)
     with t.section("%s: keys add" % kind):
-        key = deploy.add_api_key(t, os.path.join(tmp, "parley.db"), "proxytest")
+        key = deploy.add_api_key(t, parley.db_for(tmp), "proxytest")
     procs = []
     try:
         broker, fcgi, web, front, public = deploy.start_proxied(t, kind, tmp, www)
