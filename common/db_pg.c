@@ -21,7 +21,7 @@ extern const size_t parley_pg_migrations_count;
 #define DB_PG_RETRY_MS        200 /* at most one new connection tried this often */
 #define DB_PG_CONNECT_TIMEOUT "5" /* seconds, when the URI does not say */
 /* The pg_advisory_lock key that makes migrations of several processes take turns. */
-#define DB_PG_MIGRATION_LOCK "7308613708142211428" /* "Parley-d", as a bigint */
+#define DB_PG_MIGRATION_LOCK "8097879414873337197" /* "parley-m" as a big-endian bigint */
 
 static struct db_pg *pg(struct db *db)
 {
@@ -341,13 +341,16 @@ static void newer(struct db_pg *p, int have, int want)
 }
 
 /* Brings the schema forward. An advisory lock makes processes starting at once take
- * turns; the version is read again under it, so the second finds the work done. Each
- * migration commits on its own with its version. A database already at the newest
- * version takes no lock. Returns 0 or -1 (logged). */
+ * turns (the later ones wait as long as the migration takes); the version is read again
+ * under it, so the second finds the work done. Each migration commits on its own with
+ * its version. A database already at the newest version takes no lock. Returns 0 or -1
+ * (logged). */
 static int migrate(struct db_pg *p)
 {
     int have, want = (int)parley_pg_migrations_count;
     char sql[96];
+    bool locked;
+    PGresult *r;
     int rc = -1;
 
     if (read_version(p, &have) < 0)
@@ -358,8 +361,16 @@ static int migrate(struct db_pg *p)
         newer(p, have, want);
         return -1;
     }
-    if (!run_ok(p, "SELECT pg_advisory_lock(" DB_PG_MIGRATION_LOCK ")", "migration: lock"))
+    if (!(r = control(p, "migrate", "SELECT pg_try_advisory_lock(" DB_PG_MIGRATION_LOCK ")",
+                      "migration: lock")))
         return -1;
+    locked = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!locked) {
+        log_info("database %s: another process is migrating it; waiting", p->where);
+        if (!run_ok(p, "SELECT pg_advisory_lock(" DB_PG_MIGRATION_LOCK ")", "migration: lock"))
+            return -1;
+    }
     if (read_version(p, &have) < 0)
         goto out;
     if (have > want) {
@@ -428,7 +439,8 @@ struct db *db_pg_open(const char *uri)
                   p->where, first_line(PQerrorMessage(p->conn), line, sizeof line));
         goto fail;
     }
-    if (session_setup(p) < 0 || migrate(p) < 0)
+    /* migrations first: a long one by another process is waited for without lock_timeout */
+    if (migrate(p) < 0 || session_setup(p) < 0)
         goto fail;
     log_debug("database %s: open (server %d)", p->where, PQserverVersion(p->conn));
     return &p->base;

@@ -28,9 +28,9 @@ struct db_pg {
 /* Runs sql (a string with static storage: the statement cache is keyed by its address)
  * with n text parameters (NULL elements are SQL NULLs). Returns a new result (PQclear it)
  * of a statement that succeeded, or NULL after logging with func and what, with *e set to
- * PERR_UNAVAILABLE (or PERR_INTERNAL without memory). Outside a transaction, makes a lost
- * connection anew first (at most once per DB_PG_RETRY_MS); inside one that is spoiled or
- * lost, refuses the statement without sending it. */
+ * PERR_UNAVAILABLE. Outside a transaction, makes a lost connection anew first (at most
+ * one try per 200 ms); inside one that is spoiled or lost, refuses the statement without
+ * sending it. */
 PGresult *db_pg_query(struct db *db, const char *func, const char *what, const char *sql, int n,
                       const char *const *params, enum perr *e);
 /* As db_pg_query for a statement whose rows do not matter; *changed (NULL is fine) gets

@@ -150,13 +150,14 @@ static void stored(struct db_message *out, int64_t id, int64_t seq, const struct
  * client_msg_id, with or without a reply queued. s takes the session's next seq, count
  * and updated_at: the UPDATE takes the row's lock (waiting for another writer of the
  * session) and works on the row as that writer committed it. m stores the message with
- * that seq, q queues it for a reply. Each answers one row (kind, id, seq, count): 'new',
- * or 'dup' with the id of the message the client_msg_id stored before, or 'again'; no
- * row: no such session.
+ * that seq, q queues it for a reply. The answer is one row: the new message's id, seq
+ * and the count; or (all NULL) the id of the message the client_msg_id stored before;
+ * or neither, and whether the session exists.
  * With a client_msg_id, dup (read in the statement's snapshot) is only the truth if no
  * message was committed to the session after the snapshot was taken. Every store bumps
- * last_seq, so s stores only when last_seq is still what the snapshot saw; else 'again'
- * says to run the statement anew, with a snapshot that sees the other writer's message. */
+ * last_seq, so s stores only when last_seq is still what the snapshot saw; else neither
+ * comes back and the statement is run anew, with a snapshot that sees the other writer's
+ * message. */
 #define ADD_S                                                                                      \
     " s AS (UPDATE sessions SET last_seq = last_seq + 1, message_count = message_count + 1,"       \
     " updated_at = $4::timestamptz WHERE id = $1"
@@ -173,12 +174,13 @@ static void stored(struct db_message *out, int64_t id, int64_t seq, const struct
 #define ADD_Q                                                                                      \
     ", q AS (INSERT INTO reply_queue(message_id, session_id, created_at)"                          \
     " SELECT id, $1, $4::timestamptz FROM m ON CONFLICT DO NOTHING)"
-#define ADD_NEW " SELECT 'new', m.id, s.last_seq, s.message_count FROM m, s"
+#define ADD_NEW     " SELECT m.id, s.last_seq, s.message_count"
+#define ADD_NEW_END " FROM m, s"
+/* no session: no row; the session exists, is read only when nothing was stored */
 #define ADD_NEW_OR_DUP                                                                             \
-    ADD_NEW                                                                                        \
-    " UNION ALL SELECT 'dup', id, 0, 0 FROM dup"                                                   \
-    " UNION ALL SELECT 'again', 0, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM s)"                        \
-    " AND NOT EXISTS (SELECT 1 FROM dup) AND EXISTS (SELECT 1 FROM sessions WHERE id = $1)"
+    " SELECT (SELECT id FROM m), (SELECT last_seq FROM s), (SELECT message_count FROM s),"         \
+    " (SELECT id FROM dup) WHERE EXISTS (SELECT 1 FROM m)"                                         \
+    " OR EXISTS (SELECT 1 FROM dup) OR EXISTS (SELECT 1 FROM sessions WHERE id = $1)"
 
 /* Reads the message a client_msg_id stored before, and its session's count. */
 static enum perr read_dup(struct db *db, int64_t id, const char *session_id, struct db_message *out,
@@ -208,8 +210,8 @@ static enum perr read_dup(struct db *db, int64_t id, const char *session_id, str
 enum perr db_pg_message_add(struct db *db, const struct db_message_in *in, struct db_message *out,
                             bool *duplicate, int64_t *message_count)
 {
-    static const char sql_plain[] = ADD_PLAIN ADD_M ADD_NEW;
-    static const char sql_plain_q[] = ADD_PLAIN ADD_M ADD_Q ADD_NEW;
+    static const char sql_plain[] = ADD_PLAIN ADD_M ADD_NEW ", NULL" ADD_NEW_END;
+    static const char sql_plain_q[] = ADD_PLAIN ADD_M ADD_Q ADD_NEW ", NULL" ADD_NEW_END;
     static const char sql_dup[] = ADD_DUP ADD_M ADD_NEW_OR_DUP;
     static const char sql_dup_q[] = ADD_DUP ADD_M ADD_Q ADD_NEW_OR_DUP;
     const char *sql = in->client_msg_id ? (in->want_reply ? sql_dup_q : sql_dup)
@@ -224,32 +226,31 @@ enum perr db_pg_message_add(struct db *db, const struct db_message_in *in, struc
         *duplicate = false;
     clock_now_iso(now);
     for (int tries = 0; tries < ADD_TRIES; tries++) {
-        bool dup;
-        int64_t id;
+        int64_t id, dup_id;
         if (!(r = db_pg_query(db, __func__, "store message", sql, 7, params, &e)))
             return e;
         if (PQntuples(r) == 0 || PQnfields(r) != 4) {
             PQclear(r);
             return PERR_SESSION_NOT_FOUND;
         }
-        id = db_pg_int64(r, 0, 1);
-        dup = strcmp(PQgetvalue(r, 0, 0), "dup") == 0;
-        if (strcmp(PQgetvalue(r, 0, 0), "new") == 0) {
+        id = db_pg_int64(r, 0, 0);
+        dup_id = db_pg_int64(r, 0, 3);
+        if (id) {
             if (message_count)
-                *message_count = db_pg_int64(r, 0, 3);
-            stored(out, id, db_pg_int64(r, 0, 2), in, NULL, now);
+                *message_count = db_pg_int64(r, 0, 2);
+            stored(out, id, db_pg_int64(r, 0, 1), in, NULL, now);
             PQclear(r);
             return PERR_OK;
         }
         PQclear(r);
-        if (dup) {
-            if ((e = read_dup(db, id, in->session_id, out, message_count)))
+        if (dup_id) {
+            if ((e = read_dup(db, dup_id, in->session_id, out, message_count)))
                 return e;
             if (duplicate)
                 *duplicate = true;
             return PERR_OK;
         }
-        /* 'again': another writer stored a message meanwhile */
+        /* neither: another writer stored a message meanwhile */
         log_debug("session %s: another writer stored a message meanwhile; looking again",
                   in->session_id);
     }

@@ -11,12 +11,15 @@
 /* Columns every session read selects, in this order (see read_session). The member
  * count is the broker's last publish, or 0 when its heartbeat is older than CUT. */
 #define SESSION_COLS(CUT)                                                                          \
-    "s.id, s.title, s.model, s.channel, " DB_PG_ISO("s.created_at") ", " DB_PG_ISO(                \
-        "s.updated_at") ", s.message_count,"                                                       \
-                        " CASE WHEN (SELECT heartbeat_ms FROM broker_state WHERE id = 1) >= " CUT  \
-                        "::bigint THEN coalesce((SELECT clients FROM live_members m"               \
-                        " WHERE m.session_id = s.id), 0) ELSE 0 END"
-#define SESSION_NCOLS 8
+    "s.id, s.title, s.model, s.channel, " CREATED_AT ", " UPDATED_AT ", s.message_count,"          \
+    " CASE WHEN (SELECT heartbeat_ms FROM broker_state WHERE id = 1) >= " CUT "::bigint"           \
+    " THEN coalesce((SELECT clients FROM live_members m WHERE m.session_id = s.id), 0)"            \
+    " ELSE 0 END"
+#define CREATED_AT     DB_PG_ISO("s.created_at")
+#define UPDATED_AT     DB_PG_ISO("s.updated_at")
+#define SESSION_NCOLS  8
+#define SESSION_COLS_2 SESSION_COLS("$2")
+#define SESSION_COLS_3 SESSION_COLS("$3")
 
 /* Reads the session in columns first.. of row of r. */
 static void read_session(const PGresult *r, int row, int first, struct db_session *s)
@@ -53,14 +56,14 @@ static enum perr get_one(struct db *db, const char *func, const char *sql, const
 
 enum perr db_pg_session_get(struct db *db, const char *id, struct db_session *out)
 {
-    static const char sql[] = "SELECT " SESSION_COLS("$2") " FROM sessions s WHERE s.id = $1";
+    static const char sql[] = "SELECT " SESSION_COLS_2 " FROM sessions s WHERE s.id = $1";
 
     return get_one(db, __func__, sql, id, out);
 }
 
 enum perr db_pg_session_by_channel(struct db *db, const char *channel, struct db_session *out)
 {
-    static const char sql[] = "SELECT " SESSION_COLS("$2") " FROM sessions s WHERE s.channel = $1";
+    static const char sql[] = "SELECT " SESSION_COLS_2 " FROM sessions s WHERE s.channel = $1";
 
     return get_one(db, __func__, sql, channel, out);
 }
@@ -68,13 +71,16 @@ enum perr db_pg_session_by_channel(struct db *db, const char *channel, struct db
 enum perr db_pg_session_create(struct db *db, const char *model, const char *title,
                                const char *channel, struct db_session *out)
 {
+    /* a channel another writer took meanwhile stores nothing (and fails nothing around) */
     static const char sql[] =
         "WITH s AS (INSERT INTO sessions(id, title, model, channel, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5::timestamptz, $5::timestamptz) RETURNING id)"
+        " VALUES ($1, $2, $3, $4, $5::timestamptz, $5::timestamptz)"
+        " ON CONFLICT (channel) WHERE channel IS NOT NULL DO NOTHING RETURNING id)"
         " UPDATE counters SET value = value + 1"
         " WHERE name = 'sessions_created' AND EXISTS (SELECT 1 FROM s)";
     char id[DB_ID_LEN], now[CLOCK_ISO_LEN];
     const char *params[] = {id, title, model, channel, now};
+    int64_t created = 0;
     enum perr e;
 
     if (clock_random_hex(id, DB_ID_HEX / 2) < 0) {
@@ -82,8 +88,12 @@ enum perr db_pg_session_create(struct db *db, const char *model, const char *tit
         return PERR_INTERNAL;
     }
     clock_now_iso(now);
-    if ((e = db_pg_run(db, __func__, "insert session", sql, 5, params, NULL)))
+    if ((e = db_pg_run(db, __func__, "insert session", sql, 5, params, &created)))
         return e;
+    if (!created) {
+        log_warn("channel %s: made by another writer meanwhile", channel ? channel : "");
+        return PERR_UNAVAILABLE;
+    }
     memset(out, 0, sizeof *out);
     memcpy(out->id, id, sizeof id);
     out->title = title ? strdup(title) : NULL;
@@ -99,10 +109,9 @@ enum perr db_pg_session_list(struct db *db, int limit, int offset, struct db_ses
 {
     /* the count and the page in one read: one row with NULLs when the page is empty */
     static const char sql[] = "SELECT t.total, p.* FROM (SELECT count(*) AS total FROM sessions) t"
-                              " LEFT JOIN LATERAL (SELECT " SESSION_COLS(
-                                  "$3") " FROM sessions s"
-                                        " ORDER BY s.updated_at DESC, s.created_at DESC, s.id"
-                                        " LIMIT $1 OFFSET $2) p ON true";
+                              " LEFT JOIN LATERAL (SELECT " SESSION_COLS_3 " FROM sessions s"
+                              " ORDER BY s.updated_at DESC, s.created_at DESC, s.id"
+                              " LIMIT $1 OFFSET $2) p ON true";
     char lim[DB_PG_INT_LEN], off[DB_PG_INT_LEN], cut[DB_PG_INT_LEN];
     const char *params[] = {db_pg_int(lim, limit), db_pg_int(off, offset),
                             db_pg_int(cut, db_pg_live_cutoff())};

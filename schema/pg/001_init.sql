@@ -17,7 +17,7 @@ CREATE TABLE sessions (
     id            text PRIMARY KEY,             -- 16 lowercase hex characters
     title         text,
     model         text NOT NULL,
-    channel       text UNIQUE,                  -- envelope channel name, NULL for plain sessions
+    channel       text,                         -- envelope channel name, NULL for plain sessions
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
     message_count bigint NOT NULL DEFAULT 0,    -- kept in step with messages by the DB layer
@@ -25,6 +25,8 @@ CREATE TABLE sessions (
                                                 -- not reset by a clear, so a seq is never reused
 );
 CREATE INDEX sessions_updated ON sessions(updated_at DESC);
+-- unique where set: plain sessions (most) have no entry to update with every message
+CREATE UNIQUE INDEX sessions_channel ON sessions(channel) WHERE channel IS NOT NULL;
 -- vacuum_truncate off (here and on messages): a table emptied by deletes keeps its pages,
 -- so the planner, planning the service's prepared statements, never takes it for an
 -- empty table on which a sequential scan costs nothing (a plan it would keep while the
