@@ -414,6 +414,7 @@ struct db *db_pg_open(const char *uri)
                                 "client_encoding", NULL};
     const char *const vals[] = {DB_PG_CONNECT_TIMEOUT, "parley", uri, "UTF8", NULL};
     struct db_pg *p = calloc(1, sizeof *p);
+    const char *enc;
     char line[512];
 
     if (!p || !(p->base.path = strdup(uri))) {
@@ -437,6 +438,15 @@ struct db *db_pg_open(const char *uri)
         log_error("cannot connect to PostgreSQL database %s: %s; check that the server runs"
                   " and accepts this user, or set --db",
                   p->where, first_line(PQerrorMessage(p->conn), line, sizeof line));
+        goto fail;
+    }
+    enc = PQparameterStatus(p->conn, "server_encoding");
+    if (!enc || strcmp(enc, "UTF8") != 0) {
+        /* all text is UTF-8: another encoding fails on some characters, or stores any
+         * bytes and searches them wrong */
+        log_error("database %s is in encoding %s; Parley needs UTF8: make one with"
+                  " createdb -E UTF8 -T template0 NAME",
+                  p->where, enc ? enc : "(unknown)");
         goto fail;
     }
     /* migrations first: a long one by another process is waited for without lock_timeout */

@@ -6,6 +6,9 @@
 
 #include "db_pg.h"
 
+#define CREATED_AT DB_PG_ISO("created_at")
+#define REVOKED_AT DB_PG_ISO("revoked_at")
+
 enum perr db_pg_keys_active(struct db *db, int64_t *n)
 {
     static const char sql[] = "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL";
@@ -87,8 +90,9 @@ static enum perr read_rows(struct db *db, const char *func, const char *sql, int
 
 enum perr db_pg_key_list(struct db *db, struct db_key_info **out, size_t *n)
 {
-    static const char sql[] = "SELECT name, " DB_PG_ISO("created_at") ", " DB_PG_ISO(
-        "revoked_at") " FROM api_keys ORDER BY created_at, name";
+    /* names in byte order, as SQLite's backend has them */
+    static const char sql[] = "SELECT name, " CREATED_AT ", " REVOKED_AT " FROM api_keys"
+                              " ORDER BY created_at, name COLLATE \"C\"";
     static const struct row_layout layout = {
         sizeof(struct db_key_info),
         {offsetof(struct db_key_info, name), offsetof(struct db_key_info, created_at),

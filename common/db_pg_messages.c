@@ -94,17 +94,18 @@ static enum perr read_list(struct db *db, const char *func, const char *sql, int
     enum perr e;
     PGresult *r;
     size_t got = 0;
+    int rows;
 
     out->n = 0;
     out->v = NULL;
     if (!(r = db_pg_query(db, func, "read messages", sql, n, params, &e)))
         return e;
-    out->v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *out->v);
-    if (!out->v) {
+    rows = PQntuples(r) < limit ? PQntuples(r) : limit;
+    if (!(out->v = calloc(rows > 0 ? (size_t)rows : 1, sizeof *out->v))) {
         PQclear(r);
         return PERR_INTERNAL;
     }
-    for (int row = 0; row < PQntuples(r) && got < (size_t)limit; row++)
+    for (int row = 0; row < rows; row++)
         read_message(r, row, 0, &out->v[got++]);
     PQclear(r);
     out->n = got;

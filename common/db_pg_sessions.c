@@ -124,7 +124,7 @@ enum perr db_pg_session_list(struct db *db, int limit, int offset, struct db_ses
     if (!(r = db_pg_query(db, __func__, "list sessions", sql, 3, params, &e)))
         return e;
     *total = PQntuples(r) ? db_pg_int64(r, 0, 0) : 0;
-    if (!(v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v))) {
+    if (!(v = calloc(PQntuples(r) > 0 ? (size_t)PQntuples(r) : 1, sizeof *v))) {
         PQclear(r);
         return PERR_INTERNAL;
     }
