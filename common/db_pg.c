@@ -72,11 +72,6 @@ void db_pg_copy(const PGresult *r, int row, int col, char *buf, size_t size)
     buf[n] = '\0';
 }
 
-int64_t db_pg_live_cutoff(void)
-{
-    return clock_now_ms() - DB_LIVE_FRESH_MS;
-}
-
 /* ---- the connection ---- */
 
 /* The first line of a libpq message, without its newline, into buf. */
@@ -518,13 +513,24 @@ enum perr db_pg_max_pages(struct db *db, int64_t pages)
 
 /* ---- transactions ---- */
 
+/* The outermost level takes, with BEGIN, the lock every write takes on the service's
+ * tables (ROW EXCLUSIVE: writers do not conflict with each other, nor with readers,
+ * pg_dump or autovacuum). So, as SQLite's BEGIN IMMEDIATE, a transaction that would wait
+ * for a table someone locked (LOCK TABLE in psql, CREATE INDEX) waits at its start, up
+ * to lock_timeout, and fails whole: a batch of writes is one failure, not one wait per
+ * statement. */
 enum perr db_pg_tx_begin(struct db *db)
 {
+    static const char begin[] = "BEGIN; LOCK TABLE sessions, messages, reply_queue, counters,"
+                                " broker_state, live_members, api_keys IN ROW EXCLUSIVE MODE";
     struct db_pg *p = pg(db);
-    PGresult *r = control(p, __func__, p->tx_depth ? "SAVEPOINT nested" : "BEGIN", "begin");
+    PGresult *r = control(p, __func__, p->tx_depth ? "SAVEPOINT nested" : begin, "begin");
 
-    if (!r)
+    if (!r) {
+        if (p->tx_depth == 0 && !p->down && PQtransactionStatus(p->conn) == PQTRANS_INERROR)
+            PQclear(PQexec(p->conn, "ROLLBACK")); /* the lock was not had */
         return PERR_UNAVAILABLE;
+    }
     PQclear(r);
     p->tx_depth++;
     return PERR_OK;

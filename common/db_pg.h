@@ -53,8 +53,6 @@ void db_pg_copy(const PGresult *r, int row, int col, char *buf, size_t size);
 
 /* A timestamptz column as the service's ISO-8601 UTC text, 2026-01-20T12:34:56.789Z. */
 #define DB_PG_ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-/* Live member count cut-off: heartbeats at or after this are fresh. */
-int64_t db_pg_live_cutoff(void);
 
 /* ---- the backend's entries (db_backend.h), each as the db_* function of its name ---- */
 void db_pg_close(struct db *db);

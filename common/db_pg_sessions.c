@@ -40,7 +40,7 @@ static enum perr get_one(struct db *db, const char *func, const char *sql, const
                          struct db_session *out)
 {
     char cut[DB_PG_INT_LEN];
-    const char *params[] = {key, db_pg_int(cut, db_pg_live_cutoff())};
+    const char *params[] = {key, db_pg_int(cut, db_live_cutoff())};
     enum perr e;
     PGresult *r = db_pg_query(db, func, "read session", sql, 2, params, &e);
 
@@ -114,7 +114,7 @@ enum perr db_pg_session_list(struct db *db, int limit, int offset, struct db_ses
                               " LIMIT $1 OFFSET $2) p ON true";
     char lim[DB_PG_INT_LEN], off[DB_PG_INT_LEN], cut[DB_PG_INT_LEN];
     const char *params[] = {db_pg_int(lim, limit), db_pg_int(off, offset),
-                            db_pg_int(cut, db_pg_live_cutoff())};
+                            db_pg_int(cut, db_live_cutoff())};
     struct db_session *v;
     size_t got = 0;
     enum perr e;
