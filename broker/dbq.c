@@ -69,9 +69,11 @@ static enum perr run_batch(struct db *db, struct dbjob *batch, struct dbjob **re
         j->run(j, db);
         if (db_tx_open(db))
             continue;
-        /* SQLite rolled the transaction back by itself (disk full, I/O error): the jobs
-         * before this one, reported fine so far, lost their writes too. */
-        log_error("SQLite rolled back a batch of writes; its requests are answered with errors");
+        /* The database rolled the transaction back by itself (SQLite: disk full, I/O
+         * error; PostgreSQL: a failed statement, a lost connection): the jobs before this
+         * one, reported fine so far, lost their writes too. */
+        log_error("the database rolled back a batch of writes; its requests are answered with "
+                  "errors (see the database error above)");
         db_tx_rollback(db);
         for (struct dbjob *k = tx_first; k != j->next; k = k->next)
             if (k->err == PERR_OK)

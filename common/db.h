@@ -152,8 +152,9 @@ enum perr db_checkpoint(struct db *db, int *wal_frames);
 /* A cheap query, for /health. */
 enum perr db_ping(struct db *db);
 
-/* ---- transactions (nestable: the outermost is BEGIN IMMEDIATE, or BEGIN; inner levels
- * are savepoints) ----
+/* ---- transactions (nestable: the outermost is SQLite's BEGIN IMMEDIATE, or PostgreSQL's
+ * BEGIN with the write lock, ROW EXCLUSIVE, on the tables writes touch; inner levels are
+ * savepoints) ----
  * On some errors inside a statement (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, some
  * SQLITE_BUSY) SQLite rolls back the whole transaction by itself; on PostgreSQL a lost
  * connection does, and a failed statement spoils the transaction up to the innermost

@@ -202,7 +202,7 @@ def test_disk_full(t):
              len(unavail) >= 1, "acked %d, other %r" % (len(acked), other))
         t.diag("full: %d of %d chats stored, %d unavailable; the broker logged %d batches "
                "rolled back by SQLite" % (len(acked), len(contents), len(unavail),
-                                          b.log_tail(100000).count("SQLite rolled back a batch")))
+                                          b.log_tail(100000).count("the database rolled back a batch")))
         rbody = "y" * 60000
         rest_codes = []
         for i in range(20):
