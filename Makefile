@@ -15,12 +15,12 @@ VERSION := 0.1.0
 # Debian 12 packages: build, run, test and bench.
 DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev \
-	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev postgresql libpq-dev \
+	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev postgresql libpq-dev redis-server libhiredis-dev iproute2 \
 	python3 python3-websockets wrk curl libedit-dev tmux \
 	nginx lighttpd apache2 spawn-fcgi openssl chromium systemd
 
-PKGS := libmicrohttpd jansson sqlite3 libpq libcrypto
-BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libpq libcrypto
+PKGS := libmicrohttpd jansson sqlite3 libpq hiredis libcrypto
+BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libpq hiredis libcrypto
 CC ?= cc
 CSTD := -std=c11 -D_GNU_SOURCE
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter

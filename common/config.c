@@ -54,6 +54,11 @@ static const struct cfg_option cfg_options[] = {
      "any)"},
     {"notify-socket", NULL, NULL, T_STR, OFF(notify_socket), "var/broker.sock", 0, 0, SRV, "PATH",
      "Unix socket on which the broker hears about REST changes"},
+    {"redis", NULL, NULL, T_STR, OFF(redis_url), NULL, 0, 0, SRV, "URL",
+     "redis://HOST:PORT[/DB]: brokers exchange session events through this Redis server, and "
+     "REST notifies them there instead of the notification socket (many machines)"},
+    {"node-id", NULL, NULL, T_STR, OFF(node_id), NULL, 0, 0, CFG_BROKER, "NAME",
+     "this broker's name in logs, /health and /stats (default: HOSTNAME:PORT)"},
     {"www-dir", NULL, NULL, T_STR, OFF(www_dir), "www", 0, 0, HTTP, "DIR",
      "static files (demo page, API docs)"},
     {"log-level", NULL, NULL, T_LEVEL, OFF(log_level), "info", 0, 0, ALL, "LEVEL",

@@ -39,6 +39,8 @@ struct cfg {
     char *public_url;             /* REST: the service's public base URL */
     struct cfg_list allowed_host; /* Host names answered without API keys (hostcheck.h) */
     char *notify_socket;
+    char *redis_url; /* NULL: one broker, the notification socket (SPEC 8) */
+    char *node_id;   /* the broker's name; NULL: HOSTNAME:PORT */
     char *www_dir;
     enum log_level log_level;
     int threads;
