@@ -132,7 +132,7 @@ static void create_done(struct dbjob *job)
     } else if (pss) {
         s = sess_get(vhd, j->created.id, j->created.model);
         if (s)
-            sess_history_at(s, 0); /* new: no history */
+            gate_history_at(s, 0); /* new: no history */
         if (s && sess_join(vhd, s, pss) == 0) {
             json_t *ev = json_pack("{s:s, s:s, s:s, s:s?}", "type", "session_created", "session_id",
                                    s->id, "model", s->model, "title", j->created.title);
@@ -283,7 +283,7 @@ static void join_done(struct dbjob *job)
         goto out;
     }
     s->message_count = j->session.message_count;
-    sess_history_at(s, j->last_seq);
+    gate_history_at(s, j->last_seq);
     send_joined(vhd, pss, s, j);
 out:
     join_free(j);
@@ -445,14 +445,6 @@ static void store_run(struct dbjob *job, struct db *db)
     job->err = db_message_add(db, &in, &j->stored, &j->duplicate, &j->message_count);
 }
 
-static json_t *message_added(const char *session_id, const struct db_message *m,
-                             int64_t message_count)
-{
-    return json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update", "session_id",
-                     session_id, "update_type", "message_added", "message_count",
-                     (json_int_t)message_count, "message", proto_message(m));
-}
-
 static void store_free(struct store_job *j)
 {
     db_session_cleanup(&j->session);
@@ -483,7 +475,7 @@ static void store_done(struct dbjob *job)
     if (j->duplicate) {
         /* A resend after a reconnect: stored once, acknowledged again to the sender. */
         if (pss) {
-            json_t *ev = message_added(sid, &j->stored, j->message_count);
+            json_t *ev = proto_message_added(sid, &j->stored, j->message_count);
             fanout_send(vhd, pss, ev);
             json_decref(ev);
         }
@@ -494,18 +486,18 @@ static void store_done(struct dbjob *job)
     if (j->session.channel && !s->channel)
         s->channel = strdup(j->session.channel);
     if (j->private_new)
-        sess_history_at(s, 0); /* made by this job: the message below is its first */
+        gate_history_at(s, 0); /* made by this job: the message below is its first */
     if (j->private_new && pss && sess_join(vhd, s, pss) == 0)
         snprintf(pss->private_session, sizeof pss->private_session, "%s", s->id);
     if (pss)
         sess_typing(vhd, s, pss, false);
     if (j->broadcast_all) {
-        json_t *ev = message_added(s->id, &j->stored, j->message_count);
-        sess_seen(s, j->stored.seq);
-        fanout_all(vhd, ev);
+        json_t *ev = proto_message_added(s->id, &j->stored, j->message_count);
+        relay_all(vhd, ev);
         json_decref(ev);
+        gate_message(vhd, s, j->stored.seq, NULL); /* told to everyone above */
     } else {
-        act_message_added(vhd, s, &j->stored, j->message_count, false);
+        act_message_added(vhd, s, &j->stored, j->message_count, false, true);
     }
     if (j->want_reply)
         asst_request(vhd, s, j->stored.id, j->system_prompt);
@@ -548,16 +540,15 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
 }
 
 void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
-                       const struct db_message *m, int64_t message_count, bool want_reply)
+                       const struct db_message *m, int64_t message_count, bool want_reply,
+                       bool mine)
 {
-    json_t *ev;
+    json_t *ev = proto_message_added(s->id, m, message_count);
 
-    if (!sess_seen(s, m->seq))
-        return; /* told already (the reconcile and a notification can meet) */
-    ev = message_added(s->id, m, message_count);
+    if (mine)
+        relay_message(vhd, s, m->seq, ev);
     s->message_count = message_count;
-    fanout_session(vhd, s, ev, NULL);
-    json_decref(ev);
+    gate_message(vhd, s, m->seq, ev);
     if (want_reply)
         asst_request(vhd, s, m->id, NULL);
 }

@@ -35,10 +35,10 @@ static void drop(struct reply *r)
     reply_free(r);
 }
 
-/* Sends ev (steals it) to every member of the reply's session. */
+/* Sends ev (steals it) to every member of the reply's session, on every broker. */
 static void broadcast(struct reply *r, json_t *ev)
 {
-    fanout_session(r->vhd, r->s, ev, NULL);
+    relay_broadcast(r->vhd, r->s, ev, NULL);
     json_decref(ev);
 }
 
@@ -319,17 +319,17 @@ static void store_done(struct dbjob *job)
         return;
     } else {
         if (j->store) {
+            /* the stored reply is told as response_complete, in its turn among the messages */
+            json_t *ev = json_pack(
+                "{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b}", "type", "response_complete",
+                "session_id", r->s->id, "response_id", r->response_id, "message_id",
+                (json_int_t)j->stored.id, "total_chunks", (json_int_t)r->chunks, "processing_time",
+                j->duration_ms / 1000.0, "message_count", (json_int_t)j->message_count, "stopped",
+                strcmp(j->status, "stopped") == 0);
             r->s->message_count = j->message_count;
-            sess_seen(r->s, j->stored.seq); /* told as response_complete */
+            relay_message(r->vhd, r->s, j->stored.seq, ev);
+            gate_message(r->vhd, r->s, j->stored.seq, ev);
         }
-        if (j->store && !job->err)
-            broadcast(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b}", "type",
-                                   "response_complete", "session_id", r->s->id, "response_id",
-                                   r->response_id, "message_id", (json_int_t)j->stored.id,
-                                   "total_chunks", (json_int_t)r->chunks, "processing_time",
-                                   j->duration_ms / 1000.0, "message_count",
-                                   (json_int_t)j->message_count, "stopped",
-                                   strcmp(j->status, "stopped") == 0));
         finished(r);
     }
     db_message_cleanup(&j->stored);

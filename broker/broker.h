@@ -34,7 +34,6 @@
 #define FANOUT_MAX_BYTES     (256 * 1024)  /* queued for one connection before it is culled */
 #define FANOUT_MAX_FRAMES    4096
 #define FANOUT_MAX_ASKED     (2 * 1024 * 1024) /* answers asked for, queued, before a cull */
-#define BROKER_TOLD_MAX      16384             /* ids kept per session above the reconcile's mark */
 
 enum dialect { DIALECT_FLAT, DIALECT_ENVELOPE };
 
@@ -44,6 +43,9 @@ struct dbq;
 struct map;
 struct llm_http;
 struct llm_state;
+struct relay;
+
+#define BROKER_NODE_ID_MAX 64 /* --node-id: 1 to 64 of A-Z a-z 0-9 . _ : - */
 
 /* ---- frames and queues (fanout.c) ---- */
 
@@ -112,17 +114,23 @@ struct live_session {
     struct reply *reply;           /* streaming now, or being stored */
     struct pending_reply *pending; /* user messages waiting for a reply, oldest first */
     size_t n_pending, cap_pending;
-    /* messages the members were told of (sess_seen) and how far the reconcile reached */
-    int64_t reconciled;  /* every message up to this seq was told, or was history at start */
-    bool reconciled_set; /* reconciled is known (set at the first join) */
-    int64_t *told;       /* seqs above reconciled told since, ascending */
-    size_t n_told, cap_told;
+    /* the gate (gate.c): messages told in seq order */
+    int64_t delivered;       /* every message up to this seq was told, or was history */
+    bool delivered_set;      /* delivered is known (set at the first join) */
+    struct held_event *held; /* messages beyond a gap, ascending seq */
+    size_t n_held, cap_held;
+    bool filling; /* a gap fill is at the database */
     /* presence changes not told yet (sessions.c: a few a second are, the rest coalesced) */
     int64_t presence_window_mono;
     unsigned presence_sent; /* presence frames sent in the window */
     struct presence_change *changes;
     size_t n_changes;
     bool presence_due; /* listed in vhd->presence_due */
+};
+
+struct held_event {
+    int64_t seq;
+    json_t *ev; /* what tells it (owned); NULL: told some other way, only its turn counts */
 };
 
 struct presence_change {
@@ -178,6 +186,9 @@ struct per_vhost_data__chat {
     uint64_t llm_next_id;
     int llm_active;                /* transfers under way (asst_llm.c) */
     struct llm_state *llm_waiting; /* replies waiting for --llm-max-concurrent, oldest first */
+    /* relay.c */
+    char node_id[BROKER_NODE_ID_MAX + 1]; /* this broker's name among brokers (SPEC 8) */
+    struct relay *relay;                  /* with --redis; NULL: one broker */
 };
 
 /* ---- fanout.c ---- */
@@ -222,6 +233,9 @@ char *proto_render(const json_t *ev, enum dialect d, const char *channel, const 
 json_t *proto_event(const char *type);
 /* The message object of message_added, new reference. */
 json_t *proto_message(const struct db_message *m);
+/* The session_update message_added that tells m, new reference. */
+json_t *proto_message_added(const char *session_id, const struct db_message *m,
+                            int64_t message_count);
 
 /* ---- ws.c ---- */
 struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const char *id);
@@ -269,14 +283,6 @@ void sess_leave(struct per_vhost_data__chat *vhd, struct live_session *s,
 struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
                                   struct per_session_data__chat *pss, const char *id,
                                   const char *request_type);
-/* Records that the members were told of the message with this seq. Returns false when
- * they were already (a notification and the reconcile may bring the same message). */
-bool sess_seen(struct live_session *s, int64_t seq);
-/* The reconcile has read every message up to seq: forgets the told seqs up to it. */
-void sess_reconciled(struct live_session *s, int64_t seq);
-/* The session became live with last_seq its newest message's seq: what came before is
- * history, not for the reconcile to tell. Only the first call counts. */
-void sess_history_at(struct live_session *s, int64_t last_seq);
 /* Cancels the presence timer and forgets what it would tell (vhost destroy). */
 void sess_presence_cleanup(struct per_vhost_data__chat *vhd);
 /* Sets pss's typing state in s and tells the others when it changes. */
@@ -293,6 +299,26 @@ bool sess_was_deleted(struct per_vhost_data__chat *vhd, const char *id);
 void sess_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
 /* Publishes the live figures (heartbeat, changed member counts) through the DB thread. */
 void sess_publish(struct per_vhost_data__chat *vhd);
+
+/* ---- gate.c: a session's messages told in seq order, each once ---- */
+/* ev (stolen; NULL: told some other way) tells the message with this seq; it goes out
+ * when every earlier message went out or was found gone from the database. A seq told
+ * already is dropped. */
+void gate_message(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t seq,
+                  json_t *ev);
+/* The first member joined when last_seq was the newest message: what came before is
+ * history (replayed on request), not for the gate. Only the first call counts. */
+void gate_history_at(struct live_session *s, int64_t last_seq);
+/* A read of the database (rows borrowed: every message with seq > after, ascending, all
+ * of them when complete) goes out through the gate; with complete, what was held up to
+ * upto is known to be everything up to it. */
+void gate_rows(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t after,
+               const struct db_message_list *rows, bool complete, int64_t upto,
+               int64_t message_count);
+/* Reads what s's members may have missed (after Redis came back, a new subscription). */
+void gate_catch_up(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* Frees what s holds. */
+void gate_cleanup(struct live_session *s);
 
 /* ---- inbound.c: the one door for client messages ---- */
 enum field_kind { F_STR, F_INT, F_OBJ };
@@ -378,10 +404,12 @@ struct store_request {
 void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                const struct live_session *s, const struct store_request *in,
                const char *request_type);
-/* A stored message reached the broker (its own store, REST's notification, the
- * reconcile): tells the members once, and asks for a reply if wanted. */
+/* A stored message reached the broker (its own store when mine, then the other brokers
+ * hear of it too; REST's notification): tells the members once, in seq order, and asks
+ * for a reply if wanted. */
 void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
-                       const struct db_message *m, int64_t message_count, bool want_reply);
+                       const struct db_message *m, int64_t message_count, bool want_reply,
+                       bool mine);
 void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                 const char *model, const char *title);
 /* A join by id (flat join_session, replaying after since >= 0) or by channel (subscribe,
@@ -436,6 +464,28 @@ void access_refused(struct per_vhost_data__chat *vhd, const char *ip, const char
 void reconcile_start(struct per_vhost_data__chat *vhd, bool replies);
 /* Starts a pass every RECONCILE_MS. */
 void reconcile_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
+
+/* ---- relay.c: session events between brokers, through Redis (SPEC 8) ---- */
+/* Starts the Redis thread with --redis (nothing without). Returns 0, or -1 (logged). */
+int relay_init(struct per_vhost_data__chat *vhd);
+void relay_cleanup(struct per_vhost_data__chat *vhd);
+/* Handles what the Redis thread handed back (loop thread, on wake-up). */
+void relay_poll(struct per_vhost_data__chat *vhd);
+/* Whether the link to Redis is up (false without --redis). */
+bool relay_up(const struct per_vhost_data__chat *vhd);
+/* Starts (on) or stops hearing the other brokers' events of s: its first member joined,
+ * its last left. */
+void relay_watch(struct per_vhost_data__chat *vhd, const struct live_session *s, bool on);
+/* Tells the other brokers (ev borrowed) the event that tells s's message seq, after its
+ * commit; the caller passes ev to the gate for its own members. */
+void relay_message(struct per_vhost_data__chat *vhd, const struct live_session *s, int64_t seq,
+                   const json_t *ev);
+/* Sends ev (borrowed) to s's members here but except (may be NULL), and on every other
+ * broker (all of them there). */
+void relay_broadcast(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
+                     const struct per_session_data__chat *except);
+/* Sends ev (borrowed) to every authenticated connection of every broker. */
+void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev);
 
 /* ---- notify_in.c ---- */
 /* Handles one event from the notification socket (borrowed). */

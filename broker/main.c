@@ -8,6 +8,7 @@
  * lws's libev watches SIGINT and calls on_signal; SIGTERM is caught here and noticed by
  * a timer (signal handlers may not touch the loop). */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "dbq.h"
 #include "log.h"
 #include "notify.h"
+#include "redisc.h"
 
 #define SHUTDOWN_GRACE_MS 2000
 #define SHUTDOWN_STEP_US  (20 * LWS_US_PER_MS)
@@ -89,9 +91,37 @@ static void started(lws_sorted_usec_list_t *sul)
     }
     char shown[512];
 
-    log_info("listening on %s://%s%s%s:%d/ws (database %s, assistant %s)",
+    log_info("listening on %s://%s%s%s:%d/ws (node %s, database %s, assistant %s%s%s)",
              cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind, v6 ? "]" : "", cfg->port,
-             db_path_shown(cfg->db_path, shown, sizeof shown), cfg->llm);
+             init.node_id, db_path_shown(cfg->db_path, shown, sizeof shown), cfg->llm,
+             cfg->redis_url ? ", brokers meet through Redis at " : "",
+             cfg->redis_url ? cfg->redis_url : "");
+}
+
+/* The broker's name among brokers: --node-id, or HOSTNAME:PORT. Returns 0, or -1 after
+ * saying what a node id may be. */
+static int node_id_init(const struct cfg *cfg, char *out, size_t size)
+{
+    char host[256] = "localhost";
+    size_t len;
+
+    if (!cfg->node_id) {
+        if (gethostname(host, sizeof host - 1) < 0 || !host[0])
+            snprintf(host, sizeof host, "localhost");
+        snprintf(out, size, "%.*s:%d", BROKER_NODE_ID_MAX - 6, host, cfg->port);
+        return 0;
+    }
+    len = strlen(cfg->node_id);
+    if (len == 0 || len > BROKER_NODE_ID_MAX ||
+        strspn(cfg->node_id,
+               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") != len) {
+        log_error("--node-id must be 1 to %d characters of A-Z a-z 0-9 . _ : - (e.g. "
+                  "broker-1); it names this broker in logs, /health and /stats",
+                  BROKER_NODE_ID_MAX);
+        return -1;
+    }
+    snprintf(out, size, "%s", cfg->node_id);
+    return 0;
 }
 
 static void lws_log(int level, const char *line)
@@ -138,6 +168,19 @@ int main(int argc, char **argv)
                   cfg.ping_interval_s, cfg.idle_timeout_s);
         cfg_cleanup(&cfg);
         return 2;
+    }
+    if (node_id_init(&cfg, init.node_id, sizeof init.node_id) < 0) {
+        cfg_cleanup(&cfg);
+        return 2;
+    }
+    if (cfg.redis_url) {
+        struct redisc_url url;
+        char err[512];
+        if (redisc_url_parse(cfg.redis_url, &url, err, sizeof err) < 0) {
+            log_error("%s", err);
+            cfg_cleanup(&cfg);
+            return 2;
+        }
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_sigterm);

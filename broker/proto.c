@@ -36,6 +36,14 @@ json_t *proto_message(const struct db_message *m)
     return o;
 }
 
+json_t *proto_message_added(const char *session_id, const struct db_message *m,
+                            int64_t message_count)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:o}", "type", "session_update", "session_id",
+                     session_id, "update_type", "message_added", "message_count",
+                     (json_int_t)message_count, "message", proto_message(m));
+}
+
 /* A stored message as envelope data: sets *type and returns new data. */
 static json_t *message_data(const json_t *ev, const char **type)
 {

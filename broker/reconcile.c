@@ -7,7 +7,7 @@
  *     asks for again (asst_request ignores what is queued or under way already), and
  *   - the messages stored since the last pass in up to RECONCILE_SESSIONS live sessions
  *     with members (taken in turn), and tells the members those they were not told of
- *     (sess_seen keeps the seqs told, so nothing is told twice).
+ *     (through the gate, gate.c: in seq order, nothing twice).
  * One job at a time; it never waits on anything but the database thread. */
 #include <stdlib.h>
 #include <string.h>
@@ -68,16 +68,10 @@ static void ask_replies(struct per_vhost_data__chat *vhd, const struct db_messag
 static void tell_missed(struct per_vhost_data__chat *vhd, struct catch_up *c)
 {
     struct live_session *s = sess_find(vhd, c->id);
-    int64_t upto = c->after;
 
-    if (!s || !s->reconciled_set || c->after != s->reconciled)
-        return; /* gone, or made anew meanwhile: the next pass starts from its own mark */
-    for (size_t i = 0; i < c->new_messages.n; i++) {
-        const struct db_message *m = &c->new_messages.v[i];
-        act_message_added(vhd, s, m, c->message_count, false); /* only if not told */
-        upto = m->seq;
-    }
-    sess_reconciled(s, upto);
+    if (s)
+        gate_rows(vhd, s, c->after, &c->new_messages, c->new_messages.n < RECONCILE_ROWS, 0,
+                  c->message_count);
 }
 
 static void reconcile_done(struct dbjob *job)
@@ -112,7 +106,7 @@ struct pick {
 
 static bool eligible(const struct live_session *s)
 {
-    return s->n_members > 0 && s->reconciled_set;
+    return s->n_members > 0 && s->delivered_set;
 }
 
 static void count_session(void *value, void *arg)
@@ -135,7 +129,7 @@ static void pick_session(void *value, void *arg)
         return;
     c = &p->j->sessions[p->j->n_sessions++];
     snprintf(c->id, sizeof c->id, "%s", s->id);
-    c->after = s->reconciled;
+    c->after = s->delivered;
 }
 
 void reconcile_start(struct per_vhost_data__chat *vhd, bool replies)

@@ -63,7 +63,7 @@ void sess_free(struct live_session *s)
     free(s->members);
     free(s->pending);
     free(s->changes);
-    free(s->told);
+    gate_cleanup(s);
     free(s->model);
     free(s->channel);
     free(s);
@@ -103,7 +103,7 @@ static void tell_change(struct per_vhost_data__chat *vhd, struct live_session *s
                            s->id, "update_type", joined ? "user_joined" : "user_left",
                            "connection_id", conn_id, "clients", (json_int_t)s->n_members);
 
-    fanout_session(vhd, s, ev, ws_conn(vhd, conn_id));
+    relay_broadcast(vhd, s, ev, ws_conn(vhd, conn_id));
     json_decref(ev);
 }
 
@@ -118,7 +118,7 @@ static void tell_changes(struct per_vhost_data__chat *vhd, struct live_session *
     ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "type", "session_update", "session_id", s->id,
                    "update_type", "presence", "clients", (json_int_t)s->n_members, "joined", joined,
                    "left", left);
-    fanout_session(vhd, s, ev, NULL);
+    relay_broadcast(vhd, s, ev, NULL);
     json_decref(ev);
 }
 
@@ -232,6 +232,8 @@ int sess_join(struct per_vhost_data__chat *vhd, struct live_session *s,
         s->cap_members = cap;
     }
     s->members[s->n_members++] = pss;
+    if (s->n_members == 1)
+        relay_watch(vhd, s, true);
     pss->joined[pss->n_joined] = s;
     pss->typing_until[pss->n_joined] = 0;
     pss->n_joined++;
@@ -255,6 +257,8 @@ static void detach(struct per_vhost_data__chat *vhd, struct live_session *s,
             break;
         }
     }
+    if (s->n_members == 0)
+        relay_watch(vhd, s, false);
     mark_dirty(vhd, s);
 }
 
@@ -292,68 +296,6 @@ struct live_session *sess_resolve(struct per_vhost_data__chat *vhd,
     return NULL;
 }
 
-/* The index of the first told seq >= seq (binary search). */
-static size_t told_index(const struct live_session *s, int64_t seq)
-{
-    size_t lo = 0, hi = s->n_told;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (s->told[mid] < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-void sess_reconciled(struct live_session *s, int64_t seq)
-{
-    size_t n;
-
-    if (s->reconciled_set && seq <= s->reconciled)
-        return;
-    n = told_index(s, seq + 1);
-    if (n) {
-        memmove(s->told, s->told + n, (s->n_told - n) * sizeof *s->told);
-        s->n_told -= n;
-    }
-    s->reconciled = seq;
-    s->reconciled_set = true;
-}
-
-bool sess_seen(struct live_session *s, int64_t seq)
-{
-    size_t i;
-
-    if (s->reconciled_set && seq <= s->reconciled)
-        return false;
-    i = told_index(s, seq);
-    if (i < s->n_told && s->told[i] == seq)
-        return false;
-    if (s->n_told == BROKER_TOLD_MAX) /* the reconcile is far behind: give up the oldest */
-        sess_reconciled(s, s->told[BROKER_TOLD_MAX / 2]);
-    if (s->n_told == s->cap_told) {
-        size_t cap = s->cap_told ? s->cap_told * 2 : 16;
-        int64_t *grown = realloc(s->told, cap * sizeof *grown);
-        if (!grown)
-            return true; /* tell it; a duplicate later is the lesser harm */
-        s->told = grown;
-        s->cap_told = cap;
-    }
-    i = told_index(s, seq);
-    memmove(s->told + i + 1, s->told + i, (s->n_told - i) * sizeof *s->told);
-    s->told[i] = seq;
-    s->n_told++;
-    return true;
-}
-
-void sess_history_at(struct live_session *s, int64_t last_seq)
-{
-    if (!s->reconciled_set)
-        sess_reconciled(s, last_seq);
-}
-
 void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
                  struct per_session_data__chat *pss, bool typing)
 {
@@ -369,7 +311,7 @@ void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
         return; /* a repeated typing_start only extends the expiry */
     ev = json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "session_update", "session_id", s->id,
                    "update_type", "user_typing", "connection_id", pss->id, "typing", typing);
-    fanout_session(vhd, s, ev, pss);
+    relay_broadcast(vhd, s, ev, pss);
     json_decref(ev);
 }
 

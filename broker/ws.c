@@ -134,6 +134,9 @@ int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx, struc
     if (!(vhd->dbq = dbq_new(init->db, vhd->context)))
         return -1;
     init->db = NULL; /* the database thread owns it now */
+    snprintf(vhd->node_id, sizeof vhd->node_id, "%s", init->node_id);
+    if (relay_init(vhd) < 0)
+        return -1;
     return asst_llm_init(vhd);
 }
 
@@ -184,6 +187,7 @@ void ws_vhd_cleanup(struct per_vhost_data__chat *vhd)
     if (vhd->sessions)
         map_each(vhd->sessions, free_session, vhd); /* cancels transfers under way */
     asst_llm_cleanup(vhd);
+    relay_cleanup(vhd);
     access_cleanup(vhd);
     templates_free(vhd);
     sess_presence_cleanup(vhd);
@@ -438,6 +442,8 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
             dbq_complete(vhd->dbq);
         if (vhd)
             asst_llm_poll(vhd);
+        if (vhd)
+            relay_poll(vhd);
         break;
     default:
         break;

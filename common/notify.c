@@ -14,8 +14,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "jsonx.h"
 #include "log.h"
+#include "notify_redis.h"
 
 #define NOTIFY_MAX_SENDERS 64
 #define LISTENER_TAG       UINT64_MAX /* epoll data of the listening socket */
@@ -40,8 +42,26 @@ struct notify_sender {
     pthread_mutex_t lock;
     int fd; /* {lock} connected socket, -1 when not connected */
     struct sockaddr_un addr;
-    bool warned; /* {lock} the broker's absence was logged once */
+    bool warned;                /* {lock} the broker's absence was logged once */
+    struct notify_redis *redis; /* with --redis: events go there instead */
 };
+
+struct notify_sender *notify_sender_for(const struct cfg *cfg)
+{
+    struct notify_sender *s;
+
+    if (!cfg->redis_url)
+        return notify_sender_new(cfg->notify_socket);
+    if (!(s = calloc(1, sizeof *s)))
+        return NULL;
+    s->fd = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    if (!(s->redis = notify_redis_new(cfg->redis_url))) {
+        notify_sender_free(s);
+        return NULL;
+    }
+    return s;
+}
 
 struct notify_sender *notify_sender_new(const char *path)
 {
@@ -64,6 +84,7 @@ void notify_sender_free(struct notify_sender *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
+    notify_redis_free(s->redis);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -93,6 +114,11 @@ int notify_send(struct notify_sender *s, const json_t *event)
 
     if (!s || !(text = jx_dump(event, &len)))
         return -1;
+    if (s->redis) {
+        int rc = notify_redis_send(s->redis, text, len);
+        free(text);
+        return rc;
+    }
     pthread_mutex_lock(&s->lock);
     /* One retry: the broker may have restarted since the last event. */
     for (int attempt = 0; attempt < 2 && n < 0; attempt++) {

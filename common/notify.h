@@ -26,6 +26,10 @@ struct notify_sender;
 /* Returns a new sender for the socket at path (which need not exist yet), or NULL when
  * the path is too long for a Unix socket (logged). Free with notify_sender_free. */
 struct notify_sender *notify_sender_new(const char *path);
+/* The sender a program's configuration asks for: through Redis with --redis (every
+ * broker hears it, notify_redis.h), else to the socket at --notify-socket. */
+struct cfg;
+struct notify_sender *notify_sender_for(const struct cfg *cfg);
 void notify_sender_free(struct notify_sender *s);
 /* Sends event (borrowed). Returns 0 if the broker got it, -1 if it was dropped. */
 int notify_send(struct notify_sender *s, const json_t *event);

@@ -31,7 +31,7 @@ static int valid_name(const char *name)
 
 static void tell_broker(const struct cfg *cfg)
 {
-    struct notify_sender *s = notify_sender_new(cfg->notify_socket);
+    struct notify_sender *s = notify_sender_for(cfg);
     json_t *ev = json_pack("{s:s}", "event", "keys_changed");
 
     notify_send(s, ev); /* a broker that is down reads the keys when it starts */

@@ -46,7 +46,7 @@ struct router *router_new(const struct cfg *cfg)
         return NULL;
     r->cfg = cfg;
     r->started_mono_ms = clock_mono_ms();
-    r->notify = notify_sender_new(cfg->notify_socket);
+    r->notify = notify_sender_for(cfg);
     if (!r->notify) {
         free(r);
         return NULL;
