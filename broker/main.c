@@ -89,9 +89,10 @@ static void started(lws_sorted_usec_list_t *sul)
     }
     char shown[512];
 
-    log_info("listening on %s://%s%s%s:%d/ws (database %s, assistant %s)",
-             cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind, v6 ? "]" : "", cfg->port,
-             db_path_shown(cfg->db_path, shown, sizeof shown), cfg->llm);
+    log_info("node %s listening on %s://%s%s%s:%d/ws (database %s, assistant %s)",
+             init.vhd->node_id, cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind,
+             v6 ? "]" : "", init.vhd->port, db_path_shown(cfg->db_path, shown, sizeof shown),
+             cfg->llm);
 }
 
 static void lws_log(int level, const char *line)
@@ -133,6 +134,13 @@ int main(int argc, char **argv)
         cfg_cleanup(&cfg);
         return 2;
     }
+    if (cfg.node_id && !ws_node_id_valid(cfg.node_id)) {
+        log_error("--node-id/PARLEY_NODE_ID '%s' is not a node id: use 1 to %d characters of "
+                  "A-Z a-z 0-9 . _ : - (the default is HOSTNAME:PORT)",
+                  cfg.node_id, DB_NODE_ID_MAX);
+        cfg_cleanup(&cfg);
+        return 2;
+    }
     if (cfg.ping_interval_s >= cfg.idle_timeout_s) {
         log_error("--ping-interval (%d s) must be shorter than --idle-timeout (%d s)",
                   cfg.ping_interval_s, cfg.idle_timeout_s);
@@ -146,8 +154,6 @@ int main(int argc, char **argv)
         goto out;
     if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&cfg, keys) < 0 ||
         db_key_hashes(db, &init.keys, &init.n_keys) != PERR_OK)
-        goto out;
-    if (db_live_reset(db, (int)getpid(), cfg_model_name(&cfg)) != PERR_OK)
         goto out;
     if (!(init.notify = notify_listen(cfg.notify_socket)))
         goto out;
