@@ -45,8 +45,6 @@ struct llm_http;
 struct llm_state;
 struct relay;
 
-#define BROKER_NODE_ID_MAX 64 /* --node-id: 1 to 64 of A-Z a-z 0-9 . _ : - */
-
 /* ---- frames and queues (fanout.c) ---- */
 
 /* One serialized message, shared by every connection it is queued on. */
@@ -149,6 +147,10 @@ struct per_vhost_data__chat {
     struct lws_context *context;
     struct lws_vhost *vhost;
     const struct cfg *cfg;
+    /* this broker's name (SPEC 8: --node-id, else HOSTNAME:PORT) and the port it listens
+     * on; set by ws_vhd_init, read-only after (the database thread reads node_id too) */
+    char node_id[DB_NODE_ID_LEN];
+    int port;
     struct dbq *dbq;
     struct map *sessions; /* id -> struct live_session */
     struct map *conns;    /* connection id -> pss */
@@ -187,8 +189,7 @@ struct per_vhost_data__chat {
     int llm_active;                /* transfers under way (asst_llm.c) */
     struct llm_state *llm_waiting; /* replies waiting for --llm-max-concurrent, oldest first */
     /* relay.c */
-    char node_id[BROKER_NODE_ID_MAX + 1]; /* this broker's name among brokers (SPEC 8) */
-    struct relay *relay;                  /* with --redis; NULL: one broker */
+    struct relay *relay; /* with --redis; NULL: one broker */
 };
 
 /* ---- fanout.c ---- */
@@ -244,8 +245,10 @@ void ws_wake(struct per_session_data__chat *pss);
 /* Asks the connection to close with code at its next writeable callback. */
 void ws_close(struct per_session_data__chat *pss, uint16_t code);
 /* The vhost's state, made from init (its db and keys are stolen) on context ctx, without
- * the notification socket and the tick: PROTOCOL_INIT adds those. ws_vhd_cleanup releases
- * what it made (also after a failure, and twice). */
+ * the notification socket and the tick: PROTOCOL_INIT adds those. Names the broker
+ * (vhd->node_id, from the port vhd->vhost listens on, or --port without a vhost) and
+ * resets its live figures. ws_vhd_cleanup releases what it made (also after a failure,
+ * and twice). */
 struct broker_init;
 int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx,
                 struct broker_init *init);
@@ -262,6 +265,9 @@ int ws_callback_notify(struct lws *wsi, enum lws_callback_reasons reason, void *
                        size_t len);
 /* Starts the graceful close of every connection (close 1001). Returns how many remain. */
 int64_t ws_shutdown(struct per_vhost_data__chat *vhd);
+/* Whether s may name a broker (--node-id): 1 to DB_NODE_ID_MAX characters of A-Z a-z 0-9
+ * . _ : - */
+bool ws_node_id_valid(const char *s);
 
 /* ---- sessions.c: live sessions, membership, presence, typing ---- */
 /* The live session for id, created (empty) when absent. NULL when out of memory. */

@@ -7,6 +7,7 @@
 #include "dbq.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -25,6 +26,7 @@ struct dbq {
     struct db *db;
     struct db *ckpt_db; /* the checkpointer's own connection */
     struct lws_context *ctx;
+    char node_id[DB_NODE_ID_LEN]; /* "": no live figures to mark down */
     pthread_t thread;
     pthread_t ckpt_thread;
     bool ckpt_started;
@@ -233,7 +235,7 @@ static void *ckpt_thread(void *arg)
     return NULL;
 }
 
-struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
+struct dbq *dbq_new(struct db *db, struct lws_context *ctx, const char *node_id)
 {
     struct dbq *q = calloc(1, sizeof *q);
 
@@ -241,6 +243,7 @@ struct dbq *dbq_new(struct db *db, struct lws_context *ctx)
         return NULL;
     q->db = db;
     q->ctx = ctx;
+    snprintf(q->node_id, sizeof q->node_id, "%s", node_id ? node_id : "");
     q->todo_tail = &q->todo;
     q->done_tail = &q->done;
     q->full_logged_ms = -DBQ_FULL_LOG_MS;
@@ -341,7 +344,8 @@ void dbq_stop(struct dbq *q)
     if (q->ckpt_started)
         pthread_join(q->ckpt_thread, NULL);
     db_close(q->ckpt_db);
-    db_live_down(q->db);
+    if (q->node_id[0])
+        db_live_down(q->db, q->node_id);
     db_checkpoint(q->db, NULL); /* leave the file whole for the next start */
     db_close(q->db);
     q->db = NULL;

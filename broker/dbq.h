@@ -55,15 +55,16 @@ struct dbjob {
 
 struct dbq;
 
-/* Starts the thread on db (stolen: closed by dbq_stop). Returns NULL on failure. */
-struct dbq *dbq_new(struct db *db, struct lws_context *ctx);
+/* Starts the thread on db (stolen: closed by dbq_stop). node_id names the broker whose
+ * live figures dbq_stop marks down (copied; NULL: none). Returns NULL on failure. */
+struct dbq *dbq_new(struct db *db, struct lws_context *ctx, const char *node_id);
 /* Queues job (loop thread), or refuses it when the queue is full (see above): either
  * way its done callback runs later, from dbq_complete. */
 void dbq_push(struct dbq *q, struct dbjob *job);
 /* Runs the done callbacks of every finished job (loop thread). */
 void dbq_complete(struct dbq *q);
-/* Runs every job still queued, stops the thread, closes the database, then runs the
- * remaining done callbacks. NULL is fine. */
+/* Runs every job still queued, stops the thread, marks the node down (db_live_down),
+ * closes the database, then runs the remaining done callbacks. NULL is fine. */
 void dbq_stop(struct dbq *q);
 
 #endif

@@ -91,37 +91,11 @@ static void started(lws_sorted_usec_list_t *sul)
     }
     char shown[512];
 
-    log_info("listening on %s://%s%s%s:%d/ws (node %s, database %s, assistant %s%s%s)",
-             cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind, v6 ? "]" : "", cfg->port,
-             init.node_id, db_path_shown(cfg->db_path, shown, sizeof shown), cfg->llm,
-             cfg->redis_url ? ", brokers meet through Redis at " : "",
+    log_info("node %s listening on %s://%s%s%s:%d/ws (database %s, assistant %s%s%s)",
+             init.vhd->node_id, cfg->tls_cert ? "wss" : "ws", v6 ? "[" : "", cfg->bind,
+             v6 ? "]" : "", init.vhd->port, db_path_shown(cfg->db_path, shown, sizeof shown),
+             cfg->llm, cfg->redis_url ? ", brokers meet through Redis at " : "",
              cfg->redis_url ? cfg->redis_url : "");
-}
-
-/* The broker's name among brokers: --node-id, or HOSTNAME:PORT. Returns 0, or -1 after
- * saying what a node id may be. */
-static int node_id_init(const struct cfg *cfg, char *out, size_t size)
-{
-    char host[256] = "localhost";
-    size_t len;
-
-    if (!cfg->node_id) {
-        if (gethostname(host, sizeof host - 1) < 0 || !host[0])
-            snprintf(host, sizeof host, "localhost");
-        snprintf(out, size, "%.*s:%d", BROKER_NODE_ID_MAX - 6, host, cfg->port);
-        return 0;
-    }
-    len = strlen(cfg->node_id);
-    if (len == 0 || len > BROKER_NODE_ID_MAX ||
-        strspn(cfg->node_id,
-               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") != len) {
-        log_error("--node-id must be 1 to %d characters of A-Z a-z 0-9 . _ : - (e.g. "
-                  "broker-1); it names this broker in logs, /health and /stats",
-                  BROKER_NODE_ID_MAX);
-        return -1;
-    }
-    snprintf(out, size, "%s", cfg->node_id);
-    return 0;
 }
 
 static void lws_log(int level, const char *line)
@@ -163,13 +137,16 @@ int main(int argc, char **argv)
         cfg_cleanup(&cfg);
         return 2;
     }
-    if (cfg.ping_interval_s >= cfg.idle_timeout_s) {
-        log_error("--ping-interval (%d s) must be shorter than --idle-timeout (%d s)",
-                  cfg.ping_interval_s, cfg.idle_timeout_s);
+    if (cfg.node_id && !ws_node_id_valid(cfg.node_id)) {
+        log_error("--node-id/PARLEY_NODE_ID '%s' is not a node id: use 1 to %d characters of "
+                  "A-Z a-z 0-9 . _ : - (the default is HOSTNAME:PORT)",
+                  cfg.node_id, DB_NODE_ID_MAX);
         cfg_cleanup(&cfg);
         return 2;
     }
-    if (node_id_init(&cfg, init.node_id, sizeof init.node_id) < 0) {
+    if (cfg.ping_interval_s >= cfg.idle_timeout_s) {
+        log_error("--ping-interval (%d s) must be shorter than --idle-timeout (%d s)",
+                  cfg.ping_interval_s, cfg.idle_timeout_s);
         cfg_cleanup(&cfg);
         return 2;
     }
@@ -189,8 +166,6 @@ int main(int argc, char **argv)
         goto out;
     if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&cfg, keys) < 0 ||
         db_key_hashes(db, &init.keys, &init.n_keys) != PERR_OK)
-        goto out;
-    if (db_live_reset(db, (int)getpid(), cfg_model_name(&cfg)) != PERR_OK)
         goto out;
     if (!(init.notify = notify_listen(cfg.notify_socket)))
         goto out;

@@ -400,7 +400,8 @@ static void publish_run(struct dbjob *job, struct db *db)
 {
     struct publish_job *p = (struct publish_job *)job;
 
-    job->err = db_live_publish(db, clock_now_ms(), p->connections, p->members, p->n);
+    job->err =
+        db_live_publish(db, p->vhd->node_id, clock_now_ms(), p->connections, p->members, p->n);
 }
 
 static void publish_done(struct dbjob *job)

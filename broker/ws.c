@@ -115,12 +115,46 @@ static void free_mark(void *value, void *arg)
     free(value);
 }
 
+#define NODE_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+
+bool ws_node_id_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n >= 1 && n <= DB_NODE_ID_MAX && strspn(s, NODE_ID_CHARS) == n;
+}
+
+/* vhd->node_id: --node-id (checked by main), else HOSTNAME:PORT, the host name cut to fit
+ * and any character a node id cannot have replaced by '-'. */
+static void name_node(struct per_vhost_data__chat *vhd)
+{
+    char host[256] = "", port[8];
+    int n;
+
+    if (vhd->cfg->node_id) {
+        snprintf(vhd->node_id, sizeof vhd->node_id, "%s", vhd->cfg->node_id);
+        return;
+    }
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        snprintf(host, sizeof host, "localhost");
+    for (char *c = host; *c; c++)
+        if (!strchr(NODE_ID_CHARS, *c))
+            *c = '-';
+    n = snprintf(port, sizeof port, ":%d", vhd->port);
+    snprintf(vhd->node_id, sizeof vhd->node_id, "%.*s%s", DB_NODE_ID_MAX - n, host, port);
+}
+
 int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx, struct broker_init *init)
 {
     int access_init_rc;
 
     vhd->context = ctx;
     vhd->cfg = init->cfg;
+    /* the vhost listens by now: with --port 0 this is the port the system picked */
+    vhd->port = vhd->vhost ? lws_get_vhost_listen_port(vhd->vhost) : init->cfg->port;
+    if (vhd->port <= 0)
+        vhd->port = init->cfg->port;
+    name_node(vhd);
     vhd->driver = asst_driver_for(init->cfg->llm);
     vhd->sessions = map_new();
     vhd->conns = map_new();
@@ -131,10 +165,12 @@ int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx, struc
     if (!vhd->sessions || !vhd->conns || !vhd->deleted || access_init_rc < 0 ||
         templates_load(vhd) < 0)
         return -1;
-    if (!(vhd->dbq = dbq_new(init->db, vhd->context)))
+    /* this node's member counts of a previous run are stale: forget them before serving */
+    if (db_live_reset(init->db, vhd->node_id, (int)getpid(), cfg_model_name(init->cfg)) != PERR_OK)
+        return -1;
+    if (!(vhd->dbq = dbq_new(init->db, vhd->context, vhd->node_id)))
         return -1;
     init->db = NULL; /* the database thread owns it now */
-    snprintf(vhd->node_id, sizeof vhd->node_id, "%s", init->node_id);
     if (relay_init(vhd) < 0)
         return -1;
     return asst_llm_init(vhd);

@@ -5,6 +5,7 @@
 #include "db.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -302,24 +303,28 @@ enum perr db_key_candidates(struct db *db, const char *lookup, struct auth_key *
 
 /* ---- live figures ---- */
 
-enum perr db_live_reset(struct db *db, int pid, const char *model)
+enum perr db_live_reset(struct db *db, const char *node_id, int pid, const char *model)
 {
-    return db->be->live_reset(db, pid, model);
+    assert(node_id && *node_id && strlen(node_id) <= DB_NODE_ID_MAX);
+    return db->be->live_reset(db, node_id, pid, model);
 }
 
-enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
+enum perr db_live_publish(struct db *db, const char *node_id, int64_t now_ms, int64_t connections,
                           const struct db_live_member *changed, size_t n_changed)
 {
-    return db->be->live_publish(db, now_ms, connections, changed, n_changed);
+    assert(node_id && *node_id && strlen(node_id) <= DB_NODE_ID_MAX);
+    return db->be->live_publish(db, node_id, now_ms, connections, changed, n_changed);
 }
 
-enum perr db_live_down(struct db *db)
+enum perr db_live_down(struct db *db, const char *node_id)
 {
-    return db->be->live_down(db);
+    assert(node_id && *node_id);
+    return db->be->live_down(db, node_id);
 }
 
 enum perr db_live_read(struct db *db, int64_t now_ms, struct db_live *out)
 {
+    memset(out, 0, sizeof *out);
     return db->be->live_read(db, now_ms, out);
 }
 
@@ -371,7 +376,50 @@ void db_key_list_free(struct db_key_info *v, size_t n)
     free(v);
 }
 
+void db_live_cleanup(struct db_live *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n_nodes; i++)
+        free(l->nodes[i].model);
+    free(l->nodes);
+    memset(l, 0, sizeof *l);
+}
+
 int64_t db_live_cutoff(void)
 {
     return clock_now_ms() - DB_LIVE_FRESH_MS;
+}
+
+int db_live_add_node(struct db_live *out, const char *node_id, const char *started_at, char *model,
+                     int64_t connections, int64_t heartbeat_ms, int64_t now_ms)
+{
+    struct db_live_node *node;
+
+    if (heartbeat_ms > out->heartbeat_ms)
+        out->heartbeat_ms = heartbeat_ms;
+    if (heartbeat_ms < now_ms - DB_LIVE_FRESH_MS) {
+        free(model);
+        return 0;
+    }
+    if ((out->n_nodes & (out->n_nodes - 1)) == 0) { /* full at 0, 1, 2, 4...: double */
+        size_t cap = out->n_nodes ? out->n_nodes * 2 : 1;
+        struct db_live_node *grown = realloc(out->nodes, cap * sizeof *grown);
+        if (!grown) {
+            free(model);
+            return -1;
+        }
+        out->nodes = grown;
+    }
+    node = &out->nodes[out->n_nodes++];
+    memset(node, 0, sizeof *node);
+    snprintf(node->node_id, sizeof node->node_id, "%s", node_id ? node_id : "");
+    snprintf(node->started_at, sizeof node->started_at, "%s", started_at ? started_at : "");
+    node->model = model;
+    node->connections = connections;
+    node->heartbeat_ms = heartbeat_ms;
+    node->last_seen_ms = now_ms > heartbeat_ms ? now_ms - heartbeat_ms : 0;
+    out->up = true;
+    out->connections += connections;
+    return 0;
 }

@@ -38,7 +38,7 @@ struct db_session {
     char created_at[CLOCK_ISO_LEN];
     char updated_at[CLOCK_ISO_LEN];
     int64_t message_count;
-    int64_t clients; /* live members as the broker last published; 0 when it is down */
+    int64_t clients; /* live members as the live brokers last published, summed */
 };
 
 struct db_message {
@@ -91,12 +91,30 @@ struct db_stats {
     int64_t reply_ms_total;
 };
 
-/* What REST knows of the broker, from its last publish. */
-struct db_live {
-    bool up; /* published within DB_LIVE_FRESH_MS */
+/* A broker's name in the live figures (SPEC 8: --node-id, default HOSTNAME:PORT): 1 to
+ * DB_NODE_ID_MAX characters of A-Z a-z 0-9 . _ : - */
+#define DB_NODE_ID_MAX 64
+#define DB_NODE_ID_LEN (DB_NODE_ID_MAX + 1)
+
+/* One live broker, from its last publish. */
+struct db_live_node {
+    char node_id[DB_NODE_ID_LEN];
+    char started_at[CLOCK_ISO_LEN];
+    char *model; /* NULL when it did not say */
     int64_t connections;
-    int64_t active_sessions; /* sessions with at least one member */
-    int64_t heartbeat_ms;
+    int64_t heartbeat_ms; /* unix milliseconds of its last publish */
+    int64_t last_seen_ms; /* the heartbeat's age at db_live_read's now_ms (0 if ahead) */
+};
+
+/* What REST knows of the brokers, from their last publishes: the live ones only (heartbeat
+ * within DB_LIVE_FRESH_MS), and the sums over them. */
+struct db_live {
+    bool up;                    /* at least one broker is live */
+    int64_t connections;        /* summed over the live brokers */
+    int64_t active_sessions;    /* sessions with at least one member at a live broker */
+    int64_t heartbeat_ms;       /* the newest heartbeat of any broker, live or not; 0: none */
+    struct db_live_node *nodes; /* the live brokers by node_id (byte order); db_live_cleanup */
+    size_t n_nodes;
 };
 
 /* One session's member count, as the broker publishes it. */
@@ -107,6 +125,9 @@ struct db_live_member {
 
 /* A broker heartbeat older than this means the broker is down. It publishes every second. */
 #define DB_LIVE_FRESH_MS 3000
+/* A broker silent this long is forgotten (its rows deleted) by the next reset or publish
+ * of any broker, so dead nodes do not pile up. */
+#define DB_LIVE_FORGET_MS 60000
 
 /* ---- connection ---- */
 /* How commits reach the disk, for every connection this process opens afterwards (call
@@ -273,15 +294,23 @@ enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n);
  * and the old ones without a lookup. One row for a key in use. */
 enum perr db_key_candidates(struct db *db, const char *lookup, struct auth_key **out, size_t *n);
 
-/* ---- the broker's live figures (db_live.c) ---- */
-/* Broker side: reset at start (forget every member count of a previous run). */
-enum perr db_live_reset(struct db *db, int pid, const char *model);
-/* Broker side: heartbeat with the connection count, plus the member counts that changed. */
-enum perr db_live_publish(struct db *db, int64_t now_ms, int64_t connections,
+/* ---- the broker's live figures (db_*_live.c) ----
+ * Each broker writes only its own rows, named by its node id (DB_NODE_ID_MAX at most);
+ * REST sums over the live ones. */
+/* Broker side: at start, forget this node's member counts of a previous run and mark it
+ * live with no connections; forgets nodes silent for DB_LIVE_FORGET_MS. */
+enum perr db_live_reset(struct db *db, const char *node_id, int pid, const char *model);
+/* Broker side: this node's heartbeat with its connection count, plus the member counts that
+ * changed; forgets nodes silent for DB_LIVE_FORGET_MS. A node forgotten meanwhile is made
+ * anew (with this process's pid, started_at now, no model; its members as they change). */
+enum perr db_live_publish(struct db *db, const char *node_id, int64_t now_ms, int64_t connections,
                           const struct db_live_member *changed, size_t n_changed);
-/* Broker side, at clean shutdown: mark the broker down at once. */
-enum perr db_live_down(struct db *db);
-/* REST side. */
+/* Broker side, at clean shutdown: this node is down at once (its rows are deleted). */
+enum perr db_live_down(struct db *db, const char *node_id);
+/* REST side: the live brokers and the sums. On failure out is empty (no broker, every
+ * figure 0). Free out with db_live_cleanup either way. */
 enum perr db_live_read(struct db *db, int64_t now_ms, struct db_live *out);
+/* Frees what db_live_read put in l and empties it. NULL is fine. */
+void db_live_cleanup(struct db_live *l);
 
 #endif

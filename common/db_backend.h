@@ -69,11 +69,12 @@ struct db_backend {
     enum perr (*key_candidates)(struct db *db, const char *lookup, struct auth_key **out,
                                 size_t *n);
     /* live figures */
-    enum perr (*live_reset)(struct db *db, int pid, const char *model);
-    enum perr (*live_publish)(struct db *db, int64_t now_ms, int64_t connections,
-                              const struct db_live_member *changed, size_t n_changed);
-    enum perr (*live_down)(struct db *db);
-    enum perr (*live_read)(struct db *db, int64_t now_ms, struct db_live *out);
+    enum perr (*live_reset)(struct db *db, const char *node_id, int pid, const char *model);
+    enum perr (*live_publish)(struct db *db, const char *node_id, int64_t now_ms,
+                              int64_t connections, const struct db_live_member *changed,
+                              size_t n_changed);
+    enum perr (*live_down)(struct db *db, const char *node_id);
+    enum perr (*live_read)(struct db *db, int64_t now_ms, struct db_live *out); /* out zeroed */
 };
 
 struct db {
@@ -87,6 +88,12 @@ bool db_full_sync(void);
 bool db_is_pg_uri(const char *path);
 /* Live member count cut-off: heartbeats at or after this are fresh (db_live_read). */
 int64_t db_live_cutoff(void);
+/* Counts one broker_state row into out (db_live_read): its heartbeat into the newest, and
+ * when it is fresh at now_ms, the broker into out->nodes (node_id and started_at copied,
+ * model stolen) and its connections into the sum. Rows come in node_id order. Returns 0,
+ * or -1 without memory (model freed). */
+int db_live_add_node(struct db_live *out, const char *node_id, const char *started_at, char *model,
+                     int64_t connections, int64_t heartbeat_ms, int64_t now_ms);
 
 /* The backends' openers: a new connection with be and path set, or NULL after logging. */
 struct db *db_sqlite_open(const char *path);

@@ -9,12 +9,13 @@
 #include "log.h"
 
 /* Columns every session read selects, in this order (see read_session). The member
- * count is the broker's last publish, or 0 when its heartbeat is older than CUT. */
+ * count is the sum of the brokers' last publishes, of those whose heartbeat is at or
+ * after CUT. */
 #define SESSION_COLS(CUT)                                                                          \
     "s.id, s.title, s.model, s.channel, " CREATED_AT ", " UPDATED_AT ", s.message_count,"          \
-    " CASE WHEN (SELECT heartbeat_ms FROM broker_state WHERE id = 1) >= " CUT "::bigint"           \
-    " THEN coalesce((SELECT clients FROM live_members m WHERE m.session_id = s.id), 0)"            \
-    " ELSE 0 END"
+    " coalesce((SELECT sum(m.clients) FROM live_members m"                                         \
+    " JOIN broker_state b ON b.node_id = m.node_id"                                                \
+    " WHERE m.session_id = s.id AND b.heartbeat_ms >= " CUT "::bigint), 0)::bigint"
 #define CREATED_AT     DB_PG_ISO("s.created_at")
 #define UPDATED_AT     DB_PG_ISO("s.updated_at")
 #define SESSION_NCOLS  8

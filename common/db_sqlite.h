@@ -79,10 +79,11 @@ enum perr db_sqlite_key_list(struct db *db, struct db_key_info **out, size_t *n)
 enum perr db_sqlite_key_hashes(struct db *db, struct auth_key **out, size_t *n);
 enum perr db_sqlite_key_candidates(struct db *db, const char *lookup, struct auth_key **out,
                                    size_t *n);
-enum perr db_sqlite_live_reset(struct db *db, int pid, const char *model);
-enum perr db_sqlite_live_publish(struct db *db, int64_t now_ms, int64_t connections,
-                                 const struct db_live_member *changed, size_t n_changed);
-enum perr db_sqlite_live_down(struct db *db);
+enum perr db_sqlite_live_reset(struct db *db, const char *node_id, int pid, const char *model);
+enum perr db_sqlite_live_publish(struct db *db, const char *node_id, int64_t now_ms,
+                                 int64_t connections, const struct db_live_member *changed,
+                                 size_t n_changed);
+enum perr db_sqlite_live_down(struct db *db, const char *node_id);
 enum perr db_sqlite_live_read(struct db *db, int64_t now_ms, struct db_live *out);
 
 #endif

@@ -7,12 +7,13 @@
 #include "log.h"
 
 /* Columns every session read selects, in this order (see read_session). The member
- * count is the broker's last publish, or 0 when its heartbeat is stale (?9). */
+ * count is the sum of the brokers' last publishes, of those whose heartbeat is fresh
+ * (at or after ?9). */
 #define SESSION_COLS                                                                               \
     "s.id, s.title, s.model, s.channel, s.created_at, s.updated_at, s.message_count,"              \
-    " CASE WHEN (SELECT heartbeat_ms FROM broker_state WHERE id = 1) >= ?9"                        \
-    " THEN coalesce((SELECT clients FROM live_members m WHERE m.session_id = s.id), 0)"            \
-    " ELSE 0 END"
+    " coalesce((SELECT sum(m.clients) FROM live_members m"                                         \
+    " JOIN broker_state b ON b.node_id = m.node_id"                                                \
+    " WHERE m.session_id = s.id AND b.heartbeat_ms >= ?9), 0)"
 
 static void read_session(sqlite3_stmt *st, struct db_session *s)
 {

@@ -14,9 +14,9 @@ import parley  # noqa: E402
 from parley import TS_RE, Rest, check_error, free_port, port_open, run_cli  # noqa: E402
 
 INDEX_KEYS = {"name", "version", "endpoints", "ws_url"}
-HEALTH_KEYS = {"status", "database", "broker", "uptime_s"}
+HEALTH_KEYS = {"status", "database", "broker", "brokers", "uptime_s"}
 STATS_KEYS = {"uptime_s", "total_requests", "successful", "failed", "active_sessions",
-              "websocket_connections", "total_sessions_created", "messages_total",
+              "websocket_connections", "brokers", "total_sessions_created", "messages_total",
               "avg_response_time", "model"}
 # Section 4 endpoints the index must list (path parameters in any {x} / :x / <x> form).
 REQUIRED_ENDPOINTS = ["GET /", "GET /health", "GET /stats", "POST /sessions/new",
@@ -71,13 +71,14 @@ def test_health(t, rest):
     t.eq("GET /health: status 200 without broker", r.status, 200)
     t.ok("GET /health: JSON", parley.is_json(r), repr(r.headers.get("content-type")))
     b = r.body
-    t.keys("GET /health: exactly status, database, broker, uptime_s", b, HEALTH_KEYS)
+    t.keys("GET /health: exactly status, database, broker, brokers, uptime_s", b, HEALTH_KEYS)
     if not isinstance(b, dict):
         return
     t.eq("GET /health: status degraded with no broker", b.get("status"), "degraded")
     t.eq("GET /health: database ok", b.get("database"), "ok")
     t.eq("GET /health: broker {up:false, connections:0}", b.get("broker"),
          {"up": False, "connections": 0})
+    t.eq("GET /health: brokers [] with no broker", b.get("brokers"), [])
     t.is_int("GET /health: uptime_s int >= 0", b.get("uptime_s"), 0)
 
 
@@ -98,6 +99,7 @@ def test_stats(t, rest):
     t.eq("GET /stats: active_sessions 0 with no broker", s1.get("active_sessions"), 0)
     t.eq("GET /stats: websocket_connections 0 with no broker",
          s1.get("websocket_connections"), 0)
+    t.eq("GET /stats: brokers 0 with no broker", s1.get("brokers"), 0)
 
     r404 = rest.get("/no/such/route")
     t.eq("stats probe: GET /no/such/route is 404", r404.status, 404)

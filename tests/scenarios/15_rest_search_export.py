@@ -110,14 +110,17 @@ def metrics(t, rest, n_sessions, n_messages):
         "parley_uptime_seconds", "parley_http_requests_total",
         "parley_http_requests_failed_total", "parley_sessions_created_total",
         "parley_messages", "parley_assistant_replies_total",
-        "parley_assistant_reply_seconds_total", "parley_broker_up",
+        "parley_assistant_reply_seconds_total", "parley_broker_up", "parley_brokers",
         "parley_websocket_connections", "parley_active_sessions"]))
     t.ok("metrics: every family has HELP and TYPE",
          all("# HELP %s " % n in text and "# TYPE %s " % n in text for n in values), text)
     t.eq("metrics: sessions created", values["parley_sessions_created_total"], n_sessions)
     t.eq("metrics: messages stored", values["parley_messages"], n_messages)
-    t.eq("metrics: no broker", (values["parley_broker_up"], values["parley_websocket_connections"]),
-         (0, 0))
+    t.eq("metrics: no broker", (values["parley_broker_up"], values["parley_brokers"],
+                                values["parley_websocket_connections"]), (0, 0, 0))
+    t.ok("metrics: the per-broker families are declared, with no sample",
+         "# TYPE parley_broker_connections gauge" in text and
+         "# TYPE parley_broker_last_seen_seconds gauge" in text, text)
     t.eq("metrics: no replies yet", values["parley_assistant_replies_total"], 0)
     t.ok("metrics: requests counted", values["parley_http_requests_total"] > 1200,
          repr(values["parley_http_requests_total"]))

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
@@ -177,6 +178,23 @@ def main(t):
     verify("GET /", "GET", "/", root)
     verify("GET /health", "GET", "/health", rest.get("/health"))
     verify("GET /stats", "GET", "/stats", rest.get("/stats"))
+    # with two brokers running: /health lists them (SPEC 8), /stats counts them
+    brokers = [parley.Broker(t, tmpdir=rest.tmpdir, port=rest.ws_port, llm="none",
+                             name="broker-docs-1", flags={"--node-id": "docs-1"}),
+               parley.Broker(t, tmpdir=rest.tmpdir, llm="none", name="broker-docs-2",
+                             flags={"--node-id": "docs-2", "--notify-socket":
+                                    os.path.join(rest.tmpdir, "docs-2.sock")})]
+    deadline = time.monotonic() + 20
+    while (len(rest.get("/health").body.get("brokers") or []) < 2 and
+           time.monotonic() < deadline):
+        time.sleep(0.1)
+    health = rest.get("/health")
+    t.eq("GET /health with two brokers: both listed",
+         [b.get("node_id") for b in health.body.get("brokers") or []], ["docs-1", "docs-2"])
+    verify("GET /health with two brokers", "GET", "/health", health)
+    verify("GET /stats with two brokers", "GET", "/stats", rest.get("/stats"))
+    for b in brokers:
+        b.stop()
     created = rest.post("/sessions/new", {"title": "openapi"})
     verify("POST /sessions/new", "POST", "/sessions/new", created)
     sid = created.body["session_id"]

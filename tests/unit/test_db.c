@@ -1242,27 +1242,38 @@ static void live(void)
     EQ_INT(lv.connections, 0);
     EQ_INT(lv.active_sessions, 0);
     EQ_INT(lv.heartbeat_ms, 0);
+    EQ_INT(lv.n_nodes, 0);
+    db_live_cleanup(&lv);
 
     t0 = clock_now_ms();
-    REQUIRE(db_live_reset(db, 4242, "echo") == PERR_OK);
+    REQUIRE(db_live_reset(db, "b1", 4242, "echo") == PERR_OK);
     now = clock_now_ms();
     EQ_INT(db_live_read(db, now, &lv), PERR_OK);
     EQ_INT(lv.up, true);
     EQ_INT(lv.connections, 0);
     EQ_INT(lv.active_sessions, 0);
     CHECK(lv.heartbeat_ms >= t0 && lv.heartbeat_ms <= now);
-    EQ_INT(side_int("SELECT pid FROM broker_state", NULL), 4242);
+    EQ_INT(lv.n_nodes, 1);
+    if (lv.n_nodes == 1) {
+        EQ_STR(lv.nodes[0].node_id, "b1");
+        EQ_STR(lv.nodes[0].model ? lv.nodes[0].model : "(null)", "echo");
+        EQ_INT(lv.nodes[0].last_seen_ms, now - lv.nodes[0].heartbeat_ms);
+        CHECK(strlen(lv.nodes[0].started_at) == CLOCK_ISO_LEN - 1);
+    }
+    db_live_cleanup(&lv);
+    EQ_INT(side_int("SELECT pid FROM broker_state WHERE node_id = 'b1'", NULL), 4242);
     side_query(path, "SELECT model FROM broker_state", NULL, model, sizeof model);
     EQ_STR(model, "echo");
 
     struct db_live_member m[] = {{s1.id, 2}, {s2.id, 1}};
     now = clock_now_ms();
-    REQUIRE(db_live_publish(db, now, 5, m, 2) == PERR_OK);
+    REQUIRE(db_live_publish(db, "b1", now, 5, m, 2) == PERR_OK);
     EQ_INT(db_live_read(db, now, &lv), PERR_OK);
     EQ_INT(lv.up, true);
     EQ_INT(lv.connections, 5);
     EQ_INT(lv.active_sessions, 2);
     EQ_INT(lv.heartbeat_ms, now);
+    db_live_cleanup(&lv);
     EQ_INT(clients_of(db, s1.id), 2);
     EQ_INT(clients_of(db, s2.id), 1);
     REQUIRE(db_session_list(db, 10, 0, &v, &n, &total) == PERR_OK);
@@ -1270,59 +1281,185 @@ static void live(void)
     EQ_INT(n == 2 ? v[0].clients + v[1].clients : -1, 3);
     db_session_list_free(v, n);
 
-    /* a count of 0 removes the member row */
-    struct db_live_member gone[] = {{s2.id, 0}};
+    /* a second broker: its own rows, summed with the first's; listed in node_id order */
+    REQUIRE(db_live_reset(db, "a2", 4343, NULL) == PERR_OK);
+    struct db_live_member m2[] = {{s1.id, 3}};
     now = clock_now_ms();
-    REQUIRE(db_live_publish(db, now, 4, gone, 1) == PERR_OK);
+    REQUIRE(db_live_publish(db, "a2", now, 4, m2, 1) == PERR_OK);
     EQ_INT(db_live_read(db, now, &lv), PERR_OK);
-    EQ_INT(lv.connections, 4);
-    EQ_INT(lv.active_sessions, 1);
-    EQ_INT(clients_of(db, s1.id), 2);
-    EQ_INT(clients_of(db, s2.id), 0);
-    EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 1);
+    EQ_INT(lv.connections, 9);
+    EQ_INT(lv.active_sessions, 2);
+    EQ_INT(lv.n_nodes, 2);
+    if (lv.n_nodes == 2) {
+        EQ_STR(lv.nodes[0].node_id, "a2");
+        EQ_INT(lv.nodes[0].connections, 4);
+        CHECK(lv.nodes[0].model == NULL);
+        EQ_STR(lv.nodes[1].node_id, "b1");
+        EQ_INT(lv.nodes[1].connections, 5);
+    }
+    db_live_cleanup(&lv);
+    EQ_INT(clients_of(db, s1.id), 5);
+    EQ_INT(clients_of(db, s2.id), 1);
 
-    /* a heartbeat 10 s old: the broker is down, every figure reads 0 */
+    /* a count of 0 removes that node's member row only */
+    struct db_live_member gone[] = {{s2.id, 0}, {s1.id, 0}};
     now = clock_now_ms();
-    REQUIRE(db_live_publish(db, now - 10000, 7, NULL, 0) == PERR_OK);
+    REQUIRE(db_live_publish(db, "b1", now, 4, gone, 1) == PERR_OK);
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.connections, 8);
+    EQ_INT(lv.active_sessions, 1);
+    db_live_cleanup(&lv);
+    EQ_INT(clients_of(db, s1.id), 5);
+    EQ_INT(clients_of(db, s2.id), 0);
+    EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 2);
+    REQUIRE(db_live_publish(db, "a2", now, 4, &gone[1], 1) == PERR_OK);
+    EQ_INT(clients_of(db, s1.id), 2);
+    REQUIRE(db_live_publish(db, "a2", now, 4, m2, 1) == PERR_OK);
+    EQ_INT(clients_of(db, s1.id), 5);
+
+    /* a2's heartbeat 10 s old: a2 is down and none of its figures count; b1's still do */
+    now = clock_now_ms();
+    REQUIRE(db_live_publish(db, "a2", now - 10000, 7, NULL, 0) == PERR_OK);
+    REQUIRE(db_live_publish(db, "b1", now - 10000 + 500, 6, NULL, 0) == PERR_OK);
+    EQ_INT(db_live_read(db, now - 10000 + 500, &lv), PERR_OK);
+    EQ_INT(lv.n_nodes, 2);
+    EQ_INT(lv.connections, 13);
+    db_live_cleanup(&lv);
+    REQUIRE(db_live_publish(db, "b1", now, 6, NULL, 0) == PERR_OK);
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.up, true);
+    EQ_INT(lv.connections, 6);
+    EQ_INT(lv.active_sessions, 1);
+    EQ_INT(lv.heartbeat_ms, now);
+    EQ_INT(lv.n_nodes, 1);
+    EQ_STR(lv.n_nodes == 1 ? lv.nodes[0].node_id : "", "b1");
+    db_live_cleanup(&lv);
+    EQ_INT(clients_of(db, s1.id), 2);
+    /* every broker stale: every figure reads 0 */
+    REQUIRE(db_live_publish(db, "b1", now - 10000, 6, NULL, 0) == PERR_OK);
     EQ_INT(db_live_read(db, now, &lv), PERR_OK);
     EQ_INT(lv.up, false);
     EQ_INT(lv.connections, 0);
     EQ_INT(lv.active_sessions, 0);
+    EQ_INT(lv.n_nodes, 0);
     EQ_INT(lv.heartbeat_ms, now - 10000);
+    db_live_cleanup(&lv);
     EQ_INT(clients_of(db, s1.id), 0);
     /* fresh means within DB_LIVE_FRESH_MS, inclusive */
     EQ_INT(db_live_read(db, now - 10000 + DB_LIVE_FRESH_MS, &lv), PERR_OK);
     EQ_INT(lv.up, true);
-    EQ_INT(lv.connections, 7);
+    EQ_INT(lv.connections, 13);
     EQ_INT(lv.active_sessions, 1);
+    EQ_INT(lv.n_nodes, 2);
+    EQ_INT(lv.n_nodes == 2 ? lv.nodes[0].last_seen_ms : -1, DB_LIVE_FRESH_MS);
+    db_live_cleanup(&lv);
     EQ_INT(db_live_read(db, now - 10000 + DB_LIVE_FRESH_MS + 1, &lv), PERR_OK);
     EQ_INT(lv.up, false);
     EQ_INT(lv.connections, 0);
+    db_live_cleanup(&lv);
 
     /* fresh again: the member counts come back */
     now = clock_now_ms();
-    REQUIRE(db_live_publish(db, now, 3, NULL, 0) == PERR_OK);
+    REQUIRE(db_live_publish(db, "b1", now, 3, NULL, 0) == PERR_OK);
     EQ_INT(clients_of(db, s1.id), 2);
 
-    /* clean shutdown */
-    EQ_INT(db_live_down(db), PERR_OK);
+    /* a node silent for DB_LIVE_FORGET_MS is forgotten, members and all, by the next
+     * publish of another node; it comes back as it publishes again */
+    REQUIRE(db_live_publish(db, "a2", now - DB_LIVE_FORGET_MS - 1, 4, NULL, 0) == PERR_OK);
+    EQ_INT(side_int("SELECT count(*) FROM live_members WHERE node_id = 'a2'", NULL), 1);
+    REQUIRE(db_live_publish(db, "b1", now, 3, NULL, 0) == PERR_OK);
+    EQ_INT(side_int("SELECT count(*) FROM broker_state WHERE node_id = 'a2'", NULL), 0);
+    EQ_INT(side_int("SELECT count(*) FROM live_members WHERE node_id = 'a2'", NULL), 0);
+    REQUIRE(db_live_publish(db, "a2", now, 1, m2, 1) == PERR_OK);
+    EQ_INT(side_int("SELECT pid FROM broker_state WHERE node_id = 'a2'", NULL), (int)getpid());
+    EQ_INT(side_int("SELECT model IS NULL FROM broker_state WHERE node_id = 'a2'", NULL), 1);
+    EQ_INT(db_live_read(db, now, &lv), PERR_OK);
+    EQ_INT(lv.connections, 4);
+    db_live_cleanup(&lv);
+    EQ_INT(clients_of(db, s1.id), 5);
+    /* ...and by a reset, but a node never forgets itself */
+    REQUIRE(db_live_publish(db, "a2", now - DB_LIVE_FORGET_MS - 1, 4, NULL, 0) == PERR_OK);
+    REQUIRE(db_live_publish(db, "a2", now - DB_LIVE_FORGET_MS - 1, 4, NULL, 0) == PERR_OK);
+    EQ_INT(side_int("SELECT count(*) FROM broker_state WHERE node_id = 'a2'", NULL), 1);
+    REQUIRE(db_live_reset(db, "c3", 4444, "echo") == PERR_OK);
+    side_query(path,
+               "SELECT group_concat(node_id) FROM (SELECT node_id FROM broker_state"
+               " ORDER BY node_id)",
+               NULL, model, sizeof model);
+    EQ_STR(model, "b1,c3");
+
+    /* clean shutdown: that node is gone at once, the others stay */
+    EQ_INT(db_live_down(db, "b1"), PERR_OK);
+    EQ_INT(db_live_down(db, "c3"), PERR_OK);
     EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
     EQ_INT(lv.up, false);
     EQ_INT(lv.connections, 0);
     EQ_INT(lv.heartbeat_ms, 0);
-    EQ_INT(clients_of(db, s1.id), 0);
-
-    /* a new broker forgets the old member counts */
-    REQUIRE(db_live_reset(db, 4343, NULL) == PERR_OK);
-    EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
-    EQ_INT(lv.up, true);
-    EQ_INT(lv.active_sessions, 0);
+    db_live_cleanup(&lv);
     EQ_INT(clients_of(db, s1.id), 0);
     EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 0);
-    EQ_INT(side_int("SELECT pid FROM broker_state", NULL), 4343);
-    EQ_INT(side_int("SELECT model IS NULL FROM broker_state", NULL), 1);
+
+    /* a restarted broker forgets its old member counts, not another's */
+    REQUIRE(db_live_reset(db, "b1", 4242, NULL) == PERR_OK);
+    REQUIRE(db_live_publish(db, "b1", clock_now_ms(), 1, m, 1) == PERR_OK);
+    REQUIRE(db_live_reset(db, "a2", 4343, NULL) == PERR_OK);
+    REQUIRE(db_live_publish(db, "a2", clock_now_ms(), 1, m2, 1) == PERR_OK);
+    EQ_INT(clients_of(db, s1.id), 5);
+    REQUIRE(db_live_reset(db, "b1", 4545, NULL) == PERR_OK);
+    EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
+    EQ_INT(lv.up, true);
+    EQ_INT(lv.active_sessions, 1);
+    db_live_cleanup(&lv);
+    EQ_INT(clients_of(db, s1.id), 3);
+    EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 1);
+    EQ_INT(side_int("SELECT pid FROM broker_state WHERE node_id = 'b1'", NULL), 4545);
+    EQ_INT(side_int("SELECT model IS NULL FROM broker_state WHERE node_id = 'b1'", NULL), 1);
     db_session_cleanup(&s1);
     db_session_cleanup(&s2);
+    db_close(db);
+}
+
+/* A file at schema version 5 with the single-broker live figures migrates to one row per
+ * node: the old heartbeat and member counts are dropped, the rest kept. */
+static void migrate_nodes(void)
+{
+    static const char *const names[] = {"001_init", "002_search", "003_search_later",
+                                        "004_key_lookup", "005_seq"};
+    struct db_live lv;
+    struct db *db;
+    char file[600];
+
+    new_path("nodes-old");
+    for (size_t v = 0; v < UNIT_COUNT(names); v++) {
+        char *sql;
+        snprintf(file, sizeof file, "%s/schema/%s.sql", root(), names[v]);
+        REQUIRE((sql = read_file(file)) != NULL);
+        EQ_INT(side_exec(path, sql), 0);
+        free(sql);
+    }
+    EQ_INT(side_exec(path, "PRAGMA user_version = 5;"
+                           "INSERT INTO sessions(id, model, created_at, updated_at) VALUES"
+                           " ('00000000000000aa', 'echo', '2025-01-01T00:00:00.000Z',"
+                           " '2025-01-01T00:00:00.000Z');"
+                           "INSERT INTO broker_state VALUES (1, 99, '2025-01-01T00:00:00.000Z',"
+                           " 9999999999999, 3, 'echo');"
+                           "INSERT INTO live_members VALUES ('00000000000000aa', 2);"),
+           0);
+    db = db_open(path);
+    REQUIRE(db != NULL);
+    EQ_INT(db_user_version(db), db_schema_version(db));
+    EQ_INT(side_int("SELECT count(*) FROM broker_state", NULL), 0);
+    EQ_INT(side_int("SELECT count(*) FROM live_members", NULL), 0);
+    EQ_INT(side_int("SELECT count(*) FROM sessions", NULL), 1);
+    EQ_INT(clients_of(db, "00000000000000aa"), 0);
+    REQUIRE(db_live_reset(db, "vm:8001", 1, "echo") == PERR_OK);
+    struct db_live_member m[] = {{"00000000000000aa", 2}};
+    REQUIRE(db_live_publish(db, "vm:8001", clock_now_ms(), 3, m, 1) == PERR_OK);
+    EQ_INT(clients_of(db, "00000000000000aa"), 2);
+    EQ_INT(db_live_read(db, clock_now_ms(), &lv), PERR_OK);
+    EQ_INT(lv.n_nodes, 1);
+    EQ_INT(lv.connections, 3);
+    db_live_cleanup(&lv);
     db_close(db);
 }
 
@@ -1528,7 +1665,8 @@ static const struct unit_case cases[] = {
     {"a failed write inside a transaction keeps the outer work", tx_inner_failure_keeps_outer},
     {"a transaction SQLite rolled back (disk full) refuses later writes", tx_lost_refuses_writes},
     {"an open read transaction elsewhere stalls no write", reader_does_not_stall},
-    {"live figures: reset, publish, stale heartbeat, down", live},
+    {"live figures per node: reset, publish, sums, stale heartbeat, forgetting, down", live},
+    {"a version 5 file migrates to live figures per node", migrate_nodes},
     {"a version 4 file gets seq per session in id order, then counts on", migrate_seq},
     {"seq: never reused after a clear; a deleted id keeps its place", seq_places},
     {"db_path_shown hides a PostgreSQL password", path_shown},

@@ -142,7 +142,7 @@ static struct dbq *start(const char *name, struct db **db_out, char *sid)
     done_calls = 0;
     memset(done_err, 0xff, sizeof done_err);
     atomic_store(&holding, 0);
-    return dbq_new(db, ctx);
+    return dbq_new(db, ctx, NULL);
 }
 
 /* Rows of messages with this content, on a connection of its own. */
