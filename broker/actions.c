@@ -247,6 +247,10 @@ static void send_joined(struct per_vhost_data__chat *vhd, struct per_session_dat
         json_object_set_new(ev, "streaming",
                             json_pack("{s:s, s:s}", "response_id", s->reply->response_id, "text",
                                       s->reply->text ? s->reply->text : ""));
+    else if (s->heard) /* another broker's reply */
+        json_object_set_new(ev, "streaming",
+                            json_pack("{s:s, s:s}", "response_id", s->heard->response_id, "text",
+                                      s->heard->text ? s->heard->text : ""));
     fanout_send(vhd, pss, ev);
     json_decref(ev);
 }

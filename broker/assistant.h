@@ -71,8 +71,24 @@ void asst_request(struct per_vhost_data__chat *vhd, struct live_session *s, int6
 void asst_stop(struct per_vhost_data__chat *vhd, struct live_session *s);
 /* The session was deleted or cleared: drop the reply under way and those pending. */
 void asst_abort(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* The reply streaming in s lost its lease: stops it without a word, frees it, and starts
+ * the next one waiting. */
+void asst_lost(struct per_vhost_data__chat *vhd, struct live_session *s);
 /* Whether s has BROKER_PENDING_MAX user messages waiting for replies already. */
 bool asst_busy(const struct per_vhost_data__chat *vhd, const struct live_session *s);
+
+/* ---- asst_lease.c: the reply's lease, and other brokers' replies ---- */
+#define REPLY_LEASE_MS 2500 /* renewed every tick (1 s) while a reply is generated */
+/* Renews the lease of every reply this broker generates (once a second); a reply whose
+ * lease another broker took is stopped and dropped here without a word (that broker
+ * tells its end). One renewal at a time. */
+void asst_lease_tick(struct per_vhost_data__chat *vhd);
+/* What another broker's reply in s said so far, from the events relayed (ev borrowed):
+ * for session_joined's streaming, and for a broker taking the reply over. */
+void sess_heard(struct live_session *s, const json_t *ev);
+/* That reply ended (response_complete): forget it. */
+void sess_heard_end(struct live_session *s, const char *response_id);
+void sess_heard_free(struct live_session *s);
 
 /* ---- the driver side (loop thread) ---- */
 void reply_chunk(struct reply *r, const char *text, size_t len);

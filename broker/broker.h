@@ -118,12 +118,19 @@ struct live_session {
     struct held_event *held; /* messages beyond a gap, ascending seq */
     size_t n_held, cap_held;
     bool filling; /* a gap fill is at the database */
+    struct heard_reply *heard; /* another broker's reply streaming here (asst_lease.c) */
     /* presence changes not told yet (sessions.c: a few a second are, the rest coalesced) */
     int64_t presence_window_mono;
     unsigned presence_sent; /* presence frames sent in the window */
     struct presence_change *changes;
     size_t n_changes;
     bool presence_due; /* listed in vhd->presence_due */
+};
+
+struct heard_reply {
+    char response_id[17];
+    char *text; /* what its chunks said so far, up to BROKER_REPLY_MAX bytes */
+    size_t len;
 };
 
 struct held_event {
@@ -166,6 +173,7 @@ struct per_vhost_data__chat {
     struct lws *notify_wsi;
     struct notify_listener *notify; /* borrowed from main */
     bool publishing;                /* a live-figures job is in flight */
+    bool renewing;                  /* a lease renewal is in flight (asst_lease.c) */
     bool stopping;                  /* shutting down: no new work */
     const struct asst_driver *driver;
     /* access.c */
@@ -490,6 +498,8 @@ void relay_message(struct per_vhost_data__chat *vhd, const struct live_session *
  * broker (all of them there). */
 void relay_broadcast(struct per_vhost_data__chat *vhd, struct live_session *s, const json_t *ev,
                      const struct per_session_data__chat *except);
+/* Asks the broker generating s's reply to stop it (a member here sent stop). */
+void relay_stop(struct per_vhost_data__chat *vhd, const struct live_session *s);
 /* Sends ev (borrowed) to every authenticated connection of every broker. */
 void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev);
 

@@ -33,6 +33,7 @@ struct reconcile_job {
     struct dbjob job;
     struct per_vhost_data__chat *vhd;
     bool replies; /* read the reply queue too */
+    char node[DB_NODE_ID_LEN];
     struct db_message_list queued;
     struct catch_up *sessions;
     size_t n_sessions;
@@ -42,7 +43,7 @@ static void reconcile_run(struct dbjob *job, struct db *db)
 {
     struct reconcile_job *j = (struct reconcile_job *)job;
 
-    job->err = j->replies ? db_reply_queue(db, &j->queued) : PERR_OK;
+    job->err = j->replies ? db_reply_queue(db, j->node, &j->queued) : PERR_OK;
     for (size_t i = 0; i < j->n_sessions && job->err == PERR_OK; i++) {
         struct catch_up *c = &j->sessions[i];
         struct db_session s;
@@ -145,6 +146,7 @@ void reconcile_start(struct per_vhost_data__chat *vhd, bool replies)
         return;
     }
     j->vhd = vhd;
+    snprintf(j->node, sizeof j->node, "%s", vhd->node_id);
     j->replies = replies && vhd->driver;
     p.j = j;
     map_each(vhd->sessions, count_session, &p);
@@ -162,7 +164,8 @@ void reconcile_start(struct per_vhost_data__chat *vhd, bool replies)
 
 void reconcile_tick(struct per_vhost_data__chat *vhd, int64_t now_mono)
 {
-    if (now_mono - vhd->reconciled_mono < RECONCILE_MS)
+    /* with other brokers, a reply whose broker died waits for this: look more often */
+    if (now_mono - vhd->reconciled_mono < (vhd->relay ? RECONCILE_MS / 2 : RECONCILE_MS))
         return;
     vhd->reconciled_mono = now_mono;
     reconcile_start(vhd, true);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assistant.h"
 #include "broker.h"
 #include "clock.h"
 #include "log.h"
@@ -119,6 +120,14 @@ void relay_broadcast(struct per_vhost_data__chat *vhd, struct live_session *s, c
     relay_message(vhd, s, 0, ev);
 }
 
+void relay_stop(struct per_vhost_data__chat *vhd, const struct live_session *s)
+{
+    json_t *ev = json_pack("{s:s, s:s}", "type", "stop", "session_id", s->id);
+
+    relay_message(vhd, s, 0, ev);
+    json_decref(ev);
+}
+
 void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev)
 {
     fanout_all(vhd, ev);
@@ -156,8 +165,8 @@ static bool one_of(const char *s, const char *const *list)
 static bool relayed(const json_t *ev, bool with_seq)
 {
     static const char *const told[] = {"session_update", "response_complete", NULL};
-    static const char *const other[] = {"session_update", "status", "response_start",
-                                        "chunk",          "error",  NULL};
+    static const char *const other[] = {"session_update", "status", "response_start", "chunk",
+                                        "error", "stop", NULL};
     static const char *const updates[] = {"user_typing", "user_joined", "user_left", "presence",
                                           NULL};
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -226,7 +235,11 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
         bad(vhd, channel, "an event about another session");
         return;
     }
-    if (seq) {
+    sess_heard(s, ev); /* another broker's reply: what it said so far */
+    if (strcmp(json_string_value(json_object_get(ev, "type")), "stop") == 0) {
+        if (s->reply) /* a member elsewhere sent stop: ends the reply if it is ours */
+            asst_stop(vhd, s);
+    } else if (seq) {
         json_t *count = json_object_get(ev, "message_count");
         if (json_is_integer(count))
             s->message_count = json_integer_value(count);

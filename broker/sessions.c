@@ -64,6 +64,7 @@ void sess_free(struct live_session *s)
     free(s->pending);
     free(s->changes);
     gate_cleanup(s);
+    sess_heard_free(s);
     free(s->model);
     free(s->channel);
     free(s);

@@ -98,6 +98,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     sess_publish(vhd);
     access_tick(vhd);
     reconcile_tick(vhd, clock_mono_ms());
+    asst_lease_tick(vhd);
     lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
 }
 
