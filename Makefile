@@ -52,7 +52,7 @@ FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
-	broker/access.c broker/envelope.c broker/gate.c broker/relay.c broker/rds.c broker/asst_lease.c
+	broker/access.c broker/envelope.c broker/gate.c broker/relay.c broker/rds.c broker/asst_lease.c broker/roster.c
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c

@@ -233,14 +233,14 @@ static void send_joined(struct per_vhost_data__chat *vhd, struct per_session_dat
         ev = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "type", "subscription_success",
                        "connection_id", pss->id, "channel", s->channel, "session_id", s->id,
                        "message_count", (json_int_t)s->message_count, "clients",
-                       (json_int_t)s->n_members);
+                       (json_int_t)roster_clients(s));
         fanout_send(vhd, pss, ev);
         json_decref(ev);
         return;
     }
     ev = json_pack("{s:s, s:s, s:I, s:I}", "type", "session_joined", "session_id", s->id,
                    "message_count", (json_int_t)s->message_count, "clients",
-                   (json_int_t)s->n_members);
+                   (json_int_t)roster_clients(s));
     if (j && j->in.since >= 0)
         add_replay(ev, &j->replay);
     if (s->reply && s->reply->state == REPLY_STREAMING && s->reply->begun)

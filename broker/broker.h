@@ -118,13 +118,24 @@ struct live_session {
     struct held_event *held; /* messages beyond a gap, ascending seq */
     size_t n_held, cap_held;
     bool filling; /* a gap fill is at the database */
+    bool gap_timer;                     /* gap_sul is scheduled */
+    lws_sorted_usec_list_t gap_sul;     /* fills the gap after a grace (gate.c) */
+    struct per_vhost_data__chat *vhd;   /* for gap_sul's callback */
     struct heard_reply *heard; /* another broker's reply streaming here (asst_lease.c) */
+    /* members on other brokers (roster.c) */
+    struct remote_member *remote;
+    size_t n_remote, cap_remote;
     /* presence changes not told yet (sessions.c: a few a second are, the rest coalesced) */
     int64_t presence_window_mono;
     unsigned presence_sent; /* presence frames sent in the window */
     struct presence_change *changes;
     size_t n_changes;
     bool presence_due; /* listed in vhd->presence_due */
+};
+
+struct remote_member {
+    char node[DB_NODE_ID_LEN];
+    char conn_id[BROKER_CONN_ID_HEX + 1];
 };
 
 struct heard_reply {
@@ -198,6 +209,7 @@ struct per_vhost_data__chat {
     struct llm_state *llm_waiting; /* replies waiting for --llm-max-concurrent, oldest first */
     /* relay.c */
     struct relay *relay; /* with --redis; NULL: one broker */
+    struct map *nodes;   /* node id -> when another broker was last heard (roster.c) */
 };
 
 /* ---- fanout.c ---- */
@@ -502,6 +514,29 @@ void relay_broadcast(struct per_vhost_data__chat *vhd, struct live_session *s, c
 void relay_stop(struct per_vhost_data__chat *vhd, const struct live_session *s);
 /* Sends ev (borrowed) to every authenticated connection of every broker. */
 void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev);
+
+/* Publishes this broker's heartbeat (each tick). */
+void relay_beat(struct per_vhost_data__chat *vhd);
+/* Whether the link to Redis has been up since before mono (a monotonic ms). */
+bool relay_up_since(const struct per_vhost_data__chat *vhd, int64_t mono);
+
+/* ---- roster.c: members on other brokers (SPEC 8) ---- */
+/* Members of s on every broker, as this broker knows them. */
+int64_t roster_clients(const struct live_session *s);
+/* A relayed event of s from node (ev: a copy of its own, may be changed): learns who is
+ * where; presence events get `clients` counted over every broker. Returns whether ev is
+ * for the members (false: the roster's own messages). */
+bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, const char *node,
+                  json_t *ev);
+/* Asks the other brokers who of s's members they hold (this broker started hearing s). */
+void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* node was heard from (it is alive). */
+void roster_heard(struct per_vhost_data__chat *vhd, const char *node);
+/* Each tick: beats, and drops the members of brokers not heard for a few seconds. */
+void roster_tick(struct per_vhost_data__chat *vhd, int64_t now_mono);
+/* Forgets s's members elsewhere (it stopped hearing s). */
+void roster_free(struct live_session *s);
+void roster_cleanup(struct per_vhost_data__chat *vhd);
 
 /* ---- notify_in.c ---- */
 /* Handles one event from the notification socket (borrowed). */

@@ -9,6 +9,10 @@
  * it. The database is the truth: what Redis or the notification socket lost, the fill or
  * the reconcile finds.
  *
+ * A gap is usually a message still on its way through Redis from another broker (it
+ * committed just before this broker's, so it arrives a moment after): the fill waits
+ * GATE_GRACE_MS for it before reading the database, so that reordering costs no reads.
+ *
  * Why a read can skip: seq is assigned under the session row's lock in the message's own
  * transaction, so when seq N is committed every seq below it is committed (or was rolled
  * back, never to be used). A read that starts after N was seen finds every one of them
@@ -21,7 +25,8 @@
 #include "log.h"
 
 #define GATE_HELD_MAX  4096 /* messages waiting behind a gap; beyond, the fill brings them */
-#define GATE_FILL_ROWS 1000
+#define GATE_FILL_ROWS 256
+#define GATE_GRACE_MS  10
 
 static void deliver(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t seq,
                     json_t *ev)
@@ -93,9 +98,10 @@ static json_t *unhold(struct live_session *s, int64_t seq, bool *found)
 }
 
 static void fill_start(struct per_vhost_data__chat *vhd, struct live_session *s);
+static void fill_later(struct per_vhost_data__chat *vhd, struct live_session *s);
 
 /* Sends the held events that are next, drops those told already; asks the database for
- * what is still missing. */
+ * what is still missing (after a grace: fill_later). */
 static void release(struct per_vhost_data__chat *vhd, struct live_session *s)
 {
     size_t k = 0;
@@ -111,8 +117,12 @@ static void release(struct per_vhost_data__chat *vhd, struct live_session *s)
         memmove(s->held, s->held + k, (s->n_held - k) * sizeof *s->held);
         s->n_held -= k;
     }
-    if (s->n_held && !s->filling)
-        fill_start(vhd, s);
+    if (s->n_held)
+        fill_later(vhd, s);
+    else if (s->gap_timer) {
+        lws_sul_cancel(&s->gap_sul);
+        s->gap_timer = false;
+    }
 }
 
 void gate_message(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t seq, json_t *ev)
@@ -133,8 +143,7 @@ void gate_message(struct per_vhost_data__chat *vhd, struct live_session *s, int6
         return;
     }
     hold(s, seq, ev);
-    if (!s->filling)
-        fill_start(vhd, s);
+    fill_later(vhd, s);
 }
 
 void gate_history_at(struct live_session *s, int64_t last_seq)
@@ -185,6 +194,9 @@ void gate_rows(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t
 
 void gate_cleanup(struct live_session *s)
 {
+    if (s->gap_timer)
+        lws_sul_cancel(&s->gap_sul);
+    s->gap_timer = false;
     for (size_t i = 0; i < s->n_held; i++)
         json_decref(s->held[i].ev);
     free(s->held);
@@ -245,6 +257,26 @@ static void fill_start(struct per_vhost_data__chat *vhd, struct live_session *s)
     j->job.essential = true; /* one per live session: s->filling */
     s->filling = true;
     dbq_push(vhd->dbq, &j->job);
+}
+
+static void gap_fire(lws_sorted_usec_list_t *sul)
+{
+    struct live_session *s = lws_container_of(sul, struct live_session, gap_sul);
+
+    s->gap_timer = false;
+    if (s->n_held && !s->filling)
+        fill_start(s->vhd, s);
+}
+
+/* Fills the gap in GATE_GRACE_MS unless it closes by then (or a fill is under way: its
+ * end looks again). */
+static void fill_later(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    if (s->gap_timer || s->filling)
+        return;
+    s->vhd = vhd;
+    s->gap_timer = true;
+    lws_sul_schedule(vhd->context, 0, &s->gap_sul, gap_fire, GATE_GRACE_MS * LWS_US_PER_MS);
 }
 
 void gate_catch_up(struct per_vhost_data__chat *vhd, struct live_session *s)

@@ -31,6 +31,7 @@ struct relay {
     char prefix[REDISC_CHANNEL_MAX]; /* what a session's channel starts with */
     size_t prefix_len;
     bool up;
+    int64_t up_mono; /* when it came up */
     int64_t bad_logged_ms;
     size_t bad;
 };
@@ -73,6 +74,11 @@ void relay_cleanup(struct per_vhost_data__chat *vhd)
 bool relay_up(const struct per_vhost_data__chat *vhd)
 {
     return vhd->relay && vhd->relay->up;
+}
+
+bool relay_up_since(const struct per_vhost_data__chat *vhd, int64_t mono)
+{
+    return relay_up(vhd) && vhd->relay->up_mono <= mono;
 }
 
 /* ---- out ---- */
@@ -128,6 +134,20 @@ void relay_stop(struct per_vhost_data__chat *vhd, const struct live_session *s)
     json_decref(ev);
 }
 
+void relay_beat(struct per_vhost_data__chat *vhd)
+{
+    json_t *o;
+    char *text;
+
+    if (!relay_up(vhd))
+        return;
+    o = json_pack("{s:s, s:b}", "node", vhd->node_id, "beat", 1);
+    if ((text = o ? json_dumps(o, JSON_COMPACT) : NULL))
+        rds_publish(vhd->relay->rds, vhd->relay->all, text, strlen(text));
+    free(text);
+    json_decref(o);
+}
+
 void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev)
 {
     fanout_all(vhd, ev);
@@ -166,7 +186,7 @@ static bool relayed(const json_t *ev, bool with_seq)
 {
     static const char *const told[] = {"session_update", "response_complete", NULL};
     static const char *const other[] = {"session_update", "status", "response_start", "chunk",
-                                        "error", "stop", NULL};
+                                        "error", "stop", "roster", "roster_request", NULL};
     static const char *const updates[] = {"user_typing", "user_joined", "user_left", "presence",
                                           NULL};
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -182,18 +202,19 @@ static bool relayed(const json_t *ev, bool with_seq)
     return one_of(kind, updates);
 }
 
-/* An event another broker published (o borrowed). Returns why it is refused, or NULL. */
-static const char *from_other(struct per_vhost_data__chat *vhd, const json_t *o, const json_t **ev,
-                              int64_t *seq)
+/* An event another broker published (o borrowed; *node and *ev borrowed from it). Returns
+ * why it is refused ("" for this broker's own, heard back), or NULL. */
+static const char *from_other(struct per_vhost_data__chat *vhd, const json_t *o,
+                              const char **node, const json_t **ev, int64_t *seq)
 {
-    const char *node = json_string_value(json_object_get(o, "node"));
     const json_t *jseq = json_object_get(o, "seq");
 
+    *node = json_string_value(json_object_get(o, "node"));
     *ev = json_object_get(o, "ev");
     *seq = 0;
-    if (!node)
-        return "no node";
-    if (strcmp(node, vhd->node_id) == 0)
+    if (!*node || !**node || strlen(*node) > DB_NODE_ID_MAX)
+        return "no node, or a node id too long";
+    if (strcmp(*node, vhd->node_id) == 0)
         return ""; /* our own, heard back */
     if (jseq && (!json_is_integer(jseq) || json_integer_value(jseq) < 1))
         return "seq is not a positive integer";
@@ -215,17 +236,18 @@ static bool is_message_added(const json_t *ev)
            json_is_string(json_object_get(ev, "session_id"));
 }
 
-static void on_session_event(struct per_vhost_data__chat *vhd, const char *channel, const char *sid,
-                             const json_t *o)
+static void on_session_event(struct per_vhost_data__chat *vhd, const char *channel,
+                             const char *sid, const json_t *o)
 {
     struct live_session *s = sess_find(vhd, sid);
-    const char *why, *about;
+    const char *why, *about, *node;
     const json_t *ev;
+    json_t *mine;
     int64_t seq;
 
     if (!s)
         return; /* no members here any more */
-    if ((why = from_other(vhd, o, &ev, &seq))) {
+    if ((why = from_other(vhd, o, &node, &ev, &seq))) {
         if (*why)
             bad(vhd, channel, why);
         return;
@@ -235,7 +257,10 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
         bad(vhd, channel, "an event about another session");
         return;
     }
+    roster_heard(vhd, node);
     sess_heard(s, ev); /* another broker's reply: what it said so far */
+    if (!(mine = json_deep_copy(ev)))
+        return;
     if (strcmp(json_string_value(json_object_get(ev, "type")), "stop") == 0) {
         if (s->reply) /* a member elsewhere sent stop: ends the reply if it is ours */
             asst_stop(vhd, s);
@@ -243,10 +268,18 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
         json_t *count = json_object_get(ev, "message_count");
         if (json_is_integer(count))
             s->message_count = json_integer_value(count);
-        gate_message(vhd, s, seq, json_deep_copy(ev));
-    } else {
-        fanout_session(vhd, s, ev, NULL);
+        gate_message(vhd, s, seq, mine);
+        return;
+    } else if (roster_event(vhd, s, node, mine)) {
+        fanout_session(vhd, s, mine, NULL);
     }
+    json_decref(mine);
+}
+
+static void on_beat(struct per_vhost_data__chat *vhd, const char *node)
+{
+    if (strcmp(node, vhd->node_id) != 0 && strlen(node) <= DB_NODE_ID_MAX)
+        roster_heard(vhd, node);
 }
 
 static void on_message(struct per_vhost_data__chat *vhd, const struct rds_in *in)
@@ -259,11 +292,14 @@ static void on_message(struct per_vhost_data__chat *vhd, const struct rds_in *in
         bad(vhd, in->channel, "not a JSON object");
     } else if (strcmp(in->channel, r->all) == 0) {
         const json_t *ev;
-        const char *why;
+        const char *why, *node;
         int64_t seq;
         if (json_object_get(o, "event"))
             notify_in_event(vhd, o); /* REST's notification, as on the socket */
-        else if ((why = from_other(vhd, o, &ev, &seq)) && *why)
+        else if (json_is_true(json_object_get(o, "beat")) &&
+                 json_is_string(json_object_get(o, "node")))
+            on_beat(vhd, json_string_value(json_object_get(o, "node")));
+        else if ((why = from_other(vhd, o, &node, &ev, &seq)) && *why)
             bad(vhd, in->channel, why);
         else if (!why && !is_message_added(ev))
             bad(vhd, in->channel, "only stored messages are sent to every connection");
@@ -278,13 +314,16 @@ static void on_message(struct per_vhost_data__chat *vhd, const struct rds_in *in
     json_decref(o);
 }
 
-/* Every live session with members: what Redis may have missed while it was away. */
+/* Every live session with members: what Redis may have missed while it was away, and who
+ * is where now. */
 static void catch_up_each(void *value, void *arg)
 {
     struct live_session *s = value;
 
-    if (s->n_members)
+    if (s->n_members) {
         gate_catch_up(arg, s);
+        roster_request(arg, s);
+    }
 }
 
 void relay_poll(struct per_vhost_data__chat *vhd)
@@ -304,12 +343,15 @@ void relay_poll(struct per_vhost_data__chat *vhd)
                 const char *sid = in->channel + vhd->relay->prefix_len;
                 struct live_session *s;
                 if (strncmp(in->channel, vhd->relay->prefix, vhd->relay->prefix_len) == 0 &&
-                    (s = sess_find(vhd, sid)))
+                    (s = sess_find(vhd, sid))) {
                     gate_catch_up(vhd, s); /* what was published before the subscription */
+                    roster_request(vhd, s);
+                }
                 break;
             }
             case RDS_UP:
                 vhd->relay->up = true;
+                vhd->relay->up_mono = clock_mono_ms();
                 map_each(vhd->sessions, catch_up_each, vhd);
                 break;
             case RDS_DOWN:

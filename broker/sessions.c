@@ -65,6 +65,7 @@ void sess_free(struct live_session *s)
     free(s->changes);
     gate_cleanup(s);
     sess_heard_free(s);
+    roster_free(s);
     free(s->model);
     free(s->channel);
     free(s);
@@ -102,7 +103,7 @@ static void tell_change(struct per_vhost_data__chat *vhd, struct live_session *s
 {
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id",
                            s->id, "update_type", joined ? "user_joined" : "user_left",
-                           "connection_id", conn_id, "clients", (json_int_t)s->n_members);
+                           "connection_id", conn_id, "clients", (json_int_t)roster_clients(s));
 
     relay_broadcast(vhd, s, ev, ws_conn(vhd, conn_id));
     json_decref(ev);
@@ -117,7 +118,7 @@ static void tell_changes(struct per_vhost_data__chat *vhd, struct live_session *
         json_array_append_new(s->changes[i].joined ? joined : left,
                               json_string(s->changes[i].conn_id));
     ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "type", "session_update", "session_id", s->id,
-                   "update_type", "presence", "clients", (json_int_t)s->n_members, "joined", joined,
+                   "update_type", "presence", "clients", (json_int_t)roster_clients(s), "joined", joined,
                    "left", left);
     relay_broadcast(vhd, s, ev, NULL);
     json_decref(ev);
@@ -258,8 +259,10 @@ static void detach(struct per_vhost_data__chat *vhd, struct live_session *s,
             break;
         }
     }
-    if (s->n_members == 0)
+    if (s->n_members == 0) {
         relay_watch(vhd, s, false);
+        roster_free(s); /* no longer heard: what is known of the others goes stale */
+    }
     mark_dirty(vhd, s);
 }
 

@@ -99,6 +99,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     access_tick(vhd);
     reconcile_tick(vhd, clock_mono_ms());
     asst_lease_tick(vhd);
+    roster_tick(vhd, clock_mono_ms());
     lws_sul_schedule(vhd->context, 0, &vhd->tick, tick, TICK_US);
 }
 
@@ -160,10 +161,11 @@ int ws_vhd_init(struct per_vhost_data__chat *vhd, struct lws_context *ctx, struc
     vhd->sessions = map_new();
     vhd->conns = map_new();
     vhd->deleted = map_new();
+    vhd->nodes = map_new();
     vhd->notify = init->notify;
     access_init_rc = access_init(vhd, init->keys, init->n_keys);
     init->keys = NULL; /* stolen, whatever the outcome */
-    if (!vhd->sessions || !vhd->conns || !vhd->deleted || access_init_rc < 0 ||
+    if (!vhd->sessions || !vhd->conns || !vhd->deleted || !vhd->nodes || access_init_rc < 0 ||
         templates_load(vhd) < 0)
         return -1;
     /* this node's member counts of a previous run are stale: forget them before serving */
@@ -225,6 +227,7 @@ void ws_vhd_cleanup(struct per_vhost_data__chat *vhd)
         map_each(vhd->sessions, free_session, vhd); /* cancels transfers under way */
     asst_llm_cleanup(vhd);
     relay_cleanup(vhd);
+    roster_cleanup(vhd);
     access_cleanup(vhd);
     templates_free(vhd);
     sess_presence_cleanup(vhd);

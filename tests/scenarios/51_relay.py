@@ -108,13 +108,20 @@ def test_typing_presence(t, sid, a, b, b2):
     t.eq("typing_stop too", (ev.get("connection_id"), ev.get("typing")), (a.id, False))
     d = connect(b2, "D@b2")
     a.clear()
-    d.join(sid)
+    joined = d.join(sid)
+    t.eq("session_joined on b2 counts the members on both brokers (clients)",
+         joined.get("clients"), 4)
     ev = a.expect(timeout=WAIT, type="session_update", update_type="user_joined")
-    t.eq("a join on b2 reaches a member on b1 as user_joined", ev.get("connection_id"), d.id)
+    t.eq("a join on b2 reaches a member on b1 as user_joined, clients counting both brokers",
+         (ev.get("connection_id"), ev.get("clients")), (d.id, 4))
     d.send({"type": "leave_session"})
     ev = a.expect(timeout=WAIT, type="session_update", update_type="user_left")
-    t.eq("a leave on b2 reaches b1 as user_left", ev.get("connection_id"), d.id)
+    t.eq("a leave on b2 reaches b1 as user_left", (ev.get("connection_id"), ev.get("clients")),
+         (d.id, 3))
     d.close()
+    r = connect(b1, "R@b1")
+    t.eq("a join on b1 counts the members on b2 too", r.join(sid).get("clients"), 4)
+    r.close()
 
 
 def test_rest(t, rest, sid, a, b, c):
@@ -196,6 +203,10 @@ def test_broker_killed(t, sid, a, b, b2, b1):
     missed = ["while away %d" % i for i in range(3)]
     for m in missed:
         a.chat(m)
+    ev = a.expect(timeout=WAIT, type="session_update", update_type="user_left",
+                  pred=lambda f: f.get("connection_id") == b.id)
+    t.ok("the killed broker's member leaves the session for the others within a few seconds "
+         "(user_left)", bool(ev))
     b.abort()
     again = connect(b1, "B-again@b1")
     joined = again.join(sid, since=last_id)

@@ -1,0 +1,250 @@
+/* roster: the members a session has on the other brokers (SPEC 8), so that `clients`,
+ * user_joined and user_left count every broker's members, and a dead broker's members
+ * leave within a few seconds.
+ *
+ * What a broker knows of another's members it learns from the relayed events: user_joined,
+ * user_left and presence add and remove them; when it starts hearing a session (its first
+ * member joined, or Redis came back) it asks the others for their rosters
+ * (roster_request) and each answers with its whole list for that session (roster), which
+ * replaces what was known. Every broker beats on the channel of every broker each tick; a
+ * broker not heard for ROSTER_DEAD_MS while the link is up is gone, and its members leave
+ * every session here (user_left, or one presence update for many). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "clock.h"
+#include "log.h"
+#include "map.h"
+
+#define ROSTER_DEAD_MS   5000
+#define ROSTER_MAX       65536 /* remote members kept per session; beyond, not counted */
+#define ROSTER_NODES_MAX 1024
+#define ROSTER_LIST_MAX  10000 /* members listed in one roster answer */
+
+struct node_seen {
+    char id[DB_NODE_ID_LEN];
+    int64_t heard_mono;
+};
+
+int64_t roster_clients(const struct live_session *s)
+{
+    return (int64_t)(s->n_members + s->n_remote);
+}
+
+void roster_free(struct live_session *s)
+{
+    free(s->remote);
+    s->remote = NULL;
+    s->n_remote = s->cap_remote = 0;
+}
+
+static size_t find(const struct live_session *s, const char *node, const char *conn)
+{
+    for (size_t i = 0; i < s->n_remote; i++)
+        if (strcmp(s->remote[i].conn_id, conn) == 0 && strcmp(s->remote[i].node, node) == 0)
+            return i;
+    return s->n_remote;
+}
+
+static void add(struct live_session *s, const char *node, const char *conn)
+{
+    struct remote_member *m;
+
+    if (strlen(conn) != BROKER_CONN_ID_HEX || find(s, node, conn) < s->n_remote ||
+        s->n_remote == ROSTER_MAX)
+        return;
+    if (s->n_remote == s->cap_remote) {
+        size_t cap = s->cap_remote ? s->cap_remote * 2 : 8;
+        struct remote_member *grown = realloc(s->remote, cap * sizeof *grown);
+        if (!grown)
+            return;
+        s->remote = grown;
+        s->cap_remote = cap;
+    }
+    m = &s->remote[s->n_remote++];
+    snprintf(m->node, sizeof m->node, "%s", node);
+    snprintf(m->conn_id, sizeof m->conn_id, "%s", conn);
+}
+
+static void drop(struct live_session *s, const char *node, const char *conn)
+{
+    size_t i = find(s, node, conn);
+
+    if (i < s->n_remote)
+        s->remote[i] = s->remote[--s->n_remote];
+}
+
+/* Drops every member of node; their ids go into left (NULL: not wanted). */
+static void drop_node(struct live_session *s, const char *node, json_t *left)
+{
+    for (size_t i = 0; i < s->n_remote;) {
+        if (strcmp(s->remote[i].node, node) == 0) {
+            if (left)
+                json_array_append_new(left, json_string(s->remote[i].conn_id));
+            s->remote[i] = s->remote[--s->n_remote];
+        } else {
+            i++;
+        }
+    }
+}
+
+static void each_string(const json_t *list, struct live_session *s, const char *node,
+                        void (*fn)(struct live_session *, const char *, const char *))
+{
+    size_t i;
+    const json_t *v;
+
+    json_array_foreach(list, i, v) if (json_is_string(v)) fn(s, node, json_string_value(v));
+}
+
+/* ---- what the other brokers say ---- */
+
+static void answer_request(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    json_t *list = json_array(), *ev;
+
+    for (size_t i = 0; i < s->n_members && i < ROSTER_LIST_MAX; i++)
+        json_array_append_new(list, json_string(s->members[i]->id));
+    ev = json_pack("{s:s, s:s, s:o}", "type", "roster", "session_id", s->id, "members", list);
+    relay_message(vhd, s, 0, ev);
+    json_decref(ev);
+}
+
+bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, const char *node,
+                  json_t *ev)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const char *kind = json_string_value(json_object_get(ev, "update_type"));
+    const char *conn = json_string_value(json_object_get(ev, "connection_id"));
+
+    roster_heard(vhd, node);
+    if (strcmp(type, "roster_request") == 0) {
+        if (s->n_members)
+            answer_request(vhd, s);
+        return false;
+    }
+    if (strcmp(type, "roster") == 0) {
+        drop_node(s, node, NULL);
+        each_string(json_object_get(ev, "members"), s, node, add);
+        return false;
+    }
+    if (strcmp(type, "session_update") != 0 || !kind)
+        return true;
+    if (strcmp(kind, "user_joined") == 0 && conn)
+        add(s, node, conn);
+    else if (strcmp(kind, "user_left") == 0 && conn)
+        drop(s, node, conn);
+    else if (strcmp(kind, "presence") == 0) {
+        each_string(json_object_get(ev, "joined"), s, node, add);
+        each_string(json_object_get(ev, "left"), s, node, drop);
+    } else {
+        return true;
+    }
+    /* the count of every broker's members, as this broker knows them */
+    json_object_set_new(ev, "clients", json_integer(roster_clients(s)));
+    return true;
+}
+
+void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    json_t *ev = json_pack("{s:s, s:s}", "type", "roster_request", "session_id", s->id);
+
+    relay_message(vhd, s, 0, ev);
+    json_decref(ev);
+}
+
+/* ---- which brokers are alive ---- */
+
+void roster_heard(struct per_vhost_data__chat *vhd, const char *node)
+{
+    struct node_seen *n = map_get(vhd->nodes, node);
+
+    if (!n) {
+        if (map_count(vhd->nodes) >= ROSTER_NODES_MAX || !(n = calloc(1, sizeof *n)))
+            return;
+        snprintf(n->id, sizeof n->id, "%s", node);
+        if (map_put(vhd->nodes, n->id, n) < 0) {
+            free(n);
+            return;
+        }
+    }
+    n->heard_mono = clock_mono_ms();
+}
+
+struct dead_walk {
+    struct per_vhost_data__chat *vhd;
+    const char *node;
+};
+
+/* A dead broker's members leave s: one user_left, or one presence update for several. */
+static void drop_dead(void *value, void *arg)
+{
+    struct live_session *s = value;
+    struct dead_walk *w = arg;
+    json_t *left = json_array(), *ev;
+    size_t n;
+
+    drop_node(s, w->node, left);
+    n = json_array_size(left);
+    if (n == 1)
+        ev = json_pack("{s:s, s:s, s:s, s:O, s:I}", "type", "session_update", "session_id",
+                       s->id, "update_type", "user_left", "connection_id",
+                       json_array_get(left, 0), "clients", (json_int_t)roster_clients(s));
+    else
+        ev = json_pack("{s:s, s:s, s:s, s:I, s:[], s:O}", "type", "session_update",
+                       "session_id", s->id, "update_type", "presence", "clients",
+                       (json_int_t)roster_clients(s), "joined", "left", left);
+    if (n && s->n_members)
+        fanout_session(w->vhd, s, ev, NULL);
+    json_decref(ev);
+    json_decref(left);
+}
+
+struct stale {
+    int64_t cutoff;
+    struct node_seen *v[16];
+    size_t n;
+};
+
+static void find_stale(void *value, void *arg)
+{
+    struct node_seen *n = value;
+    struct stale *x = arg;
+
+    if (n->heard_mono < x->cutoff && x->n < sizeof x->v / sizeof x->v[0])
+        x->v[x->n++] = n;
+}
+
+void roster_tick(struct per_vhost_data__chat *vhd, int64_t now_mono)
+{
+    struct stale x = {.cutoff = now_mono - ROSTER_DEAD_MS};
+
+    if (!vhd->relay)
+        return;
+    relay_beat(vhd);
+    if (!relay_up_since(vhd, now_mono - ROSTER_DEAD_MS))
+        return; /* our own link is what is down, or just came back: nobody is judged */
+    map_each(vhd->nodes, find_stale, &x);
+    for (size_t i = 0; i < x.n; i++) {
+        struct dead_walk w = {vhd, x.v[i]->id};
+        log_warn("broker %s has not been heard for %d s: its members leave their sessions here",
+                 x.v[i]->id, ROSTER_DEAD_MS / 1000);
+        map_each(vhd->sessions, drop_dead, &w);
+        map_del(vhd->nodes, x.v[i]->id);
+        free(x.v[i]);
+    }
+}
+
+static void free_node(void *value, void *arg)
+{
+    free(value);
+}
+
+void roster_cleanup(struct per_vhost_data__chat *vhd)
+{
+    if (vhd->nodes)
+        map_each(vhd->nodes, free_node, NULL);
+    map_free(vhd->nodes);
+    vhd->nodes = NULL;
+}
