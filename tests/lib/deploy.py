@@ -215,22 +215,27 @@ class WebServer(Rest):
     """A web server (kind: nginx, lighttpd, apache) on a free loopback port, its config
     deploy/KIND/parley.conf rendered into tmpdir and included from a small main config
     that puts its pid file, logs and temp files in tmpdir. Its stderr (error log) is the
-    process log. stop() sends SIGTERM to the pid we started and reports exit code 0."""
+    process log. stop() sends SIGTERM to the pid we started and reports exit code 0.
+    template and values: another file of deploy/ rendered with these values instead
+    (e.g. cluster/nginx.conf; www, fcgi_socket and broker_port are then unused)."""
 
     def __init__(self, t, kind, tmpdir, www, fcgi_socket, broker_port, port=None,
-                 start=True, ready_timeout=15.0):
+                 start=True, ready_timeout=15.0, template=None, values=None, name=None):
         self.t = t
         self.kind = kind
-        self.name = kind
+        self.name = name or kind
         self.tmpdir = tmpdir
         self.www = www
         self.port = port or free_port()
         self.dir = os.path.join(tmpdir, kind)
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
-        self.site = os.path.join(self.dir, "parley.conf")
-        render(os.path.join(kind, "parley.conf"), self.site, ADDR="127.0.0.1", PORT=self.port,
-               WWW=www, FCGI_SOCKET=fcgi_socket, BROKER_PORT=broker_port)
+        if template is None:
+            template = os.path.join(kind, "parley.conf")
+            values = dict(ADDR="127.0.0.1", PORT=self.port, WWW=www, FCGI_SOCKET=fcgi_socket,
+                          BROKER_PORT=broker_port)
+        self.site = os.path.join(self.dir, os.path.basename(template))
+        self.text = render(template, self.site, **values)
         self.conf = os.path.join(self.dir, "main.conf")
         with open(self.conf, "w") as f:
             f.write(getattr(self, "_main_" + kind)())
@@ -412,6 +417,8 @@ class TlsBroker(Broker):
 class Front:
     """Requests to a front server on 127.0.0.1:port, with parley.Rest's request()
     (fresh connection each, JSON bodies decoded); prefix is put before every path."""
+
+    _http = Rest._http  # what Rest.request connects with (127.0.0.1:port)
 
     def __init__(self, port, prefix=""):
         self.port = port

@@ -404,21 +404,31 @@ class Rest:
         self.failed_at_stop = None
         log = open(self.log_path, "wb")
         try:
-            self.popen = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=log,
-                                          env=_child_env(self.env), cwd=self.tmpdir)
+            self.popen = self._spawn(self.argv(), stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log,
+                                     env=_child_env(self.env), cwd=self.tmpdir)
         finally:
             log.close()
         _procs.append(self)
         self.wait_ready()
         return self
 
+    def _spawn(self, argv, **popen_kwargs):
+        """Starts the process (a subclass may start it elsewhere, e.g. inside a network
+        namespace: tests/lib/netns.py). Returns the Popen."""
+        return subprocess.Popen(argv, **popen_kwargs)
+
+    def _http(self, host, timeout):
+        """The HTTP connection probe() and request() use: to host (default 127.0.0.1) on
+        self.port (a subclass may make its socket elsewhere: tests/lib/netns.py)."""
+        return http.client.HTTPConnection(host or "127.0.0.1", self.port, timeout=timeout)
+
     # errors of probe() that are not "not listening yet": raised at once
     fatal_probe_errors = ()
 
     def probe(self):
         """One readiness check: returns once the server answers, raises until then."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        conn = self._http(None, 2)
         conn.request("GET", "/health")
         conn.getresponse().read()
         conn.close()
@@ -463,7 +473,7 @@ class Rest:
                 del hdrs[existing]
             if v is not None:
                 hdrs[k] = v
-        conn = http.client.HTTPConnection(host or "127.0.0.1", self.port, timeout=timeout)
+        conn = self._http(host, timeout)
         try:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
@@ -630,11 +640,15 @@ class Broker(Rest):
 
 # ---------------------------------------------------------------- raw WebSocket frames
 
-def ws_handshake(port, path="/ws", host="127.0.0.1", timeout=5, headers=None):
-    """A hand-made upgrade on a plain socket. Returns (socket, bytes already read past
-    the response headers); raises ValueError when the answer is not 101."""
+def ws_handshake(port, path="/ws", host="127.0.0.1", timeout=5, headers=None, sock=None):
+    """A hand-made upgrade on a plain socket (sock: one already connected to host:port,
+    e.g. made inside a network namespace). Returns (socket, bytes already read past the
+    response headers); raises ValueError when the answer is not 101."""
     import base64
-    sock = socket.create_connection((host, port), timeout=timeout)
+    if sock is None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    else:
+        sock.settimeout(timeout)
     try:
         key = base64.b64encode(os.urandom(16)).decode()
         shown = "[%s]" % host if ":" in host else host

@@ -27,6 +27,14 @@ for scenarios running in parallel. The server's TimeZone is deliberately not UTC
 
 A cluster the runner started for a PostgreSQL pass is found again with from_env() (the
 PARLEY_TEST_PG_* variables env() returns).
+
+Over TCP, for the multi-host tests (tests/lib/netns.py): Cluster(listen=ADDR,
+hba=["host all all 10.77.X.0/24 trust"], wrap=lambda argv: topo.wrap("data", argv))
+listens on ADDR:port as well as on its socket, lets the given networks in, and runs
+initdb and pg_ctl through wrap (so the postmaster lives inside that host's network
+namespace); tcp_uri(name) is then what processes on other hosts pass to --db. The socket
+directory still works from the test process (a filesystem socket is not bound to a
+network namespace), so psql(), create_database() and the URIs of uri() are unchanged.
 """
 
 import os
@@ -105,6 +113,17 @@ def psql_uri(uri, query, timeout=30, psql=None):
     return p.returncode, out.splitlines()
 
 
+def pid_alive(pid):
+    """Whether process pid exists (signal 0; one of another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def uri_for(host, name, port=DEFAULT_PORT, user=SUPERUSER):
     """The libpq URI of database name on the server whose socket is in host."""
     u = "postgresql:///%s?host=%s&user=%s" % (name, host, user)
@@ -115,11 +134,16 @@ def uri_for(host, name, port=DEFAULT_PORT, user=SUPERUSER):
 
 class Cluster:
     def __init__(self, base=None, port=DEFAULT_PORT, settings=None, bindir=PG_BIN,
-                 prefix="parley-pg-"):
+                 prefix="parley-pg-", listen=None, hba=(), wrap=None):
         self.bindir = bindir
         self.port = int(port)
         self.settings = dict(SETTINGS)
         self.settings.update(settings or {})
+        self.listen = listen  # a TCP address to listen on as well (None: socket only)
+        self.hba = list(hba)  # pg_hba.conf lines appended (e.g. host all all NET trust)
+        self.wrap = wrap      # argv -> argv for initdb and pg_ctl (e.g. ip netns exec)
+        if listen:
+            self.settings["listen_addresses"] = "'%s'" % listen
         self.prefix = prefix
         self.base = base
         self.as_root = os.geteuid() == 0
@@ -145,7 +169,7 @@ class Cluster:
         argv = [os.path.join(self.bindir, prog)] + list(args)
         if self.as_root:
             argv = ["runuser", "-u", OS_USER, "--"] + argv
-        return argv
+        return self.wrap(argv) if self.wrap else argv
 
     def _run(self, prog, *args, timeout=120, check=True):
         argv = self._argv(prog, *args)
@@ -194,6 +218,11 @@ class Cluster:
                 f.write("\n# parley tests (tests/lib/pgcluster.py)\n")
                 for k, v in conf.items():
                     f.write("%s = %s\n" % (k, v))
+            if self.hba:
+                with open(os.path.join(self.data, "pg_hba.conf"), "a") as f:
+                    f.write("\n# parley tests (tests/lib/pgcluster.py)\n")
+                    for line in self.hba:
+                        f.write(line + "\n")
         self._initialized = True
         return self
 
@@ -258,15 +287,7 @@ class Cluster:
 
     def running(self):
         pid = self.postmaster_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and pid_alive(pid)
 
     def log_tail(self, n=30):
         try:
@@ -280,6 +301,13 @@ class Cluster:
     def uri(self, name):
         """What to pass to --db for database name."""
         return uri_for(self.host, name, self.port)
+
+    def tcp_uri(self, name, user=SUPERUSER):
+        """--db for database name over TCP (needs listen): postgresql://USER@ADDR:PORT/NAME."""
+        if not self.listen:
+            raise ClusterError("this cluster listens on its socket only (no listen address)")
+        host = "[%s]" % self.listen if ":" in self.listen else self.listen
+        return "postgresql://%s@%s:%d/%s" % (user, host, self.port, name)
 
     def psql(self, name, query, timeout=30):
         """(exit code, output lines) of query on database name: see psql_uri."""

@@ -1,6 +1,9 @@
-"""deploy/systemd: the units pass `systemd-analyze verify` (with ExecStart pointed at
-the binaries under test) and carry the sandboxing and state settings the README
-promises."""
+"""deploy/systemd and deploy/cluster: the units pass `systemd-analyze verify` (with
+ExecStart pointed at the binaries under test; a template unit is verified as an
+instance) and carry the sandboxing and state settings the README promises. The cluster
+units (one instance per host, --node-id = instance name) keep nothing on the host: no
+StateDirectory, the shared settings from /etc/parley/cluster.env, whose example
+deploy/cluster/parley-cluster.env names a PostgreSQL --db and a --redis."""
 
 import os
 import re
@@ -12,10 +15,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import parley  # noqa: E402
 from parley import BIN_DIR, ROOT, make_tmpdir  # noqa: E402
 
-UNITS = ["parley-broker.service", "parley-fcgi.service", "parley-fcgi.socket"]
-SERVICE_KEYS = {"DynamicUser": "yes", "User": "parley", "StateDirectory": "parley",
-                "ProtectSystem": "strict", "Restart": "on-failure",
-                "NoNewPrivileges": "yes", "PrivateTmp": "yes"}
+UNITS = ["systemd/parley-broker.service", "systemd/parley-fcgi.service",
+         "systemd/parley-fcgi.socket"]
+CLUSTER_UNITS = ["cluster/parley-broker@.service", "cluster/parley-rest@.service"]
+SANDBOX_KEYS = {"DynamicUser": "yes", "User": "parley", "ProtectSystem": "strict",
+                "Restart": "on-failure", "NoNewPrivileges": "yes", "PrivateTmp": "yes"}
+SERVICE_KEYS = dict(SANDBOX_KEYS, StateDirectory="parley")
 
 
 def settings(text):
@@ -30,20 +35,48 @@ def settings(text):
 def main(t):
     tmp = make_tmpdir()
     paths = []
-    for unit in UNITS:
-        with open(os.path.join(ROOT, "deploy", "systemd", unit)) as f:
+    for path in UNITS + CLUSTER_UNITS:
+        unit = os.path.basename(path)
+        with open(os.path.join(ROOT, "deploy", path)) as f:
             text = f.read()
         s = settings(text)
-        if unit.endswith(".service"):
+        env = " ".join(s.get("Environment", []))
+        if path in CLUSTER_UNITS:
+            for k, v in SANDBOX_KEYS.items():
+                t.eq("%s: %s=%s" % (unit, k, v), s.get(k), [v])
+            t.eq("%s: no state on the host" % unit, s.get("StateDirectory"), None)
+            t.eq("%s: the shared settings from /etc/parley/cluster.env" % unit,
+                 s.get("EnvironmentFile", [None])[0], "/etc/parley/cluster.env")
+            t.ok("%s: the notification socket in its runtime directory" % unit,
+                 re.search(r"PARLEY_NOTIFY_SOCKET=/run/%s/" %
+                           re.escape(s.get("RuntimeDirectory", ["?"])[0]), env), env)
+            if "broker" in unit:
+                t.ok("%s: the instance name is the node id" % unit,
+                     "PARLEY_NODE_ID=%i" in env, env)
+        elif unit.endswith(".service"):
             for k, v in SERVICE_KEYS.items():
                 t.eq("%s: %s=%s" % (unit, k, v), s.get(k), [v])
-            env = " ".join(s.get("Environment", []))
             t.ok("%s: the database in the state directory" % unit,
                  "PARLEY_DB=/var/lib/parley/parley.db" in env, env)
         p = os.path.join(tmp, unit)
         with open(p, "w") as f:
             f.write(text.replace("/usr/local/bin/", BIN_DIR + "/"))
         paths.append(p)
+    with open(os.path.join(ROOT, "deploy", "cluster", "parley-cluster.env")) as f:
+        cenv = dict(re.findall(r"(?m)^([A-Z_]+)=(.*)$", f.read()))
+    t.match("parley-cluster.env: PARLEY_DB is a PostgreSQL URI",
+            cenv.get("PARLEY_DB", ""), r"^postgres(ql)?://")
+    t.match("parley-cluster.env: PARLEY_REDIS is a redis:// URL",
+            cenv.get("PARLEY_REDIS", ""), r"^redis://[^/:]+:\d+(/\d+)?$")
+    helps = ""
+    for b in ("parley-broker", "parley-rest"):
+        code, out, err = parley.run_cli(b, ["--help"])
+        helps += out + err
+    with open(os.path.join(ROOT, "deploy", "cluster", "parley-cluster.env")) as f:
+        named = re.findall(r"(?m)^#?(PARLEY_[A-Z_]+)=", f.read())
+    unknown = [v for v in named if not re.search(r"\b%s\b" % v, helps)]
+    t.ok("parley-cluster.env: every variable it names is one of --help's",
+         named and not unknown, "unknown: %s" % unknown)
     t.eq("parley-fcgi.service takes the socket as standard input",
          settings(open(os.path.join(ROOT, "deploy/systemd/parley-fcgi.service")).read())
          .get("StandardInput"), ["socket"])
