@@ -16,7 +16,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
 from parley import Broker, Rest, one_of, sql  # noqa: E402
-from redis_server import REDIS_SERVER, Redis  # noqa: E402
+from redis import REDIS_SERVER, RedisServer  # noqa: E402
 
 WAIT = 30.0  # a wide margin for a loaded 2-core machine under ASan
 REPLY = one_of("status", "response_start", "chunk", "response_complete")
@@ -170,7 +170,7 @@ def main(t):
         t.skip("takeover", "redis-server is not installed (make deps installs it)")
         return
     tmpdir = parley.make_tmpdir()
-    redis = Redis(tmpdir)
+    redis = RedisServer(tmpdir=tmpdir).start()
     try:
         rest = Rest(t, tmpdir=tmpdir, flags={"--redis": redis.url})
         b1 = start_broker(t, rest, tmpdir, redis, "b1")
@@ -178,7 +178,7 @@ def main(t):
         test_one_owner(t, rest, b1, b2)
         test_takeover(t, rest, tmpdir, redis, (b1, b2))
     finally:
-        redis.stop()
+        redis.destroy()
 
 
 if __name__ == "__main__":
