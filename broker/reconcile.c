@@ -42,7 +42,7 @@ static void reconcile_run(struct dbjob *job, struct db *db)
 {
     struct reconcile_job *j = (struct reconcile_job *)job;
 
-    job->err = j->replies ? db_reply_queue(db, &j->queued) : PERR_OK;
+    job->err = j->replies ? db_reply_queue(db, j->vhd->node_id, &j->queued) : PERR_OK;
     for (size_t i = 0; i < j->n_sessions && job->err == PERR_OK; i++) {
         struct catch_up *c = &j->sessions[i];
         struct db_session s;
