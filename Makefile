@@ -57,7 +57,7 @@ CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
 UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
-	test_sse test_utf8 test_dbq test_auth test_inbound
+	test_sse test_utf8 test_dbq test_auth test_inbound test_pg_lease
 # what a unit test links besides common/ (its test_*.o and COMMON_SRC), and with what
 UNIT_SRC_test_router := $(ROUTER_SRC)
 UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c

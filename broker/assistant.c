@@ -116,14 +116,14 @@ struct load_job {
     char node[DB_NODE_ID_LEN];
     char *model;
     int context_n;
-    bool not_mine;             /* another broker holds the lease, or it was answered */
-    char *heard;               /* what this broker heard of the session's other broker's
-                                * reply (heard_id) through Redis, NULL: nothing */
+    bool not_mine; /* another broker holds the lease, or it was answered */
+    char *heard;   /* what this broker heard of the session's other broker's
+                    * reply (heard_id) through Redis, NULL: nothing */
     char heard_id[17];
-    bool cut_told;             /* tell_cut ran (a retried job keeps its stored cut) */
-    struct db_claim claim;     /* what the earlier holder had said */
-    struct db_message cut;     /* the interrupted reply, stored: told as interrupted */
-    int64_t cut_count;         /* message_count after it */
+    bool cut_told;         /* tell_cut ran (a retried job keeps its stored cut) */
+    struct db_claim claim; /* what the earlier holder had said */
+    struct db_message cut; /* the interrupted reply, stored: told as interrupted */
+    int64_t cut_count;     /* message_count after it */
     struct db_session session;
     struct db_message prompt;
     struct db_message_list context;
@@ -179,12 +179,11 @@ static void load_run(struct dbjob *job, struct db *db)
  * response_complete with interrupted, for its stored text, in its turn among messages. */
 static void tell_cut(struct reply *r, struct load_job *j)
 {
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b, s:b}", "type",
-                           "response_complete", "session_id", r->s->id, "response_id",
-                           j->claim.response_id, "message_id", (json_int_t)j->cut.id,
-                           "total_chunks", (json_int_t)j->claim.chunks, "processing_time", 0.0,
-                           "message_count", (json_int_t)j->cut_count, "stopped", 0,
-                           "interrupted", 1);
+    json_t *ev = json_pack(
+        "{s:s, s:s, s:s, s:I, s:I, s:f, s:I, s:b, s:b}", "type", "response_complete", "session_id",
+        r->s->id, "response_id", j->claim.response_id, "message_id", (json_int_t)j->cut.id,
+        "total_chunks", (json_int_t)j->claim.chunks, "processing_time", 0.0, "message_count",
+        (json_int_t)j->cut_count, "stopped", 0, "interrupted", 1);
 
     log_warn("session %s: took over the reply to message %lld from a broker that stopped; its "
              "text so far is stored as message %lld (incomplete), and the message is answered "

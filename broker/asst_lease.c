@@ -156,7 +156,8 @@ void sess_heard(struct live_session *s, const json_t *ev)
     }
     h = s->heard;
     len = json_is_string(text) ? json_string_length(text) : 0;
-    if (len == 0 || h->len + len > BROKER_REPLY_MAX || !(grown = realloc(h->text, h->len + len + 1)))
+    if (len == 0 || h->len + len > BROKER_REPLY_MAX ||
+        !(grown = realloc(h->text, h->len + len + 1)))
         return;
     memcpy(grown + h->len, json_string_value(text), len);
     h->len += len;

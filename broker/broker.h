@@ -117,11 +117,11 @@ struct live_session {
     bool delivered_set;      /* delivered is known (set at the first join) */
     struct held_event *held; /* messages beyond a gap, ascending seq */
     size_t n_held, cap_held;
-    bool filling; /* a gap fill is at the database */
-    bool gap_timer;                     /* gap_sul is scheduled */
-    lws_sorted_usec_list_t gap_sul;     /* fills the gap after a grace (gate.c) */
-    struct per_vhost_data__chat *vhd;   /* for gap_sul's callback */
-    struct heard_reply *heard; /* another broker's reply streaming here (asst_lease.c) */
+    bool filling;                     /* a gap fill is at the database */
+    bool gap_timer;                   /* gap_sul is scheduled */
+    lws_sorted_usec_list_t gap_sul;   /* fills the gap after a grace (gate.c) */
+    struct per_vhost_data__chat *vhd; /* for gap_sul's callback */
+    struct heard_reply *heard;        /* another broker's reply streaming here (asst_lease.c) */
     /* members on other brokers (roster.c) */
     struct remote_member *remote;
     size_t n_remote, cap_remote;

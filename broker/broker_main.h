@@ -11,8 +11,8 @@ struct broker_init {
     struct notify_listener *notify; /* owned by main */
     struct auth_key *keys;          /* read at start; stolen by PROTOCOL_INIT */
     size_t n_keys;
-    struct per_vhost_data__chat *vhd;     /* set by PROTOCOL_INIT when it succeeds */
-    bool failed;                          /* set by PROTOCOL_INIT when it fails */
+    struct per_vhost_data__chat *vhd; /* set by PROTOCOL_INIT when it succeeds */
+    bool failed;                      /* set by PROTOCOL_INIT when it fails */
 };
 
 #endif

@@ -185,8 +185,9 @@ static bool one_of(const char *s, const char *const *list)
 static bool relayed(const json_t *ev, bool with_seq)
 {
     static const char *const told[] = {"session_update", "response_complete", NULL};
-    static const char *const other[] = {"session_update", "status", "response_start", "chunk",
-                                        "error", "stop", "roster", "roster_request", NULL};
+    static const char *const other[] = {"session_update", "status",         "response_start",
+                                        "chunk",          "error",          "stop",
+                                        "roster",         "roster_request", NULL};
     static const char *const updates[] = {"user_typing", "user_joined", "user_left", "presence",
                                           NULL};
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -204,8 +205,8 @@ static bool relayed(const json_t *ev, bool with_seq)
 
 /* An event another broker published (o borrowed; *node and *ev borrowed from it). Returns
  * why it is refused ("" for this broker's own, heard back), or NULL. */
-static const char *from_other(struct per_vhost_data__chat *vhd, const json_t *o,
-                              const char **node, const json_t **ev, int64_t *seq)
+static const char *from_other(struct per_vhost_data__chat *vhd, const json_t *o, const char **node,
+                              const json_t **ev, int64_t *seq)
 {
     const json_t *jseq = json_object_get(o, "seq");
 
@@ -236,8 +237,8 @@ static bool is_message_added(const json_t *ev)
            json_is_string(json_object_get(ev, "session_id"));
 }
 
-static void on_session_event(struct per_vhost_data__chat *vhd, const char *channel,
-                             const char *sid, const json_t *o)
+static void on_session_event(struct per_vhost_data__chat *vhd, const char *channel, const char *sid,
+                             const json_t *o)
 {
     struct live_session *s = sess_find(vhd, sid);
     const char *why, *about, *node;

@@ -188,13 +188,13 @@ static void drop_dead(void *value, void *arg)
     drop_node(s, w->node, left);
     n = json_array_size(left);
     if (n == 1)
-        ev = json_pack("{s:s, s:s, s:s, s:O, s:I}", "type", "session_update", "session_id",
-                       s->id, "update_type", "user_left", "connection_id",
-                       json_array_get(left, 0), "clients", (json_int_t)roster_clients(s));
+        ev = json_pack("{s:s, s:s, s:s, s:O, s:I}", "type", "session_update", "session_id", s->id,
+                       "update_type", "user_left", "connection_id", json_array_get(left, 0),
+                       "clients", (json_int_t)roster_clients(s));
     else
-        ev = json_pack("{s:s, s:s, s:s, s:I, s:[], s:O}", "type", "session_update",
-                       "session_id", s->id, "update_type", "presence", "clients",
-                       (json_int_t)roster_clients(s), "joined", "left", left);
+        ev = json_pack("{s:s, s:s, s:s, s:I, s:[], s:O}", "type", "session_update", "session_id",
+                       s->id, "update_type", "presence", "clients", (json_int_t)roster_clients(s),
+                       "joined", "left", left);
     if (n && s->n_members)
         fanout_session(w->vhd, s, ev, NULL);
     json_decref(ev);

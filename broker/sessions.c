@@ -118,8 +118,8 @@ static void tell_changes(struct per_vhost_data__chat *vhd, struct live_session *
         json_array_append_new(s->changes[i].joined ? joined : left,
                               json_string(s->changes[i].conn_id));
     ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "type", "session_update", "session_id", s->id,
-                   "update_type", "presence", "clients", (json_int_t)roster_clients(s), "joined", joined,
-                   "left", left);
+                   "update_type", "presence", "clients", (json_int_t)roster_clients(s), "joined",
+                   joined, "left", left);
     relay_broadcast(vhd, s, ev, NULL);
     json_decref(ev);
 }

@@ -253,9 +253,25 @@ enum perr db_reply_add(struct db *db, const struct db_reply_in *in, struct db_me
     return db->be->reply_add(db, in, out, message_count);
 }
 
-enum perr db_reply_queue(struct db *db, struct db_message_list *out)
+enum perr db_reply_queue(struct db *db, const char *node, struct db_message_list *out)
 {
-    return db->be->reply_queue(db, out);
+    return db->be->reply_queue(db, node, out);
+}
+
+enum perr db_reply_claim(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                         struct db_claim *out)
+{
+    assert(node && *node && strlen(node) <= DB_NODE_ID_MAX && lease_ms >= 0);
+    memset(out, 0, sizeof *out);
+    return db->be->reply_claim(db, message_id, node, lease_ms, out);
+}
+
+enum perr db_reply_renew(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                         const char *response_id, const char *partial, int64_t chunks, bool *mine)
+{
+    assert(node && *node && lease_ms >= 0);
+    *mine = false;
+    return db->be->reply_renew(db, message_id, node, lease_ms, response_id, partial, chunks, mine);
 }
 
 enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
@@ -368,6 +384,14 @@ void db_message_list_cleanup(struct db_message_list *l)
     free(l->v);
     l->v = NULL;
     l->n = 0;
+}
+
+void db_claim_cleanup(struct db_claim *c)
+{
+    if (!c)
+        return;
+    free(c->partial);
+    c->partial = NULL;
 }
 
 void db_key_list_free(struct db_key_info *v, size_t n)

@@ -293,8 +293,7 @@ enum perr db_reply_claim(struct db *db, int64_t message_id, const char *node, in
  * may have to take over. *mine is false (and nothing is written) when node no longer holds
  * the lease: another broker took the reply over, or it was answered or deleted. */
 enum perr db_reply_renew(struct db *db, int64_t message_id, const char *node, int lease_ms,
-                         const char *response_id, const char *partial, int64_t chunks,
-                         bool *mine);
+                         const char *response_id, const char *partial, int64_t chunks, bool *mine);
 void db_claim_cleanup(struct db_claim *c);
 /* Drops a message from the reply queue without a reply (e.g. the assistant is none). */
 enum perr db_reply_queue_drop(struct db *db, int64_t message_id);

@@ -56,7 +56,12 @@ struct db_backend {
     enum perr (*search_index)(struct db *db, int max_rows, int *indexed);
     enum perr (*reply_add)(struct db *db, const struct db_reply_in *in, struct db_message *out,
                            int64_t *message_count);
-    enum perr (*reply_queue)(struct db *db, struct db_message_list *out);
+    enum perr (*reply_queue)(struct db *db, const char *node, struct db_message_list *out);
+    enum perr (*reply_claim)(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                             struct db_claim *out); /* out zeroed */
+    enum perr (*reply_renew)(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                             const char *response_id, const char *partial, int64_t chunks,
+                             bool *mine); /* *mine false */
     enum perr (*reply_queue_drop)(struct db *db, int64_t message_id);
     enum perr (*stats_read)(struct db *db, struct db_stats *out);
     /* keys */

@@ -1,11 +1,12 @@
-/* db_pg_messages: storing messages and replies, and reading history pages, on
- * PostgreSQL. Within a session every read is in seq order; a message id that marks a
- * place (since, before, up_to) is turned into a seq bound by the SQL of SEQ_* below.
+/* db_pg_messages: storing messages and replies, the reply queue and its leases (SPEC 8),
+ * and reading history pages, on PostgreSQL. Within a session every read is in seq order;
+ * a message id that marks a place (since, before, up_to) is turned into a seq bound by the
+ * SQL of SEQ_* below.
  *
- * A message or a reply is stored by one statement (one round trip, no savepoint): it
- * takes the session row's lock, so writers of one session take turns and commit order
- * is seq order; inside the caller's transaction when there is one (the broker's group
- * commit), else a transaction of its own. */
+ * A message or a reply is stored, and a lease claimed, by one statement (one round trip,
+ * no savepoint): a store takes the session row's lock, so writers of one session take
+ * turns and commit order is seq order; inside the caller's transaction when there is one
+ * (the broker's group commit), else a transaction of its own. */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,22 +264,34 @@ enum perr db_pg_message_add(struct db *db, const struct db_message_in *in, struc
 enum perr db_pg_reply_add(struct db *db, const struct db_reply_in *rin, struct db_message *out,
                           int64_t *message_count)
 {
-    /* s takes the session's next seq (and its row's lock), m stores the reply with it,
-     * q drops the user message it answers from the queue, c counts it for /stats */
+    /* l: with an owner ($12), the queue row of the user message answered ($11) while the
+     * owner holds its lease, locked (waiting for a broker claiming it at this moment, and
+     * then looking at the row as it left it); s takes the session's next seq (and its
+     * row's lock) only without an owner or with l, m stores the reply with that seq, q
+     * drops the user message from the queue unless keep_queued ($13), c counts the reply
+     * for /stats: every stored reply, an interrupted one kept queued too (replies_total is
+     * the assistant messages ever stored, as for stopped and error ones). The answer is
+     * one row: the reply's id and seq and the count (NULL when nothing was stored),
+     * whether the lease was held, whether the session exists. */
     static const char sql[] =
-        "WITH s AS (UPDATE sessions SET last_seq = last_seq + 1,"
+        "WITH l AS (SELECT 1 FROM reply_queue WHERE message_id = $11::bigint AND owner = $12"
+        " FOR UPDATE),"
+        " s AS (UPDATE sessions SET last_seq = last_seq + 1,"
         " message_count = message_count + 1, updated_at = $3::timestamptz WHERE id = $1"
+        " AND ($12::text IS NULL OR EXISTS (SELECT 1 FROM l))"
         " RETURNING last_seq, message_count),"
         " m AS (INSERT INTO messages(session_id, seq, role, content, created_at, model, status,"
         " prompt_tokens, completion_tokens, duration_ms, reasoning, error)"
         " SELECT $1, s.last_seq, 'assistant', $2, $3::timestamptz, $4, $5, $6::bigint,"
         " $7::bigint, $8::bigint, $9, $10 FROM s RETURNING id, seq),"
-        " q AS (DELETE FROM reply_queue WHERE message_id = $11::bigint"
+        " q AS (DELETE FROM reply_queue WHERE message_id = $11::bigint AND NOT $13::boolean"
         " AND EXISTS (SELECT 1 FROM m)),"
         " c AS (UPDATE counters SET value = value"
         " + CASE name WHEN 'replies_total' THEN 1 ELSE $8::bigint END"
         " WHERE name IN ('replies_total', 'reply_ms_total') AND EXISTS (SELECT 1 FROM m))"
-        " SELECT m.id, m.seq, s.message_count FROM m, s";
+        " SELECT (SELECT id FROM m), (SELECT seq FROM m), (SELECT message_count FROM s),"
+        " $12::text IS NULL OR EXISTS (SELECT 1 FROM l),"
+        " EXISTS (SELECT 1 FROM sessions WHERE id = $1)";
     struct db_message_in in = {
         .session_id = rin->session_id, .role = "assistant", .content = rin->content};
     char now[CLOCK_ISO_LEN], pt[DB_PG_INT_LEN], ct[DB_PG_INT_LEN], ms[DB_PG_INT_LEN],
@@ -294,16 +307,24 @@ enum perr db_pg_reply_add(struct db *db, const struct db_reply_in *rin, struct d
                             db_pg_int(ms, rin->duration_ms),
                             rin->reasoning,
                             rin->error,
-                            db_pg_int(to, rin->reply_to)};
+                            db_pg_int(to, rin->reply_to),
+                            rin->owner,
+                            rin->keep_queued ? "true" : "false"};
     enum perr e;
     PGresult *r;
 
     clock_now_iso(now);
-    if (!(r = db_pg_query(db, __func__, "store reply", sql, 11, params, &e)))
+    if (!(r = db_pg_query(db, __func__, "store reply", sql, 13, params, &e)))
         return e;
-    if (PQntuples(r) != 1) {
+    if (PQntuples(r) != 1 || PQnfields(r) != 5) {
         PQclear(r);
-        return PERR_SESSION_NOT_FOUND;
+        return PERR_INTERNAL;
+    }
+    if (PQgetisnull(r, 0, 0)) { /* nothing stored: the session is gone, or the lease */
+        bool held = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+        bool session = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+        PQclear(r);
+        return session && !held ? PERR_NOT_FOUND : PERR_SESSION_NOT_FOUND;
     }
     if (message_count)
         *message_count = db_pg_int64(r, 0, 2);
@@ -435,13 +456,74 @@ enum perr db_pg_messages_context(struct db *db, const char *session_id, int64_t 
     return PERR_OK;
 }
 
-enum perr db_pg_reply_queue(struct db *db, struct db_message_list *out)
-{
-    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
-                              " WHERE id IN (SELECT message_id FROM reply_queue)"
-                              " ORDER BY id LIMIT 10000";
+/* ---- the reply lease (SPEC 8) ----
+ * Measured by the server's clock (clock_timestamp(): now, not the transaction's start),
+ * so that the brokers' hosts need not agree on the time. */
+#define LEASE_UNTIL "clock_timestamp() + $3::bigint * interval '1 millisecond'"
 
-    return read_list(db, __func__, sql, 0, NULL, REPLY_QUEUE_MAX, out);
+enum perr db_pg_reply_queue(struct db *db, const char *node, struct db_message_list *out)
+{
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE id IN"
+                              " (SELECT message_id FROM reply_queue WHERE owner IS NULL"
+                              " OR owner = $1 OR lease_until < clock_timestamp())"
+                              " ORDER BY id LIMIT 10000";
+    const char *params[] = {node}; /* NULL: only the unclaimed and the expired */
+
+    return read_list(db, __func__, sql, 1, params, REPLY_QUEUE_MAX, out);
+}
+
+/* One statement: old reads the queue row and locks it (FOR UPDATE: a broker claiming it at
+ * the same moment is waited for, and then the row is read as that broker left it, so the
+ * second of two sees the first's owner), t takes the lease when old says it may. */
+enum perr db_pg_reply_claim(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                            struct db_claim *out)
+{
+    static const char sql[] =
+        "WITH old AS (SELECT owner IS NULL OR owner = $2 OR lease_until < clock_timestamp()"
+        " AS claimable, owner IS NOT NULL AS owned, response_id, partial, chunks"
+        " FROM reply_queue WHERE message_id = $1::bigint FOR UPDATE),"
+        " t AS (UPDATE reply_queue SET owner = $2, lease_until = " LEASE_UNTIL ","
+        " response_id = NULL, partial = NULL, chunks = 0"
+        " WHERE message_id = $1::bigint AND (SELECT claimable FROM old))"
+        " SELECT claimable, owned, response_id, partial, chunks FROM old";
+    char idb[DB_PG_INT_LEN], ms[DB_PG_INT_LEN];
+    const char *params[] = {db_pg_int(idb, message_id), node, db_pg_int(ms, lease_ms)};
+    enum perr e;
+    PGresult *r = db_pg_query(db, __func__, "claim a reply", sql, 3, params, &e);
+
+    if (!r)
+        return e;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return PERR_NOT_FOUND;
+    }
+    /* what the earlier holder said only goes to the one that takes over */
+    if ((out->claimed = strcmp(PQgetvalue(r, 0, 0), "t") == 0)) {
+        out->taken_over = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+        db_pg_copy(r, 0, 2, out->response_id, sizeof out->response_id);
+        out->partial = db_pg_strdup(r, 0, 3);
+        out->chunks = db_pg_int64(r, 0, 4);
+    }
+    PQclear(r);
+    return PERR_OK;
+}
+
+enum perr db_pg_reply_renew(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                            const char *response_id, const char *partial, int64_t chunks,
+                            bool *mine)
+{
+    static const char sql[] = "UPDATE reply_queue SET lease_until = " LEASE_UNTIL ","
+                              " response_id = $4, partial = $5, chunks = $6::bigint"
+                              " WHERE message_id = $1::bigint AND owner = $2";
+    char idb[DB_PG_INT_LEN], ms[DB_PG_INT_LEN], nb[DB_PG_INT_LEN];
+    const char *params[] = {
+        db_pg_int(idb, message_id), node, db_pg_int(ms, lease_ms), response_id, partial,
+        db_pg_int(nb, chunks)};
+    int64_t changed = 0;
+    enum perr e = db_pg_run(db, __func__, "renew the lease", sql, 6, params, &changed);
+
+    *mine = e == PERR_OK && changed > 0;
+    return e;
 }
 
 enum perr db_pg_reply_queue_drop(struct db *db, int64_t message_id)

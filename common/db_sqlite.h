@@ -68,7 +68,12 @@ enum perr db_sqlite_messages_search(struct db *db, const char *session_id, const
 enum perr db_sqlite_search_index(struct db *db, int max_rows, int *indexed);
 enum perr db_sqlite_reply_add(struct db *db, const struct db_reply_in *in, struct db_message *out,
                               int64_t *message_count);
-enum perr db_sqlite_reply_queue(struct db *db, struct db_message_list *out);
+enum perr db_sqlite_reply_queue(struct db *db, const char *node, struct db_message_list *out);
+enum perr db_sqlite_reply_claim(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                                struct db_claim *out);
+enum perr db_sqlite_reply_renew(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                                const char *response_id, const char *partial, int64_t chunks,
+                                bool *mine);
 enum perr db_sqlite_reply_queue_drop(struct db *db, int64_t message_id);
 enum perr db_sqlite_stats_read(struct db *db, struct db_stats *out);
 enum perr db_sqlite_keys_active(struct db *db, int64_t *n);

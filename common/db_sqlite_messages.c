@@ -1,6 +1,7 @@
-/* db_sqlite_messages: storing messages and replies, and reading history pages, on
- * SQLite. Within a session every read is in seq order; a message id that marks a place
- * (since, before, up_to) is turned into a seq bound by the SQL of SEQ_OF_* below. */
+/* db_sqlite_messages: storing messages and replies, the reply queue and its leases
+ * (SPEC 8), and reading history pages, on SQLite. Within a session every read is in seq
+ * order; a message id that marks a place (since, before, up_to) is turned into a seq
+ * bound by the SQL of SEQ_OF_* below. */
 #include <stdio.h>
 #include <assert.h>
 #include <stdlib.h>
@@ -224,6 +225,31 @@ static enum perr queue_reply(struct db *db, int64_t message_id, const char *sess
     return rc == SQLITE_DONE ? PERR_OK : db_sqlite_fail(db, __func__, "queue reply");
 }
 
+/* Whether reply->owner still holds the lease of reply->reply_to (db_reply_add with an
+ * owner): PERR_OK; PERR_NOT_FOUND when it does not (another broker took the reply over,
+ * or it was answered or deleted); PERR_SESSION_NOT_FOUND when the session is gone. Inside
+ * add's transaction, so nobody can take the lease between this check and the store. */
+static enum perr lease_held(struct db *db, const struct db_reply_in *reply)
+{
+    static const char sql[] = "SELECT 1 FROM reply_queue WHERE message_id = ?1 AND owner = ?2";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
+    enum perr e;
+    int rc;
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    sqlite3_bind_int64(st, 1, reply->reply_to);
+    sqlite3_bind_text(st, 2, reply->owner, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    db_sqlite_stmt_done(st);
+    if (rc == SQLITE_ROW)
+        return PERR_OK;
+    if (rc != SQLITE_DONE)
+        return db_sqlite_fail(db, "db_sqlite_reply_add", "check the lease");
+    e = session_count(db, reply->session_id, NULL);
+    return e ? e : PERR_NOT_FOUND;
+}
+
 /* Stores in (and reply, for assistant rows) in one transaction. */
 static enum perr add(struct db *db, const struct db_message_in *in, const struct db_reply_in *reply,
                      struct db_message *out, bool *duplicate, int64_t *message_count)
@@ -252,6 +278,8 @@ static enum perr add(struct db *db, const struct db_message_in *in, const struct
         if (e != PERR_NOT_FOUND)
             goto fail;
     }
+    if (reply && reply->owner && (e = lease_held(db, reply)))
+        goto fail;
     if ((e = touch_session(db, in->session_id, now, &seq, message_count)))
         goto fail;
     if ((e = insert_row(db, in, reply, now, seq, &id)))
@@ -259,8 +287,12 @@ static enum perr add(struct db *db, const struct db_message_in *in, const struct
     if (in->want_reply && (e = queue_reply(db, id, in->session_id, now)))
         goto fail;
     if (reply) {
-        if (reply->reply_to > 0 && (e = db_reply_queue_drop(db, reply->reply_to)))
+        if (reply->reply_to > 0 && !reply->keep_queued &&
+            (e = db_reply_queue_drop(db, reply->reply_to)))
             goto fail;
+        /* Every stored reply counts, an interrupted one kept queued too: replies_total is
+         * the assistant messages ever stored (as for stopped and error ones), not the
+         * user messages answered. */
         if ((e = db_sqlite_counter_add(db, "replies_total", 1)) ||
             (e = db_sqlite_counter_add(db, "reply_ms_total", reply->duration_ms)))
             goto fail;
@@ -382,17 +414,114 @@ enum perr db_sqlite_messages_context(struct db *db, const char *session_id, int6
     return PERR_OK;
 }
 
-enum perr db_sqlite_reply_queue(struct db *db, struct db_message_list *out)
+/* ---- the reply lease (SPEC 8) ----
+ * lease_until is ISO-8601 UTC text like every timestamp here, so it compares as text; the
+ * process's clock is the database host's (the file is local). */
+
+enum perr db_sqlite_reply_queue(struct db *db, const char *node, struct db_message_list *out)
 {
-    static const char sql[] = "SELECT m.id, m.session_id, m.role, m.content, m.created_at,"
-                              " m.connection_id, m.client_msg_id, m.thread_id, m.status"
-                              " FROM reply_queue q JOIN messages m ON m.id = q.message_id"
-                              " ORDER BY q.message_id LIMIT 10000";
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE id IN"
+                              " (SELECT message_id FROM reply_queue WHERE owner IS NULL"
+                              " OR owner = ?1 OR lease_until < ?2) ORDER BY id LIMIT 10000";
     sqlite3_stmt *st = db_sqlite_stmt(db, sql);
+    char now[CLOCK_ISO_LEN];
 
     if (!st)
         return PERR_UNAVAILABLE;
+    clock_now_iso(now);
+    db_sqlite_bind_text(st, 1, node); /* NULL: only the unclaimed and the expired */
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
     return read_list(db, st, 10000, out);
+}
+
+/* Read and taken in one transaction (BEGIN IMMEDIATE, or a savepoint in the caller's):
+ * brokers claiming at once take turns, and the second sees the first's owner. */
+enum perr db_sqlite_reply_claim(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                                struct db_claim *out)
+{
+    static const char sql_read[] = "SELECT owner IS NULL OR owner = ?2 OR lease_until < ?3,"
+                                   " owner IS NOT NULL, response_id, partial, chunks"
+                                   " FROM reply_queue WHERE message_id = ?1";
+    static const char sql_take[] = "UPDATE reply_queue SET owner = ?2, lease_until = ?3,"
+                                   " response_id = NULL, partial = NULL, chunks = 0"
+                                   " WHERE message_id = ?1";
+    char now[CLOCK_ISO_LEN], until[CLOCK_ISO_LEN];
+    sqlite3_stmt *st;
+    int64_t now_ms;
+    enum perr e;
+    int rc;
+
+    if ((e = db_tx_begin(db)))
+        return e;
+    now_ms = clock_now_ms(); /* after the wait for the write lock */
+    clock_iso8601(now_ms, now);
+    clock_iso8601(now_ms + lease_ms, until);
+    if (!(st = db_sqlite_stmt(db, sql_read))) {
+        e = PERR_UNAVAILABLE;
+        goto fail;
+    }
+    sqlite3_bind_int64(st, 1, message_id);
+    sqlite3_bind_text(st, 2, node, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    /* what the earlier holder said only goes to the one that takes over */
+    if (rc == SQLITE_ROW && (out->claimed = sqlite3_column_int(st, 0) != 0)) {
+        out->taken_over = sqlite3_column_int(st, 1) != 0;
+        db_sqlite_column_copy(st, 2, out->response_id, sizeof out->response_id);
+        out->partial = db_sqlite_column_strdup(st, 3);
+        out->chunks = sqlite3_column_int64(st, 4);
+    }
+    db_sqlite_stmt_done(st);
+    if (rc != SQLITE_ROW) {
+        e = rc == SQLITE_DONE ? PERR_NOT_FOUND : db_sqlite_fail(db, __func__, "read the lease");
+        goto fail;
+    }
+    if (out->claimed) {
+        if (!(st = db_sqlite_stmt(db, sql_take))) {
+            e = PERR_UNAVAILABLE;
+            goto fail;
+        }
+        sqlite3_bind_int64(st, 1, message_id);
+        sqlite3_bind_text(st, 2, node, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, until, -1, SQLITE_STATIC);
+        if (db_sqlite_run(st) != SQLITE_DONE) {
+            e = db_sqlite_fail(db, __func__, "take the lease");
+            goto fail;
+        }
+    }
+    if ((e = db_tx_commit(db)))
+        goto cleanup; /* rolled back by the commit */
+    return PERR_OK;
+fail:
+    db_tx_rollback(db);
+cleanup:
+    db_claim_cleanup(out);
+    memset(out, 0, sizeof *out);
+    return e;
+}
+
+enum perr db_sqlite_reply_renew(struct db *db, int64_t message_id, const char *node, int lease_ms,
+                                const char *response_id, const char *partial, int64_t chunks,
+                                bool *mine)
+{
+    static const char sql[] = "UPDATE reply_queue SET lease_until = ?3, response_id = ?4,"
+                              " partial = ?5, chunks = ?6 WHERE message_id = ?1 AND owner = ?2";
+    sqlite3_stmt *st = db_sqlite_stmt(db, sql);
+    char until[CLOCK_ISO_LEN];
+
+    if (!st)
+        return PERR_UNAVAILABLE;
+    clock_iso8601(clock_now_ms() + lease_ms, until);
+    sqlite3_bind_int64(st, 1, message_id);
+    sqlite3_bind_text(st, 2, node, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, until, -1, SQLITE_STATIC);
+    db_sqlite_bind_text(st, 4, response_id);
+    db_sqlite_bind_text(st, 5, partial);
+    sqlite3_bind_int64(st, 6, chunks);
+    if (db_sqlite_run(st) != SQLITE_DONE)
+        return db_sqlite_fail(db, __func__, "renew the lease");
+    *mine = sqlite3_changes(sqlite3_db_handle(st)) > 0;
+    return PERR_OK;
 }
 
 enum perr db_sqlite_reply_queue_drop(struct db *db, int64_t message_id)

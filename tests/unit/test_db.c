@@ -937,7 +937,7 @@ static void reply_queue_and_add(void)
     add(db, s.id, "user", "no reply wanted", NULL, false);
     u2 = add(db, s.id, "user", "question two", NULL, true);
 
-    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(db_reply_queue(db, NULL, &q) == PERR_OK);
     REQUIRE(q.n == 2);
     EQ_INT(q.v[0].id, u1);
     EQ_INT(q.v[1].id, u2);
@@ -972,7 +972,7 @@ static void reply_queue_and_add(void)
     EQ_STR(reasoning, "thought about it/echo");
     db_message_cleanup(&m);
 
-    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(db_reply_queue(db, NULL, &q) == PERR_OK);
     REQUIRE(q.n == 1);
     EQ_INT(q.v[0].id, u2);
     db_message_list_cleanup(&q);
@@ -992,7 +992,7 @@ static void reply_queue_and_add(void)
     REQUIRE(db_reply_add(db, &r, &m, NULL) == PERR_OK);
     EQ_STR(m.status, "error");
     db_message_cleanup(&m);
-    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(db_reply_queue(db, NULL, &q) == PERR_OK);
     EQ_INT(q.n, 0);
     db_message_list_cleanup(&q);
     REQUIRE(db_stats_read(db, &st) == PERR_OK);
@@ -1034,11 +1034,67 @@ static void reply_queue_drop(void)
     b = add(db, s.id, "user", "b", NULL, true);
     EQ_INT(db_reply_queue_drop(db, a), PERR_OK);
     EQ_INT(db_reply_queue_drop(db, a), PERR_OK); /* already gone: still fine */
-    REQUIRE(db_reply_queue(db, &q) == PERR_OK);
+    REQUIRE(db_reply_queue(db, NULL, &q) == PERR_OK);
     REQUIRE(q.n == 1);
     EQ_INT(q.v[0].id, b);
     db_message_list_cleanup(&q);
     db_session_cleanup(&s);
+    db_close(db);
+}
+
+/* ---- the reply lease (SPEC 8): the rules both backends share, then SQLite's own ---- */
+
+static struct db *lease_open(const char *name)
+{
+    return open_new(name);
+}
+
+static struct db *lease_again(void)
+{
+    return db_open(path);
+}
+
+#include "lease_cases.h"
+
+/* A file at schema version 6 migrates to the reply lease: a question queued before is
+ * unclaimed (owner NULL, chunks 0) and can be claimed. */
+static void migrate_lease(void)
+{
+    struct db_claim c;
+    struct db *db;
+    char got[64];
+
+    new_path("lease-old");
+    REQUIRE(parley_migrations_count >= 7);
+    for (int v = 0; v < 6; v++)
+        EQ_INT(side_exec(path, parley_migrations[v]), 0);
+    EQ_INT(side_exec(path, "PRAGMA user_version = 6;"
+                           "INSERT INTO sessions(id, model, created_at, updated_at, message_count,"
+                           " last_seq) VALUES ('00000000000000aa', 'echo',"
+                           " '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z', 1, 1);"
+                           "INSERT INTO messages(id, session_id, role, content, created_at, seq)"
+                           " VALUES (7, '00000000000000aa', 'user', 'q',"
+                           " '2025-01-01T00:00:00.000Z', 1);"
+                           "INSERT INTO reply_queue VALUES (7, '00000000000000aa',"
+                           " '2025-01-01T00:00:00.000Z');"),
+           0);
+    db = db_open(path);
+    REQUIRE(db != NULL);
+    EQ_INT(db_user_version(db), db_schema_version(db));
+    EQ_INT(side_int("SELECT count(*) FROM reply_queue WHERE owner IS NULL AND lease_until IS NULL"
+                    " AND response_id IS NULL AND partial IS NULL AND chunks = 0",
+                    NULL),
+           1);
+    EQ_STR(lease_queue(db, NULL, got, sizeof got), "7");
+    REQ_INT(db_reply_claim(db, 7, LEASE_A, LEASE_LONG, &c), PERR_OK);
+    CHECK(c.claimed);
+    CHECK(!c.taken_over);
+    db_claim_cleanup(&c);
+    /* as a person reads it in the sqlite3 shell: the holder and an ISO-8601 time */
+    side_query(path, "SELECT owner FROM reply_queue", NULL, got, sizeof got);
+    EQ_STR(got, LEASE_A);
+    side_query(path, "SELECT lease_until FROM reply_queue", NULL, got, sizeof got);
+    CHECK(strlen(got) == CLOCK_ISO_LEN - 1 && got[10] == 'T' && got[CLOCK_ISO_LEN - 2] == 'Z');
     db_close(db);
 }
 
@@ -1670,6 +1726,8 @@ static const struct unit_case cases[] = {
     {"a version 4 file gets seq per session in id order, then counts on", migrate_seq},
     {"seq: never reused after a clear; a deleted id keeps its place", seq_places},
     {"db_path_shown hides a PostgreSQL password", path_shown},
+    {NULL, lease_run_all},
+    {"a version 6 file migrates to the reply lease", migrate_lease},
 };
 
 int main(void)
