@@ -254,12 +254,14 @@ test-pg: all $(addprefix $(REL_DIR)/tests/,$(filter test_pg_%,$(UNIT_TESTS)))
 	@/usr/bin/python3 tests/run.py --pass pg=bin $(T)
 
 # ---- benchmarks ----------------------------------------------------------------
-# rest_bench (wrk) then broker_bench (bench programs below); both run even if one fails.
+# rest_bench (wrk), broker_bench (bench programs below), then pg_bench (PostgreSQL beside
+# SQLite, on a throwaway cluster of its own); each runs even if one before it fails.
 BENCH_DIR := build/bench
 BENCH_CFLAGS := -O2 -g $(CSTD) $(WARN)
 BENCH_PROGS := $(BENCH_DIR)/loadgen $(BENCH_DIR)/ceiling
 bench: all $(BENCH_PROGS)
-	@rc=0; sh bench/rest_bench.sh || rc=1; sh bench/broker_bench.sh || rc=1; exit $$rc
+	@rc=0; sh bench/rest_bench.sh || rc=1; sh bench/broker_bench.sh || rc=1; \
+		sh bench/pg_bench.sh || rc=1; exit $$rc
 
 $(BENCH_DIR)/loadgen: bench/loadgen.c | deps
 	@mkdir -p $(@D)

@@ -53,11 +53,8 @@ CEILING=$BENCH_BIN/ceiling
 
 say() { printf '%s\n' "broker_bench: $*"; }
 die() { say "cannot run: $*" >&2; exit 1; }
-# alive PID: the process exists and is not a zombie (a dead child stays one until waited)
-alive() {
-	pst=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$pst" ] && [ "$pst" != Z ]
-}
+# alive, free_port, median, seed_session
+. "$(dirname "$0")/lib.sh"
 
 [ -x "$BROKER_BIN" ] || die "$BROKER_BIN is not built (run make)"
 [ -x "$LOADGEN" ] && [ -x "$CEILING" ] || die "$LOADGEN or $CEILING is not built (run make bench)"
@@ -125,15 +122,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-free_port() {
-	/usr/bin/python3 -c '
-import socket
-for _ in range(50):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    if p not in (8000, 8001):
-        print(p); break'
-}
-
 # start_broker [FLAG...]: a fresh broker on a free port with its own database (FLAGs after
 # the defaults: the last of a flag wins); sets PORT and BPID.
 start_broker() {
@@ -194,9 +182,6 @@ run_load() {
 
 rss_growth() { # rss_growth LABEL WORD: the number after WORD on loadgen's VmRSS line
 	awk -v w="$2" '/broker VmRSS kB:/ { for (i = 1; i < NF; i++) if ($i == w) { print $(i + 1); exit } }' "$TMP/$1.out"
-}
-median() { # median N...: the middle value (the lower of the two middle ones)
-	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
 
 figure() { # figure LABEL PATTERN FIELD: a number from a loadgen output line

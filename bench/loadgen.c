@@ -12,7 +12,9 @@
  *               the others join it); K senders per session send chat messages whose
  *               content starts with the send time in ns, at R messages/s in total (0: as
  *               fast as acknowledgements allow, --window unacknowledged per sender).
- *               Every receiver records the delivery latency in a log-linear histogram.
+ *               Every receiver records the delivery latency in a log-linear histogram;
+               a sender's own message_added back is its acknowledgement (acknowledged/s:
+               those that came back inside the send window, i.e. stored and answered).
  *               --stalled K: when the send window opens, the last K receivers of the first
  *               session stop reading (no EPOLLIN, socket kept open, not even pings read);
  *               the broker's side of their sockets is watched every 100 ms (sock_diag:
@@ -98,7 +100,7 @@ static struct {
 
 static struct {
     uint64_t connect_fail, upgrade_fail, dropped, errors, pings;
-    uint64_t sent, acked, throttled, late;
+    uint64_t sent, acked, acked_in_window, throttled, late;
     uint64_t deliveries, deliveries_in_window, expected;
     uint64_t handshakes, handshakes_in_window;
     bool running; /* sessions mode: inside the send window */
@@ -616,6 +618,8 @@ static void on_message_added(struct conn *c, const char *text, size_t len)
     if (sender == (long)(c - conns) && c->unacked > 0) {
         c->unacked--;
         fig.acked++;
+        if (now >= fig.run_start_ns && now < fig.run_end_ns)
+            fig.acked_in_window++;
         if (fig.running && opt.rate <= 0 && now < fig.run_end_ns)
             send_chat(c);
     }
@@ -1311,7 +1315,7 @@ static void warm_up(const long *senders, long sender_n)
     printf("loadgen: warm-up %.1f s: %llu messages sent, %llu of %llu deliveries (not counted)\n",
            opt.warmup_s, (unsigned long long)fig.sent, (unsigned long long)fig.deliveries,
            (unsigned long long)fig.expected);
-    fig.sent = fig.acked = fig.throttled = fig.late = 0;
+    fig.sent = fig.acked = fig.acked_in_window = fig.throttled = fig.late = 0;
     fig.deliveries = fig.deliveries_in_window = fig.expected = 0;
     memset(&hist, 0, sizeof hist);
 }
@@ -1418,6 +1422,9 @@ static int run_sessions(void)
            (unsigned long long)fig.sent, window, (double)fig.sent / window,
            (unsigned long long)fig.acked, (unsigned long long)fig.throttled, opt.window,
            (unsigned long long)fig.late);
+    printf("loadgen: acknowledged/s %.0f  (own message_added back in the send window: stored and "
+           "answered; %llu in %.1f s)\n",
+           (double)fig.acked_in_window / window, (unsigned long long)fig.acked_in_window, window);
     printf("loadgen: deliveries/s %.0f  (in the send window; %llu delivered of %llu expected, "
            "%.0f/s over %.1f s until the last one)\n",
            (double)fig.deliveries_in_window / window, (unsigned long long)fig.deliveries,

@@ -21,11 +21,8 @@ MESSAGES=50
 
 say() { printf '%s\n' "rest_bench: $*"; }
 die() { say "cannot run: $*" >&2; exit 1; }
-# alive PID: the process exists and is not a zombie (a dead child stays one until waited)
-alive() {
-	pst=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$pst" ] && [ "$pst" != Z ]
-}
+# alive, free_port, median, seed_session
+. "$(dirname "$0")/lib.sh"
 
 for tool in curl wrk /usr/bin/python3; do
 	command -v "$tool" >/dev/null 2>&1 || die "'$tool' is missing (make deps installs it)"
@@ -62,12 +59,7 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # A loopback port that is free now, never 8000 or 8001.
-PORT=$(/usr/bin/python3 -c '
-import socket
-for _ in range(50):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    if p not in (8000, 8001):
-        print(p); break') || die "no free port"
+PORT=$(free_port) || die "no free port"
 BASE="http://127.0.0.1:$PORT"
 
 $PIN_SERVER "$REST_BIN" --port "$PORT" --db "$TMP/rest.db" \
@@ -84,22 +76,7 @@ until curl -fs -o /dev/null "$BASE/health"; do
 	sleep 0.1
 done
 
-SID=$(curl -fs -X POST -H 'Content-Type: application/json' -d '{"title":"bench"}' \
-	"$BASE/sessions/new" |
-	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["session_id"])') ||
-	die "POST /sessions/new failed"
-n=1
-while [ $n -le $MESSAGES ]; do
-	curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' \
-		-d "{\"content\":\"benchmark message $n: the quick brown fox jumps over the lazy dog\"}" \
-		"$BASE/sessions/$SID/messages" || die "POST /sessions/$SID/messages failed"
-	n=$((n + 1))
-done
-GOT=$(curl -fs "$BASE/sessions/$SID" |
-	/usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)["messages"]))') ||
-	die "GET /sessions/$SID failed"
-[ "$GOT" = "$MESSAGES" ] || die "GET /sessions/$SID returned $GOT messages, not $MESSAGES"
-BYTES=$(curl -fs "$BASE/sessions/$SID" | wc -c)
+seed_session "$BASE" $MESSAGES
 say "parley-rest pid $PID on $BASE (pinned: ${PIN_SERVER:-no}), session $SID with $MESSAGES messages ($BYTES-byte answer)"
 
 # bench_url NAME URL TARGET: BENCH_RUNS wrk runs; prints each and the median.
