@@ -25,6 +25,10 @@
  *               counted, so that the broker's caches are full before its RSS is read.
  *               --no-settle: the run starts as soon as every member is joined, without
  *               waiting for the presence frames of the joins to stop (a join burst).
+ *               --port2 P: a second broker (many brokers through Redis, SPEC 8): the last
+ *               half of each session's members (rounded down) connect to it, the creator
+ *               and the senders stay on --port; the latency is also reported apart for the
+ *               receivers on the senders' broker and for those on the other one.
  *   idle        --idle N --hold S [--broker-pid P]
  *               N connections that only answer pings, held S seconds; drops, and the
  *               broker's VmRSS before and after, per connection.
@@ -127,7 +131,7 @@ static double secs(int64_t ns)
 #define HIST_SUB     64
 #define HIST_BUCKETS (2 * HIST_SUB + 58 * HIST_SUB)
 
-static struct {
+static struct hist {
     uint64_t counts[HIST_BUCKETS];
     uint64_t total, max;
 } hist;
@@ -157,28 +161,33 @@ static uint64_t hist_value(int idx)
     return (sub << shift) + ((1ull << shift) >> 1);
 }
 
-static void hist_record(uint64_t v)
+static void hist_add(struct hist *h, uint64_t v)
 {
-    hist.counts[hist_index(v)]++;
-    hist.total++;
-    if (v > hist.max)
-        hist.max = v;
+    h->counts[hist_index(v)]++;
+    h->total++;
+    if (v > h->max)
+        h->max = v;
 }
 
-static uint64_t hist_quantile(double q)
+static void hist_record(uint64_t v)
 {
-    uint64_t target = (uint64_t)(q * (double)hist.total + 0.999999), seen = 0;
+    hist_add(&hist, v);
+}
+
+static uint64_t hist_quantile_of(const struct hist *h, double q)
+{
+    uint64_t target = (uint64_t)(q * (double)h->total + 0.999999), seen = 0;
 
     if (target == 0)
         target = 1;
     for (int i = 0; i < HIST_BUCKETS; i++) {
-        seen += hist.counts[i];
+        seen += h->counts[i];
         if (seen >= target) {
             uint64_t v = hist_value(i);
-            return v > hist.max ? hist.max : v;
+            return v > h->max ? h->max : v;
         }
     }
-    return hist.max;
+    return h->max;
 }
 
 /* ---- SHA-1 and base64, for Sec-WebSocket-Accept ---- */
@@ -331,6 +340,28 @@ static int ep = -1;
 static struct sockaddr_in server;
 static long open_count, in_flight, ready_count; /* ready: open, with its connected event */
 static unsigned error_prints;
+
+/* --port2: the second broker, and the latency seen on each side ([0] receivers on the
+ * senders' broker, [1] on the other one) */
+static struct {
+    int port; /* 0: one broker */
+    struct sockaddr_in server;
+    struct hist side[2];
+    long members[2];
+} two;
+
+/* Does connection c go to the second broker? The last half of its session's members. */
+static bool on_port2(const struct conn *c)
+{
+    const struct session *s;
+    long k;
+
+    if (!two.port || opt.mode != MODE_SESSIONS || c->session < 0)
+        return false;
+    s = &sess[c->session];
+    k = (long)(c - conns) - s->first;
+    return k >= s->n - s->n / 2;
+}
 
 static void conn_arm(struct conn *c, bool want_out)
 {
@@ -500,7 +531,8 @@ static int conn_start(struct conn *c)
             return -1;
         }
     }
-    if (connect(fd, (struct sockaddr *)&server, sizeof server) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (struct sockaddr *)(on_port2(c) ? &two.server : &server), sizeof server) < 0 &&
+        errno != EINPROGRESS) {
         fig.connect_fail++;
         if (error_prints++ < 5)
             fprintf(stderr, "loadgen: connect: %s\n", strerror(errno));
@@ -537,7 +569,7 @@ static void send_upgrade(struct conn *c)
              "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
              "User-Agent: parley-loadgen\r\n\r\n",
-             opt.host, opt.port, c->key);
+             opt.host, on_port2(c) ? two.port : opt.port, c->key);
     c->st = CS_UPGRADING;
     conn_arm(c, false);
     conn_write(c, req, strlen(req));
@@ -615,6 +647,8 @@ static void on_message_added(struct conn *c, const char *text, size_t len)
     if (now >= fig.run_start_ns && now < fig.run_end_ns)
         fig.deliveries_in_window++;
     hist_record(now > ns ? (uint64_t)(now - ns) : 0);
+    if (two.port)
+        hist_add(&two.side[on_port2(c)], now > ns ? (uint64_t)(now - ns) : 0);
     if (sender == (long)(c - conns) && c->unacked > 0) {
         c->unacked--;
         fig.acked++;
@@ -1032,13 +1066,28 @@ static void settle(void)
     }
 }
 
+static void print_hist(const char *what, const struct hist *h)
+{
+    printf("loadgen: latency us%s  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  "
+           "(%llu samples)\n",
+           what, (double)hist_quantile_of(h, 0.50) / 1e3, (double)hist_quantile_of(h, 0.90) / 1e3,
+           (double)hist_quantile_of(h, 0.99) / 1e3, (double)hist_quantile_of(h, 0.999) / 1e3,
+           (double)h->max / 1e3, (unsigned long long)h->total);
+}
+
 static void print_latency(void)
 {
-    printf("loadgen: latency us  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  "
-           "(%llu samples)\n",
-           (double)hist_quantile(0.50) / 1e3, (double)hist_quantile(0.90) / 1e3,
-           (double)hist_quantile(0.99) / 1e3, (double)hist_quantile(0.999) / 1e3,
-           (double)hist.max / 1e3, (unsigned long long)hist.total);
+    print_hist("", &hist);
+    if (!two.port)
+        return;
+    for (int k = 0; k < 2; k++) {
+        char what[96];
+        snprintf(what, sizeof what, ", %s (%ld members)",
+                 k ? "cross-broker: receivers on the other broker"
+                   : "same broker: receivers on the senders' broker",
+                 two.members[k]);
+        print_hist(what, &two.side[k]);
+    }
 }
 
 /* ---- --stalled: receivers that stop reading ---- */
@@ -1318,6 +1367,7 @@ static void warm_up(const long *senders, long sender_n)
     fig.sent = fig.acked = fig.acked_in_window = fig.throttled = fig.late = 0;
     fig.deliveries = fig.deliveries_in_window = fig.expected = 0;
     memset(&hist, 0, sizeof hist);
+    memset(two.side, 0, sizeof two.side);
 }
 
 static int run_sessions(void)
@@ -1363,6 +1413,13 @@ static int run_sessions(void)
     printf("loadgen: setup %.2f s: %ld of %ld connections open, %ld session members in %ld "
            "sessions\n",
            secs(now_ns() - setup0), ready, opt.conns, members, n_sess);
+    if (two.port) {
+        for (long i = 0; i < opt.conns; i++)
+            two.members[on_port2(&conns[i])] += conns[i].member;
+        printf("loadgen: %ld members on the broker at port %d (the senders'), %ld on the broker "
+               "at port %d\n",
+               two.members[0], opt.port, two.members[1], two.port);
+    }
     if (opt.warmup_s > 0 && opt.rate > 0 && sender_n > 0)
         warm_up(senders, sender_n);
     if (!opt.no_settle)
@@ -1527,6 +1584,7 @@ static void usage(void)
             "  sessions:   --conns N --session-size S [--senders K] [--rate R] [--window W]\n"
             "              [--duration D] [--size BYTES] [--stalled K] [--warmup S]\n"
             "              [--broker-pid PID] [--no-settle: measure during the joins' presence]\n"
+            "              [--port2 P: the last half of each session on a second broker]\n"
             "  idle:       --idle N --hold S [--broker-pid PID]\n"
             "  handshakes: --handshakes D [--concurrency C]\n"
             "  --concurrency also bounds handshakes in flight while connecting (default 64)\n"
@@ -1568,6 +1626,8 @@ static int parse_args(int argc, char **argv)
             bad = !v;
         } else if (strcmp(a, "--port") == 0) {
             bad = num(v, 1, 65535, &d), opt.port = (int)d;
+        } else if (strcmp(a, "--port2") == 0) {
+            bad = num(v, 1, 65535, &d), two.port = (int)d;
         } else if (strcmp(a, "--conns") == 0) {
             bad = num(v, 1, MAX_CONNS, &d), opt.conns = (long)d, opt.mode = MODE_SESSIONS;
         } else if (strcmp(a, "--session-size") == 0) {
@@ -1611,6 +1671,12 @@ static int parse_args(int argc, char **argv)
         opt.window = opt.rate > 0 ? 1000000 : 8;
     if (opt.senders > opt.session_size)
         opt.senders = opt.session_size;
+    if (two.port && (opt.mode != MODE_SESSIONS || opt.stalled > 0 ||
+                     opt.senders > opt.session_size - opt.session_size / 2)) {
+        fprintf(stderr, "loadgen: --port2 is for sessions mode, without --stalled, with the "
+                        "senders in the first half of each session\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -1634,6 +1700,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: --host must be an IPv4 address\n");
         return 2;
     }
+    two.server = server;
+    two.server.sin_port = htons((uint16_t)two.port);
     n_conns = opt.mode == MODE_SESSIONS ? opt.conns
               : opt.mode == MODE_IDLE   ? opt.idle
                                         : opt.concurrency;

@@ -263,6 +263,43 @@ static void join_free(struct join_job *j)
     free(j);
 }
 
+/* pss becomes a member of s and is answered. */
+static void join_finish(struct join_job *j, struct live_session *s,
+                        struct per_session_data__chat *pss)
+{
+    struct per_vhost_data__chat *vhd = j->req.vhd;
+
+    if (sess_join(vhd, s, pss) < 0) {
+        too_many_sessions(vhd, pss, j->req.request_type);
+        sess_release(vhd, s);
+        return;
+    }
+    s->message_count = j->session.message_count;
+    gate_history_at(s, j->last_seq);
+    send_joined(vhd, pss, s, j);
+    if (vhd->relay)
+        gate_catch_up(vhd, s); /* what arrived while the rosters were asked for */
+}
+
+/* The other brokers told who of s's members they hold (roster_park): the join goes on. */
+static void join_resume(struct dbjob *job)
+{
+    struct join_job *j = (struct join_job *)job;
+    struct per_vhost_data__chat *vhd = j->req.vhd;
+    struct per_session_data__chat *pss;
+    struct live_session *s;
+
+    if (!vhd->stopping) {
+        pss = ws_conn(vhd, j->req.conn_id);
+        s = sess_find(vhd, j->session.id);
+        if (pss && s)
+            join_finish(j, s, pss);
+        else if (s)
+            sess_release(vhd, s);
+    }
+    join_free(j);
+}
+
 static void join_done(struct dbjob *job)
 {
     struct join_job *j = (struct join_job *)job;
@@ -281,14 +318,14 @@ static void join_done(struct dbjob *job)
     s = sess_get(vhd, j->session.id, j->session.model);
     if (s && j->session.channel && !s->channel)
         s->channel = strdup(j->session.channel);
-    if (!s || sess_join(vhd, s, pss) < 0) {
+    if (!s) {
         too_many_sessions(vhd, pss, j->req.request_type);
-        sess_release(vhd, s);
         goto out;
     }
-    s->message_count = j->session.message_count;
-    gate_history_at(s, j->last_seq);
-    send_joined(vhd, pss, s, j);
+    job->done = join_resume;
+    if (roster_park(vhd, s, job))
+        return; /* the first member here: its answer counts the other brokers' members */
+    join_finish(j, s, pss);
 out:
     join_free(j);
 }

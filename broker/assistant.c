@@ -148,6 +148,8 @@ static enum perr store_cut(struct load_job *j, struct db *db)
     if (j->heard && strcmp(j->heard_id, j->claim.response_id) == 0 &&
         strlen(j->heard) > strlen(said))
         said = j->heard;
+    if (!*said)
+        return PERR_OK; /* it had said nothing: there is nothing to end */
     in.content = said;
     return db_reply_add(db, &in, &j->cut, &j->cut_count);
 }

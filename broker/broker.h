@@ -125,6 +125,14 @@ struct live_session {
     /* members on other brokers (roster.c) */
     struct remote_member *remote;
     size_t n_remote, cap_remote;
+    bool watched;      /* subscribed to its channel (relay.c) */
+    bool roster_known; /* the other brokers told their members since it was first heard */
+    struct dbjob *parked; /* joins waiting for their rosters (roster_park) */
+    size_t n_parked;
+    char (*answered)[DB_NODE_ID_LEN]; /* brokers that told theirs */
+    size_t n_answered;
+    bool roster_timer;
+    lws_sorted_usec_list_t roster_sul; /* gives up waiting for rosters */
     /* presence changes not told yet (sessions.c: a few a second are, the rest coalesced) */
     int64_t presence_window_mono;
     unsigned presence_sent; /* presence frames sent in the window */
@@ -501,7 +509,7 @@ void relay_poll(struct per_vhost_data__chat *vhd);
 bool relay_up(const struct per_vhost_data__chat *vhd);
 /* Starts (on) or stops hearing the other brokers' events of s: its first member joined,
  * its last left. */
-void relay_watch(struct per_vhost_data__chat *vhd, const struct live_session *s, bool on);
+void relay_watch(struct per_vhost_data__chat *vhd, struct live_session *s, bool on);
 /* Tells the other brokers (ev borrowed) the event that tells s's message seq, after its
  * commit; the caller passes ev to the gate for its own members. */
 void relay_message(struct per_vhost_data__chat *vhd, const struct live_session *s, int64_t seq,
@@ -515,6 +523,8 @@ void relay_stop(struct per_vhost_data__chat *vhd, const struct live_session *s);
 /* Sends ev (borrowed) to every authenticated connection of every broker. */
 void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev);
 
+/* Publishes ev (borrowed) to every other broker, for them alone (no client sees it). */
+void relay_to_brokers(struct per_vhost_data__chat *vhd, const json_t *ev);
 /* Publishes this broker's heartbeat (each tick). */
 void relay_beat(struct per_vhost_data__chat *vhd);
 /* Whether the link to Redis has been up since before mono (a monotonic ms). */
@@ -530,6 +540,15 @@ bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, cons
                   json_t *ev);
 /* Asks the other brokers who of s's members they hold (this broker started hearing s). */
 void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s);
+/* A join is about to make s's first member here: when other brokers may hold members, job
+ * (a join's, its done callback set to resume it) waits until every live broker told its
+ * members of s, or ROSTER_WAIT_MS; then its done callback runs again. Returns whether it
+ * waits (false: go on now). */
+bool roster_park(struct per_vhost_data__chat *vhd, struct live_session *s, struct dbjob *job);
+/* A roster message on the channel of every broker (ev borrowed), from node. */
+void roster_all_event(struct per_vhost_data__chat *vhd, const char *node, const json_t *ev);
+/* Gives the joins waiting on s back (vhost destroy: their callbacks see stopping). */
+void roster_drop_parked(struct live_session *s);
 /* node was heard from (it is alive). */
 void roster_heard(struct per_vhost_data__chat *vhd, const char *node);
 /* Each tick: beats, and drops the members of brokers not heard for a few seconds. */

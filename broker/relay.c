@@ -98,7 +98,7 @@ static void publish(struct per_vhost_data__chat *vhd, const char *channel, const
     json_decref(o);
 }
 
-void relay_watch(struct per_vhost_data__chat *vhd, const struct live_session *s, bool on)
+void relay_watch(struct per_vhost_data__chat *vhd, struct live_session *s, bool on)
 {
     char channel[REDISC_CHANNEL_MAX];
 
@@ -106,6 +106,7 @@ void relay_watch(struct per_vhost_data__chat *vhd, const struct live_session *s,
         return;
     redisc_session_channel(channel, &vhd->relay->url, s->id);
     rds_subscribe(vhd->relay->rds, channel, on);
+    s->watched = on;
 }
 
 void relay_message(struct per_vhost_data__chat *vhd, const struct live_session *s, int64_t seq,
@@ -132,6 +133,12 @@ void relay_stop(struct per_vhost_data__chat *vhd, const struct live_session *s)
 
     relay_message(vhd, s, 0, ev);
     json_decref(ev);
+}
+
+void relay_to_brokers(struct per_vhost_data__chat *vhd, const json_t *ev)
+{
+    if (vhd->relay)
+        publish(vhd, vhd->relay->all, ev, 0);
 }
 
 void relay_beat(struct per_vhost_data__chat *vhd)
@@ -225,6 +232,16 @@ static const char *from_other(struct per_vhost_data__chat *vhd, const json_t *o,
     return NULL;
 }
 
+/* A roster question or answer between brokers (roster.c). */
+static bool is_roster(const json_t *ev)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const char *sid = json_string_value(json_object_get(ev, "session_id"));
+
+    return type && (strcmp(type, "roster") == 0 || strcmp(type, "roster_request") == 0) &&
+           sid && clock_is_hex(sid, DB_ID_HEX);
+}
+
 /* A session_update message_added with its message object: what relay_all sends. */
 static bool is_message_added(const json_t *ev)
 {
@@ -246,8 +263,10 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
     json_t *mine;
     int64_t seq;
 
-    if (!s)
+    if (!s) {
+        log_debug("session %s: an event from Redis, but the session is not live here", sid);
         return; /* no members here any more */
+    }
     if ((why = from_other(vhd, o, &node, &ev, &seq))) {
         if (*why)
             bad(vhd, channel, why);
@@ -259,6 +278,9 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
         return;
     }
     roster_heard(vhd, node);
+    log_debug("session %s: %s %s from broker %s", sid,
+              json_string_value(json_object_get(ev, "type")),
+              json_string_value(json_object_get(ev, "update_type")) ?: "", node);
     sess_heard(s, ev); /* another broker's reply: what it said so far */
     if (!(mine = json_deep_copy(ev)))
         return;
@@ -302,6 +324,8 @@ static void on_message(struct per_vhost_data__chat *vhd, const struct rds_in *in
             on_beat(vhd, json_string_value(json_object_get(o, "node")));
         else if ((why = from_other(vhd, o, &node, &ev, &seq)) && *why)
             bad(vhd, in->channel, why);
+        else if (!why && is_roster(ev))
+            roster_all_event(vhd, node, ev);
         else if (!why && !is_message_added(ev))
             bad(vhd, in->channel, "only stored messages are sent to every connection");
         else if (!why)
@@ -346,7 +370,6 @@ void relay_poll(struct per_vhost_data__chat *vhd)
                 if (strncmp(in->channel, vhd->relay->prefix, vhd->relay->prefix_len) == 0 &&
                     (s = sess_find(vhd, sid))) {
                     gate_catch_up(vhd, s); /* what was published before the subscription */
-                    roster_request(vhd, s);
                 }
                 break;
             }

@@ -2,18 +2,21 @@
  * user_joined and user_left count every broker's members, and a dead broker's members
  * leave within a few seconds.
  *
- * What a broker knows of another's members it learns from the relayed events: user_joined,
- * user_left and presence add and remove them; when it starts hearing a session (its first
- * member joined, or Redis came back) it asks the others for their rosters
- * (roster_request) and each answers with its whole list for that session (roster), which
- * replaces what was known. Every broker beats on the channel of every broker each tick; a
- * broker not heard for ROSTER_DEAD_MS while the link is up is gone, and its members leave
- * every session here (user_left, or one presence update for many). */
+ * What a broker knows of another's members it learns from the relayed events of the
+ * session: user_joined, user_left and presence add and remove them. When a session gets
+ * its first member here (or Redis came back) the broker asks every broker, on the channel
+ * of every broker, who of that session's members it holds (roster_request); each answers
+ * with its whole list, empty or not (roster), which replaces what was known. The first
+ * join waits for the answers of every live broker (ROSTER_WAIT_MS at most) so that its
+ * session_joined counts them. Every broker beats on that channel each tick; a broker not
+ * heard for ROSTER_DEAD_MS while the link is up is gone, and its members leave every
+ * session here (user_left, or one presence update for many). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker.h"
 #include "clock.h"
+#include "dbq.h"
 #include "log.h"
 #include "map.h"
 
@@ -21,6 +24,7 @@
 #define ROSTER_MAX       65536 /* remote members kept per session; beyond, not counted */
 #define ROSTER_NODES_MAX 1024
 #define ROSTER_LIST_MAX  10000 /* members listed in one roster answer */
+#define ROSTER_WAIT_MS   300   /* a first join waits at most this for the other brokers */
 
 struct node_seen {
     char id[DB_NODE_ID_LEN];
@@ -37,6 +41,7 @@ void roster_free(struct live_session *s)
     free(s->remote);
     s->remote = NULL;
     s->n_remote = s->cap_remote = 0;
+    s->roster_known = false;
 }
 
 static size_t find(const struct live_session *s, const char *node, const char *conn)
@@ -100,17 +105,6 @@ static void each_string(const json_t *list, struct live_session *s, const char *
 
 /* ---- what the other brokers say ---- */
 
-static void answer_request(struct per_vhost_data__chat *vhd, struct live_session *s)
-{
-    json_t *list = json_array(), *ev;
-
-    for (size_t i = 0; i < s->n_members && i < ROSTER_LIST_MAX; i++)
-        json_array_append_new(list, json_string(s->members[i]->id));
-    ev = json_pack("{s:s, s:s, s:o}", "type", "roster", "session_id", s->id, "members", list);
-    relay_message(vhd, s, 0, ev);
-    json_decref(ev);
-}
-
 bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, const char *node,
                   json_t *ev)
 {
@@ -118,17 +112,8 @@ bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, cons
     const char *kind = json_string_value(json_object_get(ev, "update_type"));
     const char *conn = json_string_value(json_object_get(ev, "connection_id"));
 
-    roster_heard(vhd, node);
-    if (strcmp(type, "roster_request") == 0) {
-        if (s->n_members)
-            answer_request(vhd, s);
-        return false;
-    }
-    if (strcmp(type, "roster") == 0) {
-        drop_node(s, node, NULL);
-        each_string(json_object_get(ev, "members"), s, node, add);
-        return false;
-    }
+    if (strcmp(type, "roster") == 0 || strcmp(type, "roster_request") == 0)
+        return false; /* between brokers, on their own channel */
     if (strcmp(type, "session_update") != 0 || !kind)
         return true;
     if (strcmp(kind, "user_joined") == 0 && conn)
@@ -150,8 +135,135 @@ void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s)
 {
     json_t *ev = json_pack("{s:s, s:s}", "type", "roster_request", "session_id", s->id);
 
-    relay_message(vhd, s, 0, ev);
+    relay_to_brokers(vhd, ev);
     json_decref(ev);
+}
+
+/* Answers a roster_request for session sid: this broker's members of it (maybe none). */
+static void answer(struct per_vhost_data__chat *vhd, const char *sid)
+{
+    struct live_session *s = sess_find(vhd, sid);
+    json_t *list = json_array(), *ev;
+
+    for (size_t i = 0; s && i < s->n_members && i < ROSTER_LIST_MAX; i++)
+        json_array_append_new(list, json_string(s->members[i]->id));
+    ev = json_pack("{s:s, s:s, s:o}", "type", "roster", "session_id", sid, "members", list);
+    relay_to_brokers(vhd, ev);
+    json_decref(ev);
+}
+
+/* ---- a first join waits for the rosters ---- */
+
+static void resume(struct live_session *s)
+{
+    struct dbjob *job = s->parked;
+
+    if (s->roster_timer)
+        lws_sul_cancel(&s->roster_sul);
+    s->roster_timer = false;
+    s->roster_known = true;
+    free(s->answered);
+    s->answered = NULL;
+    s->n_answered = 0;
+    s->parked = NULL;
+    s->n_parked = 0;
+    while (job) { /* each done callback may free s: nothing of it is touched after */
+        struct dbjob *next = job->next;
+        job->done(job);
+        job = next;
+    }
+}
+
+static void roster_timeout(lws_sorted_usec_list_t *sul)
+{
+    struct live_session *s = lws_container_of(sul, struct live_session, roster_sul);
+
+    s->roster_timer = false;
+    if (s->n_parked)
+        log_debug("session %s: not every broker told its members within %d ms; going on",
+                  s->id, ROSTER_WAIT_MS);
+    resume(s);
+}
+
+struct count_walk {
+    const struct live_session *s;
+    int64_t cutoff;
+    size_t missing;
+};
+
+static bool answered(const struct live_session *s, const char *node)
+{
+    for (size_t i = 0; i < s->n_answered; i++)
+        if (strcmp(s->answered[i], node) == 0)
+            return true;
+    return false;
+}
+
+static void count_missing(void *value, void *arg)
+{
+    struct node_seen *n = value;
+    struct count_walk *w = arg;
+
+    if (n->heard_mono >= w->cutoff && !answered(w->s, n->id))
+        w->missing++;
+}
+
+/* Every live broker answered: the parked joins go on. */
+static void check_answers(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    struct count_walk w = {s, clock_mono_ms() - ROSTER_DEAD_MS, 0};
+
+    map_each(vhd->nodes, count_missing, &w);
+    if (w.missing == 0)
+        resume(s);
+}
+
+bool roster_park(struct per_vhost_data__chat *vhd, struct live_session *s, struct dbjob *job)
+{
+    if (!relay_up(vhd) || s->roster_known || s->n_members || map_count(vhd->nodes) == 0)
+        return false;
+    job->next = s->parked;
+    s->parked = job;
+    s->n_parked++;
+    if (s->n_parked > 1)
+        return true; /* asked already */
+    relay_watch(vhd, s, true); /* its events from now on; the join reads what came before */
+    roster_request(vhd, s);
+    s->vhd = vhd;
+    s->roster_timer = true;
+    lws_sul_schedule(vhd->context, 0, &s->roster_sul, roster_timeout,
+                     ROSTER_WAIT_MS * LWS_US_PER_MS);
+    return true;
+}
+
+void roster_drop_parked(struct live_session *s)
+{
+    resume(s);
+}
+
+void roster_all_event(struct per_vhost_data__chat *vhd, const char *node, const json_t *ev)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const char *sid = json_string_value(json_object_get(ev, "session_id"));
+    struct live_session *s;
+
+    roster_heard(vhd, node);
+    if (strcmp(type, "roster_request") == 0) {
+        answer(vhd, sid);
+        return;
+    }
+    if (!(s = sess_find(vhd, sid)) || (!s->n_members && !s->n_parked))
+        return; /* not heard here */
+    drop_node(s, node, NULL);
+    each_string(json_object_get(ev, "members"), s, node, add);
+    if (s->n_parked && !answered(s, node)) {
+        char(*grown)[DB_NODE_ID_LEN] = realloc(s->answered, (s->n_answered + 1) * sizeof *grown);
+        if (grown) {
+            s->answered = grown;
+            snprintf(s->answered[s->n_answered++], DB_NODE_ID_LEN, "%s", node);
+        }
+        check_answers(vhd, s);
+    }
 }
 
 /* ---- which brokers are alive ---- */

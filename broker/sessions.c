@@ -66,6 +66,9 @@ void sess_free(struct live_session *s)
     gate_cleanup(s);
     sess_heard_free(s);
     roster_free(s);
+    if (s->roster_timer)
+        lws_sul_cancel(&s->roster_sul);
+    free(s->answered);
     free(s->model);
     free(s->channel);
     free(s);
@@ -73,8 +76,10 @@ void sess_free(struct live_session *s)
 
 void sess_release(struct per_vhost_data__chat *vhd, struct live_session *s)
 {
-    if (!s || s->n_members || s->reply || s->n_pending)
+    if (!s || s->n_members || s->reply || s->n_pending || s->n_parked)
         return;
+    if (s->watched)
+        relay_watch(vhd, s, false);
     map_del(vhd->sessions, s->id);
     sess_free(s);
 }

@@ -109,6 +109,7 @@ static void free_session(void *value, void *arg)
     struct per_vhost_data__chat *vhd = arg;
 
     asst_abort(vhd, s);
+    roster_drop_parked(s); /* their callbacks see stopping: they only free themselves */
     sess_free(s);
 }
 

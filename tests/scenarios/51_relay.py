@@ -101,7 +101,7 @@ def test_interleaved(t, rest, b1, b2):
     return sid, a, b, c
 
 
-def test_typing_presence(t, sid, a, b, b2):
+def test_typing_presence(t, sid, a, b, b1, b2):
     t.section("typing and presence across brokers")
     b.clear()
     a.send({"type": "typing_start"})
@@ -256,7 +256,7 @@ def main(t):
         b1 = start_broker(t, rest, tmpdir, redis, "b1")
         b2 = start_broker(t, rest, tmpdir, redis, "b2")
         sid, a, b, c = test_interleaved(t, rest, b1, b2)
-        test_typing_presence(t, sid, a, b, b2)
+        test_typing_presence(t, sid, a, b, b1, b2)
         test_rest(t, rest, sid, a, b, c)
         test_redis_outage(t, redis, sid, a, b, c)
         b3, _ = test_late_broker(t, rest, tmpdir, redis, sid, a)
