@@ -125,8 +125,8 @@ struct live_session {
     /* members on other brokers (roster.c) */
     struct remote_member *remote;
     size_t n_remote, cap_remote;
-    bool watched;      /* subscribed to its channel (relay.c) */
-    bool roster_known; /* the other brokers told their members since it was first heard */
+    bool watched;         /* subscribed to its channel (relay.c) */
+    bool roster_known;    /* the other brokers told their members since it was first heard */
     struct dbjob *parked; /* joins waiting for their rosters (roster_park) */
     size_t n_parked;
     char (*answered)[DB_NODE_ID_LEN]; /* brokers that told theirs */

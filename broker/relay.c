@@ -238,8 +238,8 @@ static bool is_roster(const json_t *ev)
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *sid = json_string_value(json_object_get(ev, "session_id"));
 
-    return type && (strcmp(type, "roster") == 0 || strcmp(type, "roster_request") == 0) &&
-           sid && clock_is_hex(sid, DB_ID_HEX);
+    return type && (strcmp(type, "roster") == 0 || strcmp(type, "roster_request") == 0) && sid &&
+           clock_is_hex(sid, DB_ID_HEX);
 }
 
 /* A session_update message_added with its message object: what relay_all sends. */

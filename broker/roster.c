@@ -180,8 +180,8 @@ static void roster_timeout(lws_sorted_usec_list_t *sul)
 
     s->roster_timer = false;
     if (s->n_parked)
-        log_debug("session %s: not every broker told its members within %d ms; going on",
-                  s->id, ROSTER_WAIT_MS);
+        log_debug("session %s: not every broker told its members within %d ms; going on", s->id,
+                  ROSTER_WAIT_MS);
     resume(s);
 }
 
@@ -226,7 +226,7 @@ bool roster_park(struct per_vhost_data__chat *vhd, struct live_session *s, struc
     s->parked = job;
     s->n_parked++;
     if (s->n_parked > 1)
-        return true; /* asked already */
+        return true;           /* asked already */
     relay_watch(vhd, s, true); /* its events from now on; the join reads what came before */
     roster_request(vhd, s);
     s->vhd = vhd;
