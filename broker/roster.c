@@ -254,7 +254,8 @@ void roster_all_event(struct per_vhost_data__chat *vhd, const char *node, const 
     }
     if (!(s = sess_find(vhd, sid)) || (!s->n_members && !s->n_parked))
         return; /* not heard here */
-    drop_node(s, node, NULL);
+    /* added to what is known, not replacing it: a user_joined relayed after the answer
+     * was written may have arrived first */
     each_string(json_object_get(ev, "members"), s, node, add);
     if (s->n_parked && !answered(s, node)) {
         char(*grown)[DB_NODE_ID_LEN] = realloc(s->answered, (s->n_answered + 1) * sizeof *grown);
