@@ -141,18 +141,25 @@ void relay_to_brokers(struct per_vhost_data__chat *vhd, const json_t *ev)
         publish(vhd, vhd->relay->all, ev, 0);
 }
 
-void relay_beat(struct per_vhost_data__chat *vhd)
+/* The heartbeat; hello asks every broker hearing it to beat at once (this one just came
+ * up and knows nobody yet). */
+static void beat(struct per_vhost_data__chat *vhd, bool hello)
 {
     json_t *o;
     char *text;
 
     if (!relay_up(vhd))
         return;
-    o = json_pack("{s:s, s:b}", "node", vhd->node_id, "beat", 1);
+    o = json_pack("{s:s, s:b, s:b}", "node", vhd->node_id, "beat", 1, "hello", hello);
     if ((text = o ? json_dumps(o, JSON_COMPACT) : NULL))
         rds_publish(vhd->relay->rds, vhd->relay->all, text, strlen(text));
     free(text);
     json_decref(o);
+}
+
+void relay_beat(struct per_vhost_data__chat *vhd)
+{
+    beat(vhd, false);
 }
 
 void relay_all(struct per_vhost_data__chat *vhd, const json_t *ev)
@@ -278,9 +285,6 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
         return;
     }
     roster_heard(vhd, node);
-    log_debug("session %s: %s %s from broker %s", sid,
-              json_string_value(json_object_get(ev, "type")),
-              json_string_value(json_object_get(ev, "update_type")) ?: "", node);
     sess_heard(s, ev); /* another broker's reply: what it said so far */
     if (!(mine = json_deep_copy(ev)))
         return;
@@ -299,10 +303,13 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
     json_decref(mine);
 }
 
-static void on_beat(struct per_vhost_data__chat *vhd, const char *node)
+static void on_beat(struct per_vhost_data__chat *vhd, const char *node, bool hello)
 {
-    if (strcmp(node, vhd->node_id) != 0 && strlen(node) <= DB_NODE_ID_MAX)
-        roster_heard(vhd, node);
+    if (strcmp(node, vhd->node_id) == 0 || strlen(node) > DB_NODE_ID_MAX)
+        return;
+    roster_heard(vhd, node);
+    if (hello)
+        beat(vhd, false); /* a broker that just came up: say we are here */
 }
 
 static void on_message(struct per_vhost_data__chat *vhd, const struct rds_in *in)
@@ -321,7 +328,8 @@ static void on_message(struct per_vhost_data__chat *vhd, const struct rds_in *in
             notify_in_event(vhd, o); /* REST's notification, as on the socket */
         else if (json_is_true(json_object_get(o, "beat")) &&
                  json_is_string(json_object_get(o, "node")))
-            on_beat(vhd, json_string_value(json_object_get(o, "node")));
+            on_beat(vhd, json_string_value(json_object_get(o, "node")),
+                    json_is_true(json_object_get(o, "hello")));
         else if ((why = from_other(vhd, o, &node, &ev, &seq)) && *why)
             bad(vhd, in->channel, why);
         else if (!why && is_roster(ev))
@@ -376,6 +384,7 @@ void relay_poll(struct per_vhost_data__chat *vhd)
             case RDS_UP:
                 vhd->relay->up = true;
                 vhd->relay->up_mono = clock_mono_ms();
+                beat(vhd, true);
                 map_each(vhd->sessions, catch_up_each, vhd);
                 break;
             case RDS_DOWN:

@@ -220,7 +220,10 @@ static void check_answers(struct per_vhost_data__chat *vhd, struct live_session 
 
 bool roster_park(struct per_vhost_data__chat *vhd, struct live_session *s, struct dbjob *job)
 {
-    if (!relay_up(vhd) || s->roster_known || s->n_members || map_count(vhd->nodes) == 0)
+    /* no broker heard yet is known only once the link has been up for a beat or two:
+     * just after start, wait for the answers as if there were */
+    if (!relay_up(vhd) || s->roster_known || s->n_members ||
+        (map_count(vhd->nodes) == 0 && relay_up_since(vhd, clock_mono_ms() - 2000)))
         return false;
     job->next = s->parked;
     s->parked = job;
