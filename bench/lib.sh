@@ -1,5 +1,5 @@
-# lib.sh: what the benchmark scripts share (sourced by rest_bench.sh, broker_bench.sh and
-# pg_bench.sh, after they define say and die). POSIX sh; defines functions only.
+# lib.sh: what the benchmark scripts share (sourced by rest_bench.sh, broker_bench.sh,
+# pg_bench.sh and relay_bench.sh, after they define say and die). POSIX sh; defines functions only.
 
 # alive PID: the process exists and is not a zombie (a dead child stays one until waited)
 alive() {
@@ -19,7 +19,7 @@ for _ in range(50):
 
 # median N...: the middle value (the lower of the two middle ones)
 median() {
-	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+	printf '%s\n' "$@" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
 
 # seed_session BASE N: through the REST API at BASE, a new session holding N messages,
@@ -42,4 +42,24 @@ seed_session() {
 		die "GET $1/sessions/$SID failed"
 	[ "$got" = "$2" ] || die "GET $1/sessions/$SID returned $got messages, not $2"
 	BYTES=$(curl -fs "$1/sessions/$SID" | wc -c)
+}
+
+# stop_pid PID NAME: SIGTERM to a process we started, wait up to 5 s, then SIGKILL (said; sets FAILED).
+stop_pid() {
+	alive "$1" || {
+		wait "$1" 2>/dev/null
+		return 0
+	}
+	kill -TERM "$1" 2>/dev/null
+	i=0
+	while alive "$1" && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if alive "$1"; then
+		say "  $2 (pid $1) did not exit within 5 s of SIGTERM: killing it"
+		kill -KILL "$1" 2>/dev/null
+		FAILED=1
+	fi
+	wait "$1" 2>/dev/null
 }

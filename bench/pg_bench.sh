@@ -94,25 +94,6 @@ FIGS=$TMP/figures
 
 cluster() { /usr/bin/python3 bench/pg_cluster.py "$@"; }
 
-# stop_pid PID NAME: SIGTERM to a process we started, wait up to 5 s, then SIGKILL (said).
-stop_pid() {
-	alive "$1" || {
-		wait "$1" 2>/dev/null
-		return 0
-	}
-	kill -TERM "$1" 2>/dev/null
-	i=0
-	while alive "$1" && [ $i -lt 50 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	if alive "$1"; then
-		say "  $2 (pid $1) did not exit within 5 s of SIGTERM: killing it"
-		kill -KILL "$1" 2>/dev/null
-		FAILED=1
-	fi
-	wait "$1" 2>/dev/null
-}
 
 cleanup() {
 	[ -n "$BPID" ] && stop_pid "$BPID" parley-broker

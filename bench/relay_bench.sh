@@ -58,11 +58,7 @@ DBNAME=parley_relay
 
 say() { printf '%s\n' "relay_bench: $*"; }
 die() { say "cannot run: $*" >&2; exit 1; }
-# alive PID: the process exists and is not a zombie (a dead child stays one until waited)
-alive() {
-	pst=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$pst" ] && [ "$pst" != Z ]
-}
+. "$(dirname "$0")/lib.sh"
 
 [ -x "$BROKER_BIN" ] || die "$BROKER_BIN is not built (run make)"
 [ -x "$LOADGEN" ] || die "$LOADGEN is not built (run make bench)"
@@ -105,26 +101,6 @@ B2PID=""
 FAILED=0
 RUN=0
 
-# stop_pid PID NAME: SIGTERM, up to 5 s, then SIGKILL (reported); reaps it.
-stop_pid() {
-	[ -n "$1" ] || return 0
-	if alive "$1"; then
-		kill -TERM "$1" 2>/dev/null
-		i=0
-		while alive "$1" && [ $i -lt 50 ]; do
-			sleep 0.1
-			i=$((i + 1))
-		done
-		if alive "$1"; then
-			say "  $2 HANG: pid $1 did not exit within 5 s of SIGTERM; killing it"
-			kill -KILL "$1" 2>/dev/null
-			FAILED=1
-		fi
-	fi
-	wait "$1" 2>/dev/null
-	return 0
-}
-
 stop_pair() {
 	stop_pid "$B1PID" b1
 	stop_pid "$B2PID" b2
@@ -140,15 +116,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-
-free_port() {
-	"$PY" -c '
-import socket
-for _ in range(50):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    if p not in (8000, 8001):
-        print(p); break'
-}
 
 # wait_port PORT PID LOG WHAT: until PORT accepts connections (10 s), or PID dies.
 wait_port() {
@@ -230,9 +197,6 @@ check_pair() {
 # pick FILE PATTERN WORD: the number after WORD on the first line of FILE containing PATTERN
 pick() {
 	awk -v pat="$2" -v w="$3" 'index($0, pat) { for (i = 1; i < NF; i++) if ($i == w) { v = $(i + 1); sub(/[,;)]$/, "", v); print v; exit } }' "$1" 2>/dev/null
-}
-median() { # median N...: the middle value (the lower of the two middle ones)
-	printf '%s\n' "$@" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
 ms() { awk -v v="${1:-}" 'BEGIN { if (v == "") print "?"; else printf "%.2f", v / 1000 }'; }
 

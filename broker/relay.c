@@ -265,7 +265,7 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
                              const json_t *o)
 {
     struct live_session *s = sess_find(vhd, sid);
-    const char *why, *about, *node;
+    const char *why, *about, *node, *type;
     const json_t *ev;
     json_t *mine;
     int64_t seq;
@@ -286,21 +286,23 @@ static void on_session_event(struct per_vhost_data__chat *vhd, const char *chann
     }
     roster_heard(vhd, node);
     sess_heard(s, ev); /* another broker's reply: what it said so far */
-    if (!(mine = json_deep_copy(ev)))
-        return;
-    if (strcmp(json_string_value(json_object_get(ev, "type")), "stop") == 0) {
+    type = json_string_value(json_object_get(ev, "type"));
+    if (strcmp(type, "stop") == 0) {
         if (s->reply) /* a member elsewhere sent stop: ends the reply if it is ours */
             asst_stop(vhd, s);
     } else if (seq) {
         json_t *count = json_object_get(ev, "message_count");
         if (json_is_integer(count))
             s->message_count = json_integer_value(count);
-        gate_message(vhd, s, seq, mine);
-        return;
-    } else if (roster_event(vhd, s, node, mine)) {
-        fanout_session(vhd, s, mine, NULL);
-    }
-    json_decref(mine);
+        gate_message(vhd, s, seq, json_deep_copy(ev)); /* the gate may keep it */
+    } else if (strcmp(type, "session_update") == 0) {
+        /* presence and typing: the roster learns from it and recounts clients in a copy */
+        if ((mine = json_deep_copy(ev)) && roster_event(vhd, s, node, mine))
+            fanout_session(vhd, s, mine, NULL);
+        json_decref(mine);
+    } else if (strcmp(type, "roster") != 0 && strcmp(type, "roster_request") != 0) {
+        fanout_session(vhd, s, ev, NULL); /* a reply's pieces: as they came */
+    } /* the roster's own messages belong on the channel of every broker: ignored here */
 }
 
 static void on_beat(struct per_vhost_data__chat *vhd, const char *node, bool hello)
