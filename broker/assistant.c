@@ -120,6 +120,7 @@ struct load_job {
     char *heard;   /* what this broker heard of the session's other broker's
                     * reply (heard_id) through Redis, NULL: nothing */
     char heard_id[17];
+    int64_t heard_chunks;
     bool cut_told;         /* tell_cut ran (a retried job keeps its stored cut) */
     struct db_claim claim; /* what the earlier holder had said */
     struct db_message cut; /* the interrupted reply, stored: told as interrupted */
@@ -165,6 +166,11 @@ static void load_run(struct dbjob *job, struct db *db)
         j->not_mine = true;
         job->err = PERR_OK;
         return;
+    }
+    if (job->err == PERR_OK && j->claim.taken_over && !j->claim.response_id[0] && j->heard_id[0]) {
+        /* it stopped before its first renewal: what this broker heard is all there is */
+        snprintf(j->claim.response_id, sizeof j->claim.response_id, "%s", j->heard_id);
+        j->claim.chunks = j->heard_chunks;
     }
     if (job->err == PERR_OK && j->claim.taken_over && j->claim.response_id[0] && !j->cut.id)
         job->err = store_cut(j, db);
@@ -280,9 +286,10 @@ static void kick(struct per_vhost_data__chat *vhd, struct live_session *s)
     snprintf(j->session_id, sizeof j->session_id, "%s", s->id);
     snprintf(j->node, sizeof j->node, "%s", vhd->node_id);
     j->model = strdup(s->model);
-    if (s->heard && s->heard->text) {
-        j->heard = strdup(s->heard->text);
+    if (s->heard) {
+        j->heard = s->heard->text ? strdup(s->heard->text) : NULL;
         snprintf(j->heard_id, sizeof j->heard_id, "%s", s->heard->response_id);
+        j->heard_chunks = s->heard->chunks;
     }
     j->context_n = vhd->cfg->context_messages;
     j->job.run = load_run;

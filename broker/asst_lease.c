@@ -155,6 +155,8 @@ void sess_heard(struct live_session *s, const json_t *ev)
         s->heard = h;
     }
     h = s->heard;
+    if (strcmp(type, "chunk") == 0)
+        h->chunks++;
     len = json_is_string(text) ? json_string_length(text) : 0;
     if (len == 0 || h->len + len > BROKER_REPLY_MAX ||
         !(grown = realloc(h->text, h->len + len + 1)))

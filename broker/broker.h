@@ -150,6 +150,7 @@ struct heard_reply {
     char response_id[17];
     char *text; /* what its chunks said so far, up to BROKER_REPLY_MAX bytes */
     size_t len;
+    int64_t chunks; /* chunk events heard */
 };
 
 struct held_event {

@@ -5,8 +5,12 @@
  * What a broker knows of another's members it learns from the relayed events of the
  * session: user_joined, user_left and presence add and remove them. When a session gets
  * its first member here (or Redis came back) the broker asks every broker, on the channel
- * of every broker, who of that session's members it holds (roster_request); each answers
- * with its whole list, empty or not (roster), which replaces what was known. The first
+ * of every broker, who of that session's members it holds (roster_request, which lists
+ * the asker's own); each answers with its whole list, empty or not (roster). A list,
+ * asked or answered, replaces what was known of its broker's members, and the members
+ * here are told who came and went meanwhile (what Redis could not carry while a link was
+ * down). A broker's messages reach each other broker in the order it sent them, so a
+ * list is never older than an event heard before it. The first
  * join waits for the answers of every live broker (ROSTER_WAIT_MS at most) so that its
  * session_joined counts them. Every broker beats on that channel each tick; a broker not
  * heard for ROSTER_DEAD_MS while the link is up is gone, and its members leave every
@@ -131,25 +135,86 @@ bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, cons
     return true;
 }
 
-void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s)
-{
-    json_t *ev = json_pack("{s:s, s:s}", "type", "roster_request", "session_id", s->id);
-
-    relay_to_brokers(vhd, ev);
-    json_decref(ev);
-}
-
-/* Answers a roster_request for session sid: this broker's members of it (maybe none). */
-static void answer(struct per_vhost_data__chat *vhd, const char *sid)
+/* Tells every broker this broker's members of session sid (maybe none): type roster (an
+ * answer) or roster_request (and theirs, please). */
+static void tell_list(struct per_vhost_data__chat *vhd, const char *type, const char *sid)
 {
     struct live_session *s = sess_find(vhd, sid);
     json_t *list = json_array(), *ev;
 
     for (size_t i = 0; s && i < s->n_members && i < ROSTER_LIST_MAX; i++)
         json_array_append_new(list, json_string(s->members[i]->id));
-    ev = json_pack("{s:s, s:s, s:o}", "type", "roster", "session_id", sid, "members", list);
+    ev = json_pack("{s:s, s:s, s:o}", "type", type, "session_id", sid, "members", list);
     relay_to_brokers(vhd, ev);
     json_decref(ev);
+}
+
+void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s)
+{
+    tell_list(vhd, "roster_request", s->id);
+}
+
+/* Tells the members here who of the other brokers' members came (joined) and went (left),
+ * arrays of connection ids: one user_joined or user_left, or one presence update. */
+static void tell_members(struct per_vhost_data__chat *vhd, struct live_session *s, json_t *joined,
+                         json_t *left)
+{
+    size_t nj = json_array_size(joined), nl = json_array_size(left);
+    json_t *ev;
+
+    if (!s->n_members || nj + nl == 0)
+        return;
+    if (nj + nl == 1)
+        ev = json_pack("{s:s, s:s, s:s, s:O, s:I}", "type", "session_update", "session_id", s->id,
+                       "update_type", nj ? "user_joined" : "user_left", "connection_id",
+                       json_array_get(nj ? joined : left, 0), "clients",
+                       (json_int_t)roster_clients(s));
+    else
+        ev = json_pack("{s:s, s:s, s:s, s:I, s:O, s:O}", "type", "session_update", "session_id",
+                       s->id, "update_type", "presence", "clients", (json_int_t)roster_clients(s),
+                       "joined", joined, "left", left);
+    fanout_session(vhd, s, ev, NULL);
+    json_decref(ev);
+}
+
+static bool listed(const json_t *list, const char *conn)
+{
+    size_t i;
+    const json_t *v;
+
+    json_array_foreach(list, i, v) if (json_is_string(v) &&
+                                       strcmp(json_string_value(v), conn) == 0) return true;
+    return false;
+}
+
+/* node's whole list of its members of s: replaces what was known, the difference told. */
+static void learn(struct per_vhost_data__chat *vhd, struct live_session *s, const char *node,
+                  const json_t *members)
+{
+    json_t *joined = json_array(), *left = json_array();
+    size_t i;
+    const json_t *v;
+
+    for (i = 0; json_array_size(members) < ROSTER_LIST_MAX && i < s->n_remote;) {
+        struct remote_member *m = &s->remote[i];
+        if (strcmp(m->node, node) == 0 && !listed(members, m->conn_id)) {
+            json_array_append_new(left, json_string(m->conn_id));
+            *m = s->remote[--s->n_remote];
+        } else {
+            i++;
+        }
+    }
+    json_array_foreach(members, i, v)
+    {
+        size_t before = s->n_remote;
+        if (json_is_string(v))
+            add(s, node, json_string_value(v));
+        if (s->n_remote > before)
+            json_array_append_new(joined, json_string(json_string_value(v)));
+    }
+    tell_members(vhd, s, joined, left);
+    json_decref(joined);
+    json_decref(left);
 }
 
 /* ---- a first join waits for the rosters ---- */
@@ -225,6 +290,8 @@ bool roster_park(struct per_vhost_data__chat *vhd, struct live_session *s, struc
     if (!relay_up(vhd) || s->roster_known || s->n_members ||
         (map_count(vhd->nodes) == 0 && relay_up_since(vhd, clock_mono_ms() - 2000)))
         return false;
+    log_debug("session %s: first join here waits for the rosters of %zu brokers", s->id,
+              map_count(vhd->nodes));
     job->next = s->parked;
     s->parked = job;
     s->n_parked++;
@@ -251,16 +318,13 @@ void roster_all_event(struct per_vhost_data__chat *vhd, const char *node, const 
     struct live_session *s;
 
     roster_heard(vhd, node);
-    if (strcmp(type, "roster_request") == 0) {
-        answer(vhd, sid);
-        return;
-    }
+    if (strcmp(type, "roster_request") == 0)
+        tell_list(vhd, "roster", sid);
     if (!(s = sess_find(vhd, sid)) || (!s->n_members && !s->n_parked))
         return; /* not heard here */
-    /* added to what is known, not replacing it: a user_joined relayed after the answer
-     * was written may have arrived first */
-    each_string(json_object_get(ev, "members"), s, node, add);
-    if (s->n_parked && !answered(s, node)) {
+    if (json_is_array(json_object_get(ev, "members")))
+        learn(vhd, s, node, json_object_get(ev, "members"));
+    if (strcmp(type, "roster") == 0 && s->n_parked && !answered(s, node)) {
         char(*grown)[DB_NODE_ID_LEN] = realloc(s->answered, (s->n_answered + 1) * sizeof *grown);
         if (grown) {
             s->answered = grown;
@@ -298,22 +362,11 @@ static void drop_dead(void *value, void *arg)
 {
     struct live_session *s = value;
     struct dead_walk *w = arg;
-    json_t *left = json_array(), *ev;
-    size_t n;
+    json_t *joined = json_array(), *left = json_array();
 
     drop_node(s, w->node, left);
-    n = json_array_size(left);
-    if (n == 1)
-        ev = json_pack("{s:s, s:s, s:s, s:O, s:I}", "type", "session_update", "session_id", s->id,
-                       "update_type", "user_left", "connection_id", json_array_get(left, 0),
-                       "clients", (json_int_t)roster_clients(s));
-    else
-        ev = json_pack("{s:s, s:s, s:s, s:I, s:[], s:O}", "type", "session_update", "session_id",
-                       s->id, "update_type", "presence", "clients", (json_int_t)roster_clients(s),
-                       "joined", "left", left);
-    if (n && s->n_members)
-        fanout_session(w->vhd, s, ev, NULL);
-    json_decref(ev);
+    tell_members(w->vhd, s, joined, left);
+    json_decref(joined);
     json_decref(left);
 }
 

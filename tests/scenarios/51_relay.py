@@ -142,7 +142,7 @@ def test_rest(t, rest, sid, a, b, c):
     added(c, 1)
 
 
-def test_redis_outage(t, redis, sid, a, b, c):
+def test_redis_outage(t, redis, sid, a, b, c, b2):
     t.section("Redis stopped for 5 s during chat")
     a.chat("before the outage")
     for x in (b, c):
@@ -165,6 +165,9 @@ def test_redis_outage(t, redis, sid, a, b, c):
          ["a during %d" % i for i in range(5)])
     t.eq("... and b2 its own", sorted(m for _, _, m in story(early[b]) if m.startswith("b ")),
          ["b during %d" % i for i in range(5)])
+    e = connect(b2, "E@b2")
+    t.eq("a join on b2 while Redis is down counts the members b2 knew of (clients)",
+         e.join(sid).get("clients"), 4)
     redis.start()
     b.send({"type": "chat", "message": "after the outage"})
     want = sorted(sent + ["after the outage"])
@@ -179,6 +182,18 @@ def test_redis_outage(t, redis, sid, a, b, c):
         t.ok("... in seq order", seqs(got[x]) == sorted(seqs(got[x])), seqs(got[x]))
     t.eq("all three saw them in the same order", [story(got[b]), story(got[c])],
          [story(got[a]), story(got[a])])
+    for x in (a, c):
+        ev = x.expect(timeout=WAIT, type="session_update", update_type="user_joined",
+                      connection_id=e.id)
+        t.eq("the join on b2 during the outage reaches %s on b1 once Redis is back "
+             "(its broker's roster), clients counting both brokers" % x.name,
+             ev.get("clients"), 4)
+    e.send({"type": "leave_session"})
+    for x in (a, c):
+        ev = x.expect(timeout=WAIT, type="session_update", update_type="user_left",
+                      connection_id=e.id)
+        t.eq("... and its leave afterwards, as user_left (clients)", ev.get("clients"), 3)
+    e.close()
 
 
 def test_late_broker(t, rest, tmpdir, redis, sid, a):
@@ -258,7 +273,7 @@ def main(t):
         sid, a, b, c = test_interleaved(t, rest, b1, b2)
         test_typing_presence(t, sid, a, b, b1, b2)
         test_rest(t, rest, sid, a, b, c)
-        test_redis_outage(t, redis, sid, a, b, c)
+        test_redis_outage(t, redis, sid, a, b, c, b2)
         b3, _ = test_late_broker(t, rest, tmpdir, redis, sid, a)
         test_hostile(t, redis, sid, a, b1)
         test_broker_killed(t, sid, a, b, b2, b1)
