@@ -3,6 +3,7 @@
 
 # alive PID: the process exists and is not a zombie (a dead child stays one until waited)
 alive() {
+	[ -n "$1" ] || return 1 # no pid: "/proc//stat" would read /proc/stat
 	pst=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)
 	[ -n "$pst" ] && [ "$pst" != Z ]
 }

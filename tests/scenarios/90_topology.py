@@ -618,7 +618,7 @@ def kill_mid_reply(t, d, victim):
     for c in others:
         c.join(sid, timeout=ANSWER_S)
     text = " ".join("word%03d" % i for i in range(250))  # 5 s of echo at 20 ms a word
-    owner.send({"type": "chat", "message": text})
+    ack = owner.chat(text, timeout=ANSWER_S)["message"]
     starts = [c.expect(type="response_start", session_id=sid, timeout=ANSWER_S + RELAY_S)
               for c in others]
     rid = starts[0]["response_id"]
@@ -631,6 +631,7 @@ def kill_mid_reply(t, d, victim):
         d.sql("select message_id, owner, lease_until from reply_queue;"),))
     t0 = time.monotonic()
     d.brokers[victim].kill9()
+    dones = []
     for c in others:
         try:
             # what is left of the first reply, through its end (the rest waits in order)
@@ -643,6 +644,7 @@ def kill_mid_reply(t, d, victim):
                                                     for r in d.stored(sid)],))
             raise
         took = time.monotonic() - t0
+        dones.append(done)
         t.diag("%s: interrupted reply completed %.1f s after the kill" % (c.name, took))
         t.eq("kill mid-reply: %s gets response_complete interrupted: true (response_id)" %
              c.name, (done.get("interrupted"), done.get("response_id")), (True, rid))
@@ -655,7 +657,19 @@ def kill_mid_reply(t, d, victim):
         t.ok("kill mid-reply: %s: a new response id" % c.name,
              frames[1].get("response_id") != rid, repr(frames[1]))
     same_everywhere(t, "kill mid-reply: the new reply", {c.name: f for c, f in zip(others, new)})
-    rows = [r for r in d.stored(sid) if r[2] == "assistant"]
+    # the asker, whose broker died, comes back through nginx and asks for what it missed
+    back = d.via_nginx("asker-back")
+    j = back.join(sid, since=ack["id"], timeout=ANSWER_S)
+    stored = d.stored(sid)
+    seen = [ack["id"], dones[0].get("message_id"), new[0][-1].get("message_id")]
+    t.eq("kill mid-reply: the asker back through nginx (join since its message) gets the "
+         "replies, as stored (id, seq, role, content)",
+         [(m.get("id"), m.get("seq"), m.get("role"), m.get("content"))
+          for m in j.get("messages") or []], [r[:4] for r in stored if r[0] != ack["id"]])
+    t.eq("kill mid-reply: ... its history is the one the members who never disconnected saw "
+         "(message ids)", [ack["id"]] + [m.get("id") for m in j.get("messages") or []], seen)
+    back.close()
+    rows = [r for r in stored if r[2] == "assistant"]
     t.eq("kill mid-reply: stored replies: incomplete, then complete",
          [r[4] for r in rows], ["incomplete", "complete"])
     if len(rows) == 2:
