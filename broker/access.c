@@ -214,15 +214,23 @@ static const char *presented_key(struct lws *wsi, char *buf, size_t size)
 
 /* The name the upgrade URL gives (?name=, percent-decoded by lws), copied into buf
  * (NAME_URLARG_LEN bytes): 1 with a valid one, 0 with none, -1 with one that is not a
- * valid name (SPEC 9: 1 to 64 characters, no control characters). */
+ * valid name (SPEC 9: 1 to 64 characters, no control characters). The arguments are read
+ * one by one: lws_get_urlarg_by_name of lws 4.1 hands back "name=" with the value. The
+ * last ?name= counts. */
 #define NAME_URLARG_LEN 4096 /* lws keeps no longer header than this */
 static int upgrade_name(struct lws *wsi, char *buf)
 {
-    const char *v = lws_get_urlarg_by_name(wsi, "name=", buf, NAME_URLARG_LEN);
+    char frag[NAME_URLARG_LEN];
+    int found = 0;
 
-    if (!v)
-        return 0;
-    return name_valid(v, strlen(v)) ? 1 : -1;
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++) {
+        if (strncmp(frag, "name=", 5) != 0)
+            continue;
+        found = name_valid(frag + 5, strlen(frag + 5)) ? 1 : -1;
+        memcpy(buf, frag + 5, strlen(frag + 5) + 1);
+    }
+    return found;
 }
 
 /* ---- origins ---- */
