@@ -42,7 +42,7 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	common/db_sqlite_live.c common/db_sqlite_keys.c \
 	common/db_pg.c common/db_pg_sessions.c common/db_pg_messages.c common/db_pg_keys.c \
 	common/db_pg_live.c \
-	common/auth.c common/notify.c common/notify_redis.c common/redisc.c common/hostcheck.c common/utf8.c build/gen/schema_sql.c \
+	common/auth.c common/notify.c common/notify_redis.c common/redisc.c common/hostcheck.c common/utf8.c common/names.c build/gen/schema_sql.c \
 	build/gen/schema_pg_sql.c
 # the router and its handlers, which every front-end links
 ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \

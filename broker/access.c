@@ -20,6 +20,7 @@
 #include "hostcheck.h"
 #include "log.h"
 #include "map.h"
+#include "names.h"
 
 #define KEYS_REFRESH_MS 5000
 #define REFUSAL_LOG_MS  60000
@@ -177,6 +178,8 @@ static bool authenticate(struct per_vhost_data__chat *vhd, struct per_session_da
         return false;
     snprintf(pss->key_hash, sizeof pss->key_hash, "%s", vhd->keys[i].hash);
     pss->authed = true;
+    if (!pss->name_given && vhd->keys[i].name[0]) /* the key's name is the default name */
+        snprintf(pss->name, sizeof pss->name, "%s", vhd->keys[i].name);
     return true;
 }
 
@@ -207,6 +210,27 @@ static const char *presented_key(struct lws *wsi, char *buf, size_t size)
         return buf;
     }
     return NULL;
+}
+
+/* The name the upgrade URL gives (?name=, percent-decoded by lws), copied into buf
+ * (NAME_URLARG_LEN bytes): 1 with a valid one, 0 with none, -1 with one that is not a
+ * valid name (SPEC 9: 1 to 64 characters, no control characters). The arguments are read
+ * one by one: lws_get_urlarg_by_name of lws 4.1 hands back "name=" with the value. The
+ * last ?name= counts. */
+#define NAME_URLARG_LEN 4096 /* lws keeps no longer header than this */
+static int upgrade_name(struct lws *wsi, char *buf)
+{
+    char frag[NAME_URLARG_LEN];
+    int found = 0;
+
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++) {
+        if (strncmp(frag, "name=", 5) != 0)
+            continue;
+        found = name_valid(frag + 5, strlen(frag + 5)) ? 1 : -1;
+        memcpy(buf, frag + 5, strlen(frag + 5) + 1);
+    }
+    return found;
 }
 
 /* ---- origins ---- */
@@ -295,7 +319,7 @@ static int64_t *ip_slot(struct per_vhost_data__chat *vhd, const char *ip, bool c
 
 int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi, const char **why)
 {
-    char ip[48] = "", origin[256] = "", host[256] = "", keybuf[128];
+    char ip[48] = "", origin[256] = "", host[256] = "", keybuf[128], namebuf[NAME_URLARG_LEN];
     const char *key;
     int64_t *count;
 
@@ -326,16 +350,24 @@ int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi, cons
         access_refused(vhd, ip, "API key not valid", "mistyped or revoked");
         return 401;
     }
+    if (upgrade_name(wsi, namebuf) < 0) {
+        *why = "query parameter 'name' must be 1 to 64 characters, without control characters";
+        return 400;
+    }
     return 0;
 }
 
 void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                         struct lws *wsi)
 {
-    char keybuf[128];
+    char keybuf[128], namebuf[NAME_URLARG_LEN];
     const char *key = presented_key(wsi, keybuf, sizeof keybuf);
 
     lws_get_peer_simple(wsi, pss->ip, sizeof pss->ip);
+    if (upgrade_name(wsi, namebuf) > 0) {                /* checked at HTTP_CONFIRM_UPGRADE */
+        memcpy(pss->name, namebuf, strlen(namebuf) + 1); /* valid: at most NAME_LEN bytes */
+        pss->name_given = true;
+    }
     if (!authenticate(vhd, pss, key))
         pss->authed = !vhd->auth_required;
 }

@@ -223,6 +223,23 @@ static void add_replay(json_t *ev, const struct db_message_list *replay)
     }
 }
 
+#define MEMBERS_LISTED 1000 /* members listed in session_joined; clients counts them all */
+
+/* The members of s present on every broker, the joiner included: [{connection_id, name}]
+ * (SPEC 9), this broker's first. New reference. */
+static json_t *members_json(const struct live_session *s)
+{
+    json_t *list = json_array();
+
+    for (size_t i = 0; i < s->n_members && json_array_size(list) < MEMBERS_LISTED; i++)
+        json_array_append_new(list, json_pack("{s:s, s:s}", "connection_id", s->members[i]->id,
+                                              "name", s->members[i]->name));
+    for (size_t i = 0; i < s->n_remote && json_array_size(list) < MEMBERS_LISTED; i++)
+        json_array_append_new(list, json_pack("{s:s, s:s}", "connection_id", s->remote[i].conn_id,
+                                              "name", s->remote[i].name));
+    return list;
+}
+
 /* The answer to a join: session_joined (flat join_session) or subscription_success. */
 static void send_joined(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                         struct live_session *s, const struct join_job *j)
@@ -230,17 +247,17 @@ static void send_joined(struct per_vhost_data__chat *vhd, struct per_session_dat
     json_t *ev;
 
     if (s->channel && j->channel[0]) {
-        ev = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "type", "subscription_success",
+        ev = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:o}", "type", "subscription_success",
                        "connection_id", pss->id, "channel", s->channel, "session_id", s->id,
                        "message_count", (json_int_t)s->message_count, "clients",
-                       (json_int_t)roster_clients(s));
+                       (json_int_t)roster_clients(s), "members", members_json(s));
         fanout_send(vhd, pss, ev);
         json_decref(ev);
         return;
     }
-    ev = json_pack("{s:s, s:s, s:I, s:I}", "type", "session_joined", "session_id", s->id,
+    ev = json_pack("{s:s, s:s, s:I, s:I, s:o}", "type", "session_joined", "session_id", s->id,
                    "message_count", (json_int_t)s->message_count, "clients",
-                   (json_int_t)roster_clients(s));
+                   (json_int_t)roster_clients(s), "members", members_json(s));
     if (j && j->in.since >= 0)
         add_replay(ev, &j->replay);
     if (s->reply && s->reply->state == REPLY_STREAMING && s->reply->begun)
@@ -449,8 +466,9 @@ struct store_job {
     char *content;
     char *client_msg_id;
     char *thread_id;
-    char *channel; /* store in this channel's session, made if needed */
-    char *model;   /* of a session made here */
+    char *channel;              /* store in this channel's session, made if needed */
+    char *model;                /* of a session made here */
+    char author_name[NAME_LEN]; /* the connection's name when it sent the message */
     bool want_reply;
     bool private_new; /* create a plain session for pss first (envelope llm_request) */
     bool broadcast_all;
@@ -470,6 +488,7 @@ static void store_run(struct dbjob *job, struct db *db)
                                .connection_id = j->req.conn_id,
                                .client_msg_id = j->client_msg_id,
                                .thread_id = j->thread_id,
+                               .author_name = j->author_name[0] ? j->author_name : NULL,
                                .want_reply = j->want_reply};
 
     if (j->channel) { /* find the channel's session, or make it */
@@ -575,6 +594,7 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
     j->thread_id = in->thread_id ? strdup(in->thread_id) : NULL;
     j->channel = in->channel ? strdup(in->channel) : NULL;
     j->model = strdup(model_of_new_session(vhd, NULL));
+    snprintf(j->author_name, sizeof j->author_name, "%s", pss->name);
     j->req.job.bytes = strlen(in->content);
     if (req_push(&j->req, pss, in->client_msg_id) < 0)
         store_free(j);

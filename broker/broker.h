@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "config.h"
 #include "db.h"
+#include "names.h"
 
 #define BROKER_MAX_JOINED    16            /* sessions one connection may be a member of */
 #define BROKER_CONN_ID_HEX   12            /* connection ids: 12 lowercase hex characters */
@@ -71,6 +72,11 @@ struct per_session_data__chat {
     struct lws *wsi;
     struct per_session_data__chat *next, *prev; /* vhd->conns */
     char id[BROKER_CONN_ID_HEX + 1];
+    /* its display name (SPEC 9): the last it gave (?name=, create_session, join_session),
+     * else its key's name, else guest- and 4 characters of id; for an envelope client
+     * that gave none, the client_id its messages carry (inbound.c) */
+    char name[NAME_LEN];
+    bool name_given; /* given by the client: a key's name or a client_id does not replace it */
     enum dialect dialect;
     bool dialect_known;
     char *rx; /* a message being reassembled from fragments */
@@ -144,6 +150,7 @@ struct live_session {
 struct remote_member {
     char node[DB_NODE_ID_LEN];
     char conn_id[BROKER_CONN_ID_HEX + 1];
+    char name[NAME_LEN];
 };
 
 struct heard_reply {
@@ -160,6 +167,7 @@ struct held_event {
 
 struct presence_change {
     char conn_id[BROKER_CONN_ID_HEX + 1];
+    char name[NAME_LEN];
     bool joined;
 };
 
@@ -356,7 +364,7 @@ void gate_catch_up(struct per_vhost_data__chat *vhd, struct live_session *s);
 void gate_cleanup(struct live_session *s);
 
 /* ---- inbound.c: the one door for client messages ---- */
-enum field_kind { F_STR, F_INT, F_OBJ };
+enum field_kind { F_STR, F_INT, F_OBJ, F_NAME }; /* F_NAME: a display name (names.h) */
 
 /* One field a message type takes: a string of min..max characters (max -1: up to
  * --max-message-size), an integer in min..max, or an object. */

@@ -2,22 +2,35 @@
  * read and checked their fields (in the order of the row in its table); each leaf decides
  * what the message means and calls the shared actions of actions.c. Leaves never call
  * each other. */
+#include <stdio.h>
+
 #include "assistant.h"
 #include "broker.h"
 
-/* create_session {model_id?, title?} */
+/* A name given with create_session or join_session is the connection's from now on. */
+static void take_name(struct inbound *in, int field)
+{
+    if (!in->has[field])
+        return;
+    snprintf(in->pss->name, sizeof in->pss->name, "%s", in->v[field].s);
+    in->pss->name_given = true;
+}
+
+/* create_session {model_id?, title?, name?} */
 void flat_create(struct inbound *in)
 {
     const char *model = in->has[0] ? in->v[0].s : NULL;
 
+    take_name(in, 2);
     act_create(in->vhd, in->pss, model, in->has[1] ? in->v[1].s : NULL);
 }
 
-/* join_session {session_id, since?} */
+/* join_session {session_id, since?, name?} */
 void flat_join(struct inbound *in)
 {
     struct join_request j = {.session_id = in->v[0].s, .since = in->has[1] ? in->v[1].i : -1};
 
+    take_name(in, 2);
     act_join(in->vhd, in->pss, &j, "join_session");
 }
 

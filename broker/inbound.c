@@ -29,10 +29,14 @@
 static const struct msg_row flat_rows[] = {
     {.type = "create_session",
      .handler = flat_create,
-     .fields = {{"model_id", F_STR, false, 1, MODEL_MAX}, {"title", F_STR, false, 0, TITLE_MAX}}},
+     .fields = {{"model_id", F_STR, false, 1, MODEL_MAX},
+                {"title", F_STR, false, 0, TITLE_MAX},
+                {"name", F_NAME, false, 1, NAME_MAX_CHARS}}},
     {.type = "join_session",
      .handler = flat_join,
-     .fields = {{"session_id", F_STR, true, 1, ID_MAX}, {"since", F_INT, false, 0, INT64_MAX}}},
+     .fields = {{"session_id", F_STR, true, 1, ID_MAX},
+                {"since", F_INT, false, 0, INT64_MAX},
+                {"name", F_NAME, false, 1, NAME_MAX_CHARS}}},
     {.type = "leave_session",
      .handler = flat_leave,
      .fields = {{"session_id", F_STR, false, 1, ID_MAX}}},
@@ -104,6 +108,15 @@ static enum perr read_fields(struct inbound *in, const struct msg_row *row, cons
         case F_STR:
             e = jx_string(obj, f->name, f->required, (size_t)f->min, (size_t)max, &in->v[i].s, why);
             break;
+        case F_NAME:
+            e = jx_string(obj, f->name, f->required, (size_t)f->min, (size_t)max, &in->v[i].s, why);
+            if (e == PERR_OK && in->has[i] && !name_valid(in->v[i].s, strlen(in->v[i].s))) {
+                snprintf(why, JX_WHY_LEN,
+                         "field '%s' must be 1 to %d characters, without control characters",
+                         f->name, NAME_MAX_CHARS);
+                e = PERR_INVALID_FIELD;
+            }
+            break;
         case F_INT:
             e = jx_int(obj, f->name, f->required, f->min, f->max, &in->v[i].i, why);
             break;
@@ -141,6 +154,18 @@ static bool within_rate(struct per_vhost_data__chat *vhd, struct per_session_dat
     return false;
 }
 
+/* An envelope client that gave no name is called by the client_id its messages carry
+ * (SPEC 3.3), when that is a valid name. */
+static void learn_client_id(struct per_session_data__chat *pss, const json_t *msg)
+{
+    const json_t *v = json_object_get(msg, "client_id");
+
+    if (pss->name_given || pss->dialect != DIALECT_ENVELOPE || !json_is_string(v) ||
+        !name_valid(json_string_value(v), json_string_length(v)))
+        return;
+    snprintf(pss->name, sizeof pss->name, "%s", json_string_value(v));
+}
+
 /* Decides the connection's dialect from its first message, unless the upgrade did. */
 static void learn_dialect(struct per_session_data__chat *pss, const json_t *msg)
 {
@@ -171,6 +196,7 @@ void inbound_frame(struct per_vhost_data__chat *vhd, struct per_session_data__ch
         return;
     }
     learn_dialect(pss, msg);
+    learn_client_id(pss, msg);
     in.msg = msg;
     in.data = pss->dialect == DIALECT_ENVELOPE ? json_object_get(msg, "data") : msg;
     if (!in.data || json_is_null(in.data))

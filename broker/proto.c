@@ -4,7 +4,7 @@
  * flat:     the event as built.
  * envelope: {"type", "timestamp", "client_id", "channel", "data": {...}} where
  *   - a stored chat message (session_update/message_added) is a `chat_message`
- *     {message_id, session_id, role, content, created_at, thread_id?}, and a stored event
+ *     {message_id, session_id, role, content, created_at, thread_id?, author?}, and a stored event
  *     (role "event": task_update, agent_status) is its own type with its own fields;
  *   - a reply's `chunk` is an `llm_chunk` {chunk, is_final, response_id, chunk_number};
  *   - other session_update kinds take the update_type as their type;
@@ -33,6 +33,10 @@ json_t *proto_message(const struct db_message *m)
         json_object_set_new(o, "client_msg_id", json_string(m->client_msg_id));
     if (o && m->thread_id)
         json_object_set_new(o, "thread_id", json_string(m->thread_id));
+    if (o && m->author_name) /* who said it (SPEC 9); none for replies */
+        json_object_set_new(
+            o, "author",
+            json_pack("{s:s, s:s?}", "name", m->author_name, "connection_id", m->connection_id));
     return o;
 }
 
@@ -73,6 +77,8 @@ static json_t *message_data(const json_t *ev, const char **type)
                   "created_at", json_object_get(m, "created_at"));
     if (data && json_object_get(m, "thread_id"))
         json_object_set(data, "thread_id", json_object_get(m, "thread_id"));
+    if (data && json_object_get(m, "author"))
+        json_object_set(data, "author", json_object_get(m, "author"));
     return data;
 }
 

@@ -56,12 +56,13 @@ static size_t find(const struct live_session *s, const char *node, const char *c
     return s->n_remote;
 }
 
-static void add(struct live_session *s, const char *node, const char *conn)
+/* Adds conn of node with its name (a name that is not valid, or none, is the default). */
+static void add(struct live_session *s, const char *node, const char *conn, const char *name)
 {
     struct remote_member *m;
 
-    if (strlen(conn) != BROKER_CONN_ID_HEX || find(s, node, conn) < s->n_remote ||
-        s->n_remote == ROSTER_MAX)
+    if (strlen(conn) != BROKER_CONN_ID_HEX || !clock_is_hex(conn, BROKER_CONN_ID_HEX) ||
+        find(s, node, conn) < s->n_remote || s->n_remote == ROSTER_MAX)
         return;
     if (s->n_remote == s->cap_remote) {
         size_t cap = s->cap_remote ? s->cap_remote * 2 : 8;
@@ -74,23 +75,38 @@ static void add(struct live_session *s, const char *node, const char *conn)
     m = &s->remote[s->n_remote++];
     snprintf(m->node, sizeof m->node, "%s", node);
     snprintf(m->conn_id, sizeof m->conn_id, "%s", conn);
+    if (name && name_valid(name, strlen(name)))
+        snprintf(m->name, sizeof m->name, "%s", name);
+    else
+        name_guest(m->name, conn);
 }
 
-static void drop(struct live_session *s, const char *node, const char *conn)
+/* Removes conn of node; its name (for telling) into name (NAME_LEN bytes) when known. */
+static void drop(struct live_session *s, const char *node, const char *conn, char *name)
 {
     size_t i = find(s, node, conn);
 
-    if (i < s->n_remote)
+    if (i < s->n_remote) {
+        if (name)
+            snprintf(name, NAME_LEN, "%s", s->remote[i].name);
         s->remote[i] = s->remote[--s->n_remote];
+    }
 }
 
-/* Drops every member of node; their ids go into left (NULL: not wanted). */
+/* {connection_id, name}: how a member is told. New reference. */
+static json_t *member_json(const char *conn, const char *name)
+{
+    return json_pack("{s:s, s:s}", "connection_id", conn, "name", name);
+}
+
+/* Drops every member of node; they go into left as {connection_id, name} (NULL: not
+ * wanted). */
 static void drop_node(struct live_session *s, const char *node, json_t *left)
 {
     for (size_t i = 0; i < s->n_remote;) {
         if (strcmp(s->remote[i].node, node) == 0) {
             if (left)
-                json_array_append_new(left, json_string(s->remote[i].conn_id));
+                json_array_append_new(left, member_json(s->remote[i].conn_id, s->remote[i].name));
             s->remote[i] = s->remote[--s->n_remote];
         } else {
             i++;
@@ -98,13 +114,18 @@ static void drop_node(struct live_session *s, const char *node, json_t *left)
     }
 }
 
-static void each_string(const json_t *list, struct live_session *s, const char *node,
-                        void (*fn)(struct live_session *, const char *, const char *))
+/* A member as another broker lists it: {connection_id, name} (a bare connection id from a
+ * broker of an earlier version). Strings only, bounded: false for anything else. */
+static bool member_of(const json_t *v, const char **conn, const char **name)
 {
-    size_t i;
-    const json_t *v;
+    const json_t *c = json_is_string(v) ? v : json_object_get(v, "connection_id");
+    const json_t *n = json_is_object(v) ? json_object_get(v, "name") : NULL;
 
-    json_array_foreach(list, i, v) if (json_is_string(v)) fn(s, node, json_string_value(v));
+    if (!json_is_string(c) || json_string_length(c) != BROKER_CONN_ID_HEX)
+        return false;
+    *conn = json_string_value(c);
+    *name = json_is_string(n) && json_string_length(n) < NAME_LEN ? json_string_value(n) : NULL;
+    return true;
 }
 
 /* ---- what the other brokers say ---- */
@@ -115,18 +136,24 @@ bool roster_event(struct per_vhost_data__chat *vhd, struct live_session *s, cons
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *kind = json_string_value(json_object_get(ev, "update_type"));
     const char *conn = json_string_value(json_object_get(ev, "connection_id"));
+    const char *name = json_string_value(json_object_get(ev, "name"));
+    const json_t *names = json_object_get(ev, "names"), *v;
+    size_t i;
 
     if (strcmp(type, "roster") == 0 || strcmp(type, "roster_request") == 0)
         return false; /* between brokers, on their own channel */
     if (strcmp(type, "session_update") != 0 || !kind)
         return true;
     if (strcmp(kind, "user_joined") == 0 && conn)
-        add(s, node, conn);
+        add(s, node, conn, name);
     else if (strcmp(kind, "user_left") == 0 && conn)
-        drop(s, node, conn);
+        drop(s, node, conn, NULL);
     else if (strcmp(kind, "presence") == 0) {
-        each_string(json_object_get(ev, "joined"), s, node, add);
-        each_string(json_object_get(ev, "left"), s, node, drop);
+        json_array_foreach(json_object_get(ev, "joined"), i, v) if (json_is_string(v))
+            add(s, node, json_string_value(v),
+                json_string_value(json_object_get(names, json_string_value(v))));
+        json_array_foreach(json_object_get(ev, "left"), i, v) if (json_is_string(v))
+            drop(s, node, json_string_value(v), NULL);
     } else {
         return true;
     }
@@ -143,7 +170,7 @@ static void tell_list(struct per_vhost_data__chat *vhd, const char *type, const 
     json_t *list = json_array(), *ev;
 
     for (size_t i = 0; s && i < s->n_members && i < ROSTER_LIST_MAX; i++)
-        json_array_append_new(list, json_string(s->members[i]->id));
+        json_array_append_new(list, member_json(s->members[i]->id, s->members[i]->name));
     ev = json_pack("{s:s, s:s, s:o}", "type", type, "session_id", sid, "members", list);
     relay_to_brokers(vhd, ev);
     json_decref(ev);
@@ -155,35 +182,54 @@ void roster_request(struct per_vhost_data__chat *vhd, struct live_session *s)
 }
 
 /* Tells the members here who of the other brokers' members came (joined) and went (left),
- * arrays of connection ids: one user_joined or user_left, or one presence update. */
+ * arrays of {connection_id, name}: one user_joined or user_left, or one presence update
+ * (joined and left as connection ids, names mapping them to names). */
 static void tell_members(struct per_vhost_data__chat *vhd, struct live_session *s, json_t *joined,
                          json_t *left)
 {
-    size_t nj = json_array_size(joined), nl = json_array_size(left);
-    json_t *ev;
+    size_t nj = json_array_size(joined), nl = json_array_size(left), i;
+    json_t *ev, *v, *ids_joined, *ids_left, *names;
 
     if (!s->n_members || nj + nl == 0)
         return;
-    if (nj + nl == 1)
-        ev = json_pack("{s:s, s:s, s:s, s:O, s:I}", "type", "session_update", "session_id", s->id,
-                       "update_type", nj ? "user_joined" : "user_left", "connection_id",
-                       json_array_get(nj ? joined : left, 0), "clients",
-                       (json_int_t)roster_clients(s));
-    else
-        ev = json_pack("{s:s, s:s, s:s, s:I, s:O, s:O}", "type", "session_update", "session_id",
-                       s->id, "update_type", "presence", "clients", (json_int_t)roster_clients(s),
-                       "joined", joined, "left", left);
+    if (nj + nl == 1) {
+        v = json_array_get(nj ? joined : left, 0);
+        ev = json_pack("{s:s, s:s, s:s, s:O, s:O, s:I}", "type", "session_update", "session_id",
+                       s->id, "update_type", nj ? "user_joined" : "user_left", "connection_id",
+                       json_object_get(v, "connection_id"), "name", json_object_get(v, "name"),
+                       "clients", (json_int_t)roster_clients(s));
+    } else {
+        ids_joined = json_array();
+        ids_left = json_array();
+        names = json_object();
+        json_array_foreach(joined, i, v)
+        {
+            json_array_append(ids_joined, json_object_get(v, "connection_id"));
+            json_object_set(names, json_string_value(json_object_get(v, "connection_id")),
+                            json_object_get(v, "name"));
+        }
+        json_array_foreach(left, i, v)
+        {
+            json_array_append(ids_left, json_object_get(v, "connection_id"));
+            json_object_set(names, json_string_value(json_object_get(v, "connection_id")),
+                            json_object_get(v, "name"));
+        }
+        ev =
+            json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "type", "session_update", "session_id",
+                      s->id, "update_type", "presence", "clients", (json_int_t)roster_clients(s),
+                      "joined", ids_joined, "left", ids_left, "names", names);
+    }
     fanout_session(vhd, s, ev, NULL);
     json_decref(ev);
 }
 
 static bool listed(const json_t *list, const char *conn)
 {
-    size_t i;
+    const char *c, *name;
     const json_t *v;
+    size_t i;
 
-    json_array_foreach(list, i, v) if (json_is_string(v) &&
-                                       strcmp(json_string_value(v), conn) == 0) return true;
+    json_array_foreach(list, i, v) if (member_of(v, &c, &name) && strcmp(c, conn) == 0) return true;
     return false;
 }
 
@@ -192,13 +238,14 @@ static void learn(struct per_vhost_data__chat *vhd, struct live_session *s, cons
                   const json_t *members)
 {
     json_t *joined = json_array(), *left = json_array();
-    size_t i;
+    const char *conn, *name;
     const json_t *v;
+    size_t i;
 
     for (i = 0; json_array_size(members) < ROSTER_LIST_MAX && i < s->n_remote;) {
         struct remote_member *m = &s->remote[i];
         if (strcmp(m->node, node) == 0 && !listed(members, m->conn_id)) {
-            json_array_append_new(left, json_string(m->conn_id));
+            json_array_append_new(left, member_json(m->conn_id, m->name));
             *m = s->remote[--s->n_remote];
         } else {
             i++;
@@ -207,10 +254,11 @@ static void learn(struct per_vhost_data__chat *vhd, struct live_session *s, cons
     json_array_foreach(members, i, v)
     {
         size_t before = s->n_remote;
-        if (json_is_string(v))
-            add(s, node, json_string_value(v));
+        if (member_of(v, &conn, &name))
+            add(s, node, conn, name);
         if (s->n_remote > before)
-            json_array_append_new(joined, json_string(json_string_value(v)));
+            json_array_append_new(joined,
+                                  member_json(s->remote[before].conn_id, s->remote[before].name));
     }
     tell_members(vhd, s, joined, left);
     json_decref(joined);

@@ -104,27 +104,31 @@ static int member_index(const struct per_session_data__chat *pss, const struct l
 
 /* Tells the members one change (except the connection it is about). */
 static void tell_change(struct per_vhost_data__chat *vhd, struct live_session *s,
-                        const char *conn_id, bool joined)
+                        const char *conn_id, const char *name, bool joined)
 {
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id",
-                           s->id, "update_type", joined ? "user_joined" : "user_left",
-                           "connection_id", conn_id, "clients", (json_int_t)roster_clients(s));
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id", s->id,
+                  "update_type", joined ? "user_joined" : "user_left", "connection_id", conn_id,
+                  "name", name, "clients", (json_int_t)roster_clients(s));
 
     relay_broadcast(vhd, s, ev, ws_conn(vhd, conn_id));
     json_decref(ev);
 }
 
-/* Tells the members every change of the window in one update. */
+/* Tells the members every change of the window in one update: joined and left list
+ * connection ids, names maps each of them to its name (SPEC 9). */
 static void tell_changes(struct per_vhost_data__chat *vhd, struct live_session *s)
 {
-    json_t *joined = json_array(), *left = json_array(), *ev;
+    json_t *joined = json_array(), *left = json_array(), *names = json_object(), *ev;
 
-    for (size_t i = 0; i < s->n_changes; i++)
+    for (size_t i = 0; i < s->n_changes; i++) {
         json_array_append_new(s->changes[i].joined ? joined : left,
                               json_string(s->changes[i].conn_id));
-    ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "type", "session_update", "session_id", s->id,
-                   "update_type", "presence", "clients", (json_int_t)roster_clients(s), "joined",
-                   joined, "left", left);
+        json_object_set_new(names, s->changes[i].conn_id, json_string(s->changes[i].name));
+    }
+    ev = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "type", "session_update", "session_id",
+                   s->id, "update_type", "presence", "clients", (json_int_t)roster_clients(s),
+                   "joined", joined, "left", left, "names", names);
     relay_broadcast(vhd, s, ev, NULL);
     json_decref(ev);
 }
@@ -142,7 +146,7 @@ static void presence_flush(lws_sorted_usec_list_t *sul)
         if (!s)
             continue; /* gone meanwhile */
         if (s->n_changes == 1)
-            tell_change(vhd, s, s->changes[0].conn_id, s->changes[0].joined);
+            tell_change(vhd, s, s->changes[0].conn_id, s->changes[0].name, s->changes[0].joined);
         else if (s->n_changes > 1 && s->n_members > 0)
             tell_changes(vhd, s);
         s->n_changes = 0;
@@ -155,12 +159,13 @@ static void presence_flush(lws_sorted_usec_list_t *sul)
 
 /* Keeps a change for the end of the window. */
 static void presence_defer(struct per_vhost_data__chat *vhd, struct live_session *s,
-                           const char *conn_id, bool joined)
+                           const char *conn_id, const char *name, bool joined)
 {
     if (!s->changes && !(s->changes = calloc(PRESENCE_LIST_MAX, sizeof *s->changes)))
         return;
     if (s->n_changes < PRESENCE_LIST_MAX) {
         snprintf(s->changes[s->n_changes].conn_id, sizeof s->changes[0].conn_id, "%s", conn_id);
+        snprintf(s->changes[s->n_changes].name, sizeof s->changes[0].name, "%s", name);
         s->changes[s->n_changes++].joined = joined;
     }
     if (s->presence_due)
@@ -195,10 +200,10 @@ static void presence_changed(struct per_vhost_data__chat *vhd, struct live_sessi
     }
     if (!s->presence_due && s->presence_sent < PRESENCE_DETAIL) {
         s->presence_sent++;
-        tell_change(vhd, s, pss->id, joined);
+        tell_change(vhd, s, pss->id, pss->name, joined);
         return;
     }
-    presence_defer(vhd, s, pss->id, joined);
+    presence_defer(vhd, s, pss->id, pss->name, joined);
 }
 
 void sess_presence_cleanup(struct per_vhost_data__chat *vhd)
@@ -318,8 +323,9 @@ void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
     pss->typing_until[idx] = typing ? clock_mono_ms() + BROKER_TYPING_MS : 0;
     if (was == typing)
         return; /* a repeated typing_start only extends the expiry */
-    ev = json_pack("{s:s, s:s, s:s, s:s, s:b}", "type", "session_update", "session_id", s->id,
-                   "update_type", "user_typing", "connection_id", pss->id, "typing", typing);
+    ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "type", "session_update", "session_id", s->id,
+                   "update_type", "user_typing", "connection_id", pss->id, "name", pss->name,
+                   "typing", typing);
     relay_broadcast(vhd, s, ev, pss);
     json_decref(ev);
 }

@@ -17,6 +17,7 @@
 #include "dbq.h"
 #include "log.h"
 #include "map.h"
+#include "names.h"
 #include "notify.h"
 
 #define TICK_US (1000 * LWS_US_PER_MS)
@@ -275,6 +276,8 @@ int ws_conn_attach(struct per_vhost_data__chat *vhd, struct per_session_data__ch
     vhd->conns_list = pss;
     vhd->n_conns++;
     access_conn_open(vhd, pss);
+    if (!pss->name[0]) /* no ?name= and no key's name */
+        name_guest(pss->name, pss->id);
     ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected", "connection_id",
                    pss->id, "message", "connected to Parley", "server_info", "name", "parley",
                    "version", PARLEY_VERSION, "model",
@@ -379,7 +382,8 @@ static int refuse_upgrade(struct lws *wsi, int status, const char *why)
 {
     unsigned char buf[LWS_PRE + 512];
     const char *text = why ? why : upgrade_refusal(status);
-    const char *reason = status == 401   ? "Unauthorized"
+    const char *reason = status == 400   ? "Bad Request"
+                         : status == 401 ? "Unauthorized"
                          : status == 403 ? "Forbidden"
                          : status == 404 ? "Not Found"
                          : status == 429 ? "Too Many Requests"

@@ -371,6 +371,7 @@ void db_message_cleanup(struct db_message *m)
     free(m->connection_id);
     free(m->client_msg_id);
     free(m->thread_id);
+    free(m->author_name);
     free(m->status);
     memset(m, 0, sizeof *m);
 }

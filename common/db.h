@@ -51,7 +51,8 @@ struct db_message {
     char *connection_id; /* NULL when absent, like the three below */
     char *client_msg_id;
     char *thread_id;
-    char *status; /* assistant replies: complete, stopped, error, incomplete */
+    char *status;      /* assistant replies: complete, stopped, error, incomplete */
+    char *author_name; /* the author's display name (SPEC 9); NULL when none was stored */
 };
 
 struct db_message_list {
@@ -67,7 +68,8 @@ struct db_message_in {
     const char *connection_id;
     const char *client_msg_id;
     const char *thread_id;
-    bool want_reply; /* queue it for an assistant reply (reply_queue) */
+    const char *author_name; /* the author's display name, or NULL */
+    bool want_reply;         /* queue it for an assistant reply (reply_queue) */
 };
 
 /* A finished assistant reply to store. Strings are borrowed for the call. */

@@ -17,9 +17,10 @@
 
 /* Columns every message read selects, in this order (see read_message). */
 #define MESSAGE_COLS                                                                               \
-    "id, session_id, role, content, " DB_PG_ISO("created_at") ", connection_id, client_msg_id,"    \
-                                                              " thread_id, status, seq"
-#define MESSAGE_NCOLS   10
+    "id, session_id, role, content, " DB_PG_ISO(                                                   \
+        "created_at") ", connection_id, client_msg_id,"                                            \
+                      " thread_id, status, seq, author_name"
+#define MESSAGE_NCOLS   11
 #define REPLY_QUEUE_MAX 10000
 #define ADD_TRIES       8 /* a store looked at anew while others write to the session */
 
@@ -59,6 +60,7 @@ static void read_message(const PGresult *r, int row, int first, struct db_messag
     m->thread_id = db_pg_strdup(r, row, first + 7);
     m->status = db_pg_strdup(r, row, first + 8);
     m->seq = db_pg_int64(r, row, first + 9);
+    m->author_name = db_pg_strdup(r, row, first + 10);
 }
 
 /* Fills m with pointers into r's row (no copies): valid until PQclear(r). */
@@ -77,6 +79,7 @@ static void view_message(const PGresult *r, int row, struct db_message *m)
     m->thread_id = (char *)db_pg_text(r, row, 7);
     m->status = (char *)db_pg_text(r, row, 8);
     m->seq = db_pg_int64(r, row, 9);
+    m->author_name = (char *)db_pg_text(r, row, 10);
 }
 
 static void reverse_list(struct db_message_list *l)
@@ -146,6 +149,7 @@ static void stored(struct db_message *out, int64_t id, int64_t seq, const struct
     out->client_msg_id = in->client_msg_id ? strdup(in->client_msg_id) : NULL;
     out->thread_id = in->thread_id ? strdup(in->thread_id) : NULL;
     out->status = status ? strdup(status) : NULL;
+    out->author_name = in->author_name ? strdup(in->author_name) : NULL;
 }
 
 /* Storing a message (db_pg_message_add) is one of four statements: with or without a
@@ -171,7 +175,8 @@ static void stored(struct db_message *out, int64_t id, int64_t seq, const struct
     " AND last_seq = (SELECT last_seq FROM sessions WHERE id = $1)" ADD_S_END
 #define ADD_M                                                                                      \
     " m AS (INSERT INTO messages(session_id, seq, role, content, created_at, connection_id,"       \
-    " client_msg_id, thread_id) SELECT $1, s.last_seq, $2, $3, $4::timestamptz, $5, $6, $7"        \
+    " client_msg_id, thread_id, author_name) SELECT $1, s.last_seq, $2, $3, $4::timestamptz, $5,"  \
+    " $6, $7, $8"                                                                                  \
     " FROM s RETURNING id)"
 #define ADD_Q                                                                                      \
     ", q AS (INSERT INTO reply_queue(message_id, session_id, created_at)"                          \
@@ -219,8 +224,8 @@ enum perr db_pg_message_add(struct db *db, const struct db_message_in *in, struc
     const char *sql = in->client_msg_id ? (in->want_reply ? sql_dup_q : sql_dup)
                                         : (in->want_reply ? sql_plain_q : sql_plain);
     char now[CLOCK_ISO_LEN];
-    const char *params[] = {in->session_id,    in->role,          in->content,  now,
-                            in->connection_id, in->client_msg_id, in->thread_id};
+    const char *params[] = {in->session_id,    in->role,          in->content,   now,
+                            in->connection_id, in->client_msg_id, in->thread_id, in->author_name};
     enum perr e;
     PGresult *r;
 
@@ -229,7 +234,7 @@ enum perr db_pg_message_add(struct db *db, const struct db_message_in *in, struc
     clock_now_iso(now);
     for (int tries = 0; tries < ADD_TRIES; tries++) {
         int64_t id, dup_id;
-        if (!(r = db_pg_query(db, __func__, "store message", sql, 7, params, &e)))
+        if (!(r = db_pg_query(db, __func__, "store message", sql, 8, params, &e)))
             return e;
         if (PQntuples(r) == 0 || PQnfields(r) != 4) {
             PQclear(r);

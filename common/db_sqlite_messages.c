@@ -14,7 +14,7 @@
 #define SEARCH_CATCH_UP_CHUNK 1000 /* messages a search indexes in one transaction */
 #define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status,"  \
-    " seq"
+    " seq, author_name"
 
 /* A place given as a message id P in session S (db.h), as a seq: the message's own, or
  * where the id would be when the session does not hold it (ids grow with seq here). Each
@@ -44,6 +44,7 @@ static void read_message(sqlite3_stmt *st, struct db_message *m)
     m->thread_id = db_sqlite_column_strdup(st, 7);
     m->status = db_sqlite_column_strdup(st, 8);
     m->seq = sqlite3_column_int64(st, 9);
+    m->author_name = db_sqlite_column_strdup(st, 10);
 }
 
 static void reverse_list(struct db_message_list *l)
@@ -175,8 +176,8 @@ static enum perr insert_row(struct db *db, const struct db_message_in *in,
     static const char sql[] =
         "INSERT INTO messages(session_id, role, content, created_at, connection_id,"
         " client_msg_id, thread_id, model, status, prompt_tokens, completion_tokens,"
-        " duration_ms, reasoning, error, seq)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+        " duration_ms, reasoning, error, seq, author_name)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
     sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
@@ -190,6 +191,7 @@ static enum perr insert_row(struct db *db, const struct db_message_in *in,
     db_sqlite_bind_text(st, 6, in->client_msg_id);
     db_sqlite_bind_text(st, 7, in->thread_id);
     sqlite3_bind_int64(st, 15, seq);
+    db_sqlite_bind_text(st, 16, in->author_name);
     if (reply) {
         db_sqlite_bind_text(st, 8, reply->model);
         db_sqlite_bind_text(st, 9, reply->status);
@@ -310,6 +312,7 @@ static enum perr add(struct db *db, const struct db_message_in *in, const struct
     out->client_msg_id = in->client_msg_id ? strdup(in->client_msg_id) : NULL;
     out->thread_id = in->thread_id ? strdup(in->thread_id) : NULL;
     out->status = reply && reply->status ? strdup(reply->status) : NULL;
+    out->author_name = in->author_name ? strdup(in->author_name) : NULL;
     return PERR_OK;
 fail:
     db_tx_rollback(db);
@@ -640,7 +643,7 @@ enum perr db_sqlite_messages_search(struct db *db, const char *session_id, const
     /* the newest `limit` matches before `before`, handed over oldest first */
     static const char sql[] = "SELECT * FROM (SELECT m.id, m.session_id, m.role, m.content,"
                               " m.created_at, m.connection_id, m.client_msg_id, m.thread_id,"
-                              " m.status, m.seq FROM messages_fts f JOIN messages m"
+                              " m.status, m.seq, m.author_name FROM messages_fts f JOIN messages m"
                               " ON m.id = f.rowid WHERE messages_fts MATCH ?1"
                               " AND m.session_id = ?2 AND m.seq < " SEQ_BELOW(
                                   "?2", "?4") " ORDER BY m.seq DESC LIMIT ?3) ORDER BY seq";
@@ -684,6 +687,7 @@ static void view_message(sqlite3_stmt *st, struct db_message *m)
     m->thread_id = (char *)sqlite3_column_text(st, 7);
     m->status = (char *)sqlite3_column_text(st, 8);
     m->seq = sqlite3_column_int64(st, 9);
+    m->author_name = (char *)sqlite3_column_text(st, 10);
 }
 
 /* The seq of the oldest message of the page of the newest `limit` before `before` that

@@ -77,11 +77,16 @@ static int put(char **buf, size_t *len, size_t *cap, const char *text)
     return 0;
 }
 
+/* "### role · created_at", or "### name (role) · created_at" with an author. */
 static int markdown_message(char **buf, size_t *len, size_t *cap, const struct db_message *m)
 {
     char head[128];
 
-    snprintf(head, sizeof head, "### %s · %s\n\n", m->role, m->created_at);
+    if (m->author_name && (put(buf, len, cap, "### ") || put(buf, len, cap, m->author_name) ||
+                           put(buf, len, cap, " (")))
+        return -1;
+    snprintf(head, sizeof head, "%s%s%s · %s\n\n", m->author_name ? "" : "### ", m->role,
+             m->author_name ? ")" : "", m->created_at);
     return put(buf, len, cap, head) || put(buf, len, cap, m->content) || put(buf, len, cap, "\n\n");
 }
 

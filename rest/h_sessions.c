@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "jsonx.h"
+#include "names.h"
 #include "rest.h"
 #include "utf8.h"
 
@@ -77,8 +78,8 @@ void h_session_list(struct rt_ctx *c)
                       (json_int_t)limit, "offset", (json_int_t)offset));
 }
 
-/* Writes one message as {"id", "seq", "role", "content", "created_at"} (rt_message_json's
- * fields), after a comma unless it is the first. */
+/* Writes one message as {"id", "seq", "role", "content", "created_at", "author"?}
+ * (rt_message_json's fields), after a comma unless it is the first. */
 static void write_message(void *arg, const struct db_message *m)
 {
     struct jx_buf *b = arg;
@@ -93,6 +94,16 @@ static void write_message(void *arg, const struct db_message *m)
     jx_buf_string(b, m->content);
     jx_buf_cstr(b, ",\"created_at\":");
     jx_buf_string(b, m->created_at);
+    if (m->author_name) {
+        jx_buf_cstr(b, ",\"author\":{\"name\":");
+        jx_buf_string(b, m->author_name);
+        jx_buf_cstr(b, ",\"connection_id\":");
+        if (m->connection_id)
+            jx_buf_string(b, m->connection_id);
+        else
+            jx_buf_cstr(b, "null");
+        jx_buf_cstr(b, "}");
+    }
     jx_buf_cstr(b, "}");
 }
 
@@ -174,7 +185,7 @@ void h_session_clear(struct rt_ctx *c)
 
 void h_message_post(struct rt_ctx *c)
 {
-    const char *content = NULL;
+    const char *content = NULL, *name = NULL;
     char why[JX_WHY_LEN];
     struct db_message m;
     bool reply = false;
@@ -185,21 +196,32 @@ void h_message_post(struct rt_ctx *c)
         return;
     if ((e = jx_string(body, "content", true, 1, (size_t)c->r->cfg->max_message_size, &content,
                        why)) ||
-        (e = jx_bool(body, "reply", &reply, why))) {
+        (e = jx_bool(body, "reply", &reply, why)) ||
+        (e = jx_string(body, "name", false, 1, NAME_MAX_CHARS, &name, why))) {
         rt_error(c, e, "%s", why);
         goto out;
     }
-    struct db_message_in in = {
-        .session_id = c->id, .role = "user", .content = content, .want_reply = reply};
+    if (name && !name_valid(name, strlen(name))) {
+        rt_error(c, PERR_INVALID_FIELD,
+                 "field 'name' must be 1 to %d characters, without control characters",
+                 NAME_MAX_CHARS);
+        goto out;
+    }
+    if (!name && c->key_name[0])
+        name = c->key_name; /* the key's name, as a connection with that key is called */
+    struct db_message_in in = {.session_id = c->id,
+                               .role = "user",
+                               .content = content,
+                               .author_name = name,
+                               .want_reply = reply};
     if ((e = db_message_add(c->db, &in, &m, NULL, NULL))) {
         rt_db_error(c, e);
         goto out;
     }
     notify_message_added(c->r->notify, c->id, m.id, reply);
-    rt_json(c, 201,
-            json_pack("{s:I, s:I, s:s, s:s, s:s, s:s}", "id", (json_int_t)m.id, "seq",
-                      (json_int_t)m.seq, "session_id", m.session_id, "role", m.role, "content",
-                      m.content, "created_at", m.created_at));
+    json_t *made = rt_message_json(&m);
+    json_object_set_new(made, "session_id", json_string(m.session_id));
+    rt_json(c, 201, made);
     db_message_cleanup(&m);
 out:
     json_decref(body);

@@ -96,6 +96,8 @@ bool rt_authorized(struct rt_ctx *c)
         return false;
     }
     found = auth_verify(keys, n, key);
+    if (found >= 0) /* the default author name of what the request stores (SPEC 9) */
+        snprintf(c->key_name, sizeof c->key_name, "%s", keys[found].name);
     free(keys);
     if (found < 0) {
         rt_error(c, PERR_UNAUTHORIZED,
@@ -207,7 +209,13 @@ json_t *rt_session_json(const struct db_session *s)
 
 json_t *rt_message_json(const struct db_message *m)
 {
-    return json_pack("{s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "seq",
-                     (json_int_t)m->seq, "role", m->role, "content", m->content, "created_at",
-                     m->created_at);
+    json_t *o =
+        json_pack("{s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "seq", (json_int_t)m->seq,
+                  "role", m->role, "content", m->content, "created_at", m->created_at);
+
+    if (o && m->author_name) /* who said it (SPEC 9); none for replies */
+        json_object_set_new(
+            o, "author",
+            json_pack("{s:s, s:s?}", "name", m->author_name, "connection_id", m->connection_id));
+    return o;
 }

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "notify.h"
 #include "router.h"
 
@@ -26,6 +27,7 @@ struct rt_ctx {
     const struct rt_request *req;
     struct rt_response *res;
     const char *id; /* the {id} path segment, when the route has one */
+    char key_name[sizeof((struct auth_key *)0)->name]; /* the API key's name, "" for none */
 };
 
 /* ---- answers (reply.c) ---- */

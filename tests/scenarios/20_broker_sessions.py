@@ -14,7 +14,7 @@ from parley import SESSION_ID_RE, TS_RE, Broker, run_cli, sql, strict_equal  # n
 
 CONN_RE = r"^[0-9a-f]{12}$"
 ADDED_KEYS = {"type", "session_id", "update_type", "message_count", "message"}
-MSG_KEYS = {"id", "seq", "role", "content", "created_at", "connection_id"}
+MSG_KEYS = {"id", "seq", "role", "content", "created_at", "connection_id", "author"}
 
 
 def connect(t, b, name):
@@ -60,6 +60,8 @@ def check_added(t, name, ev, sid, content, conn_id, count, cmid=None):
     t.eq("%s: content as sent" % name, m.get("content"), content)
     t.match("%s: created_at" % name, m.get("created_at"), TS_RE)
     t.eq("%s: connection_id of the sender" % name, m.get("connection_id"), conn_id)
+    t.eq("%s: author: the sender's default name and connection" % name, m.get("author"),
+         {"name": "guest-" + conn_id[:4], "connection_id": conn_id})
     if cmid:
         t.eq("%s: client_msg_id echoed" % name, m.get("client_msg_id"), cmid)
 
@@ -96,14 +98,18 @@ def test_sessions(t, b):
 
     # B joins A's session
     j = bb.join(sid)
-    t.keys("join_session: exactly type, session_id, message_count, clients", j,
-           {"type", "session_id", "message_count", "clients"})
+    t.keys("join_session: exactly type, session_id, message_count, clients, members", j,
+           {"type", "session_id", "message_count", "clients", "members"})
+    t.eq("join_session: members, the joiner included",
+         sorted(j.get("members") or [], key=lambda m: m.get("connection_id")),
+         sorted([{"connection_id": x.id, "name": "guest-" + x.id[:4]} for x in (a, bb)],
+                key=lambda m: m["connection_id"]))
     t.eq("join_session: message_count 0, clients 2",
          (j.get("message_count"), j.get("clients")), (0, 2))
     uj = a.expect(type="session_update", update_type="user_joined")
     t.eq("user_joined to A: exact", uj, {"type": "session_update", "session_id": sid,
                                         "update_type": "user_joined", "connection_id": bb.id,
-                                        "clients": 2})
+                                        "name": "guest-" + bb.id[:4], "clients": 2})
     # C joins: 3 clients
     j = c.join(sid)
     t.eq("third join: clients 3", j.get("clients"), 3)
@@ -111,7 +117,7 @@ def test_sessions(t, b):
         uj = x.expect(type="session_update", update_type="user_joined")
         t.eq("user_joined C to %s: exact" % x.name, uj,
              {"type": "session_update", "session_id": sid, "update_type": "user_joined",
-              "connection_id": c.id, "clients": 3})
+              "connection_id": c.id, "name": "guest-" + c.id[:4], "clients": 3})
     t.eq("the joiner gets no user_joined about itself",
          c.quiet(0.3, update_type="user_joined"), [])
 
@@ -144,7 +150,7 @@ def test_sessions(t, b):
     d, _ = connect(t, b, "D")
     j = d.join(sid, since=0)
     t.keys("join with since: message list included", j,
-           {"type", "session_id", "message_count", "clients", "messages", "has_more"})
+           {"type", "session_id", "message_count", "clients", "members", "messages", "has_more"})
     t.eq("join since=0: the whole replay fits: has_more false", j.get("has_more"), False)
     msgs = j.get("messages") or []
     t.eq("join since=0: replays both messages, ascending",
@@ -177,7 +183,7 @@ def test_sessions(t, b):
         ul = x.expect(type="session_update", update_type="user_left")
         t.eq("user_left B to %s: exact" % x.name, ul,
              {"type": "session_update", "session_id": sid, "update_type": "user_left",
-              "connection_id": bb.id, "clients": 2})
+              "connection_id": bb.id, "name": "guest-" + bb.id[:4], "clients": 2})
     a.chat("after B left")
     c.expect(type="session_update", update_type="message_added")
     t.eq("a member that left no longer gets the session's messages",
@@ -250,7 +256,7 @@ def test_typing(t, b):
         ev = x.expect(type="session_update", update_type="user_typing")
         t.eq("typing_start: %s gets user_typing true" % x.name, ev,
              {"type": "session_update", "session_id": sid, "update_type": "user_typing",
-              "connection_id": a.id, "typing": True})
+              "connection_id": a.id, "name": "guest-" + a.id[:4], "typing": True})
     a.send({"type": "typing_stop"})
     for x in (bb, c):
         ev = x.expect(type="session_update", update_type="user_typing")

@@ -134,14 +134,16 @@ def test_mixed(t, b, r):
     sid = sub["data"].get("session_id")
     t.match("subscription_success: data.session_id 16 hex", sid, SESSION_ID_RE)
     t.eq("subscription_success: data", sub.get("data"),
-         {"channel": "mixed-room", "session_id": sid, "message_count": 0, "clients": 1})
+         {"channel": "mixed-room", "session_id": sid, "message_count": 0, "clients": 1,
+          "members": [{"connection_id": e.id, "name": "test"}]})
 
     j = f.join(sid)
     t.eq("flat join_session of the channel's session: clients 2",
          (j.get("message_count"), j.get("clients")), (0, 2))
     uj = e.expect(type="user_joined")
     check_env(t, "user_joined to the envelope member", uj, "user_joined", f.id, "mixed-room")
-    t.eq("user_joined data", uj.get("data"), {"session_id": sid, "clients": 2})
+    t.eq("user_joined data", uj.get("data"),
+         {"session_id": sid, "name": "guest-" + f.id[:4], "clients": 2})
 
     # envelope chat_message -> flat message_added (and envelope chat_message to the sender)
     e.send(env("chat_message", {"content": "hello from envelope ✓", "thread_id": "th-1"},
@@ -150,7 +152,9 @@ def test_mixed(t, b, r):
     check_env(t, "chat_message echo to the sender", mine, "chat_message", e.id, "mixed-room")
     md = mine.get("data", {})
     t.keys("chat_message data keys", md, {"message_id", "seq", "session_id", "role", "content",
-                                          "created_at", "thread_id"})
+                                          "created_at", "thread_id", "author"})
+    t.eq("chat_message author: the envelope's client_id names a client that gave no name",
+         md.get("author"), {"name": "test", "connection_id": e.id})
     t.is_int("chat_message message_id", md.get("message_id"), 1)
     t.eq("chat_message seq: the first in its session", md.get("seq"), 1)
     t.eq("chat_message data values", (md.get("session_id"), md.get("role"), md.get("content"),
@@ -175,7 +179,8 @@ def test_mixed(t, b, r):
     t.eq("flat chat seen by envelope: data",
          ec.get("data"), {"message_id": ack["message"]["id"], "seq": ack["message"]["seq"],
                           "session_id": sid, "role": "user",
-                          "content": text, "created_at": ack["message"]["created_at"]})
+                          "content": text, "created_at": ack["message"]["created_at"],
+                          "author": {"name": "guest-" + f.id[:4], "connection_id": f.id}})
     ef = read_env_reply(e)
     ff = read_flat_reply(f, sid)
     check_env_reply(t, "flat chat: envelope member's reply", ef, sid, text, "mixed-room")
@@ -298,7 +303,7 @@ def test_types(t, b, r):
     a.send(env("chat_message", {"content": "no thread"}, "alpha"))
     m = c.expect(type="chat_message")
     t.keys("chat_message without thread_id: no thread_id in data", m.get("data"),
-           {"message_id", "seq", "session_id", "role", "content", "created_at"})
+           {"message_id", "seq", "session_id", "role", "content", "created_at", "author"})
     a.expect(type="chat_message")
     t.eq("chat_message: nothing to a channel's non-subscriber (beta only A)",
          [x for x in c.quiet(0.2) if x.get("channel") == "beta"], [])

@@ -634,7 +634,8 @@ static void message_add_get(void)
                                .content = "hello",
                                .connection_id = "c-1",
                                .client_msg_id = "cm-1",
-                               .thread_id = "t-1"};
+                               .thread_id = "t-1",
+                               .author_name = "Alice ✓"};
     struct db_message m, r;
     bool dup = true;
     int64_t count = -1;
@@ -653,6 +654,7 @@ static void message_add_get(void)
     EQ_STR(m.connection_id, "c-1");
     EQ_STR(m.client_msg_id, "cm-1");
     EQ_STR(m.thread_id, "t-1");
+    EQ_STR(m.author_name, "Alice ✓");
     EQ_STR(m.status, NULL);
     EQ_INT(strlen(m.created_at), 24);
 
@@ -665,6 +667,7 @@ static void message_add_get(void)
     EQ_STR(r.connection_id, "c-1");
     EQ_STR(r.client_msg_id, "cm-1");
     EQ_STR(r.thread_id, "t-1");
+    EQ_STR(r.author_name, "Alice ✓");
     EQ_STR(r.status, NULL);
     db_message_cleanup(&r);
 
@@ -675,7 +678,7 @@ static void message_add_get(void)
     db_session_cleanup(&got);
 
     /* optional fields absent; the count goes on; NULL count pointer allowed */
-    in.connection_id = in.client_msg_id = in.thread_id = NULL;
+    in.connection_id = in.client_msg_id = in.thread_id = in.author_name = NULL;
     in.role = "system";
     in.content = "";
     db_message_cleanup(&m);
@@ -688,6 +691,7 @@ static void message_add_get(void)
     EQ_STR(r.connection_id, NULL);
     EQ_STR(r.client_msg_id, NULL);
     EQ_STR(r.thread_id, NULL);
+    EQ_STR(r.author_name, NULL);
     db_message_cleanup(&r);
     db_message_cleanup(&m);
     REQUIRE(db_message_add(db, &in, &m, NULL, NULL) == PERR_OK);
