@@ -5,12 +5,13 @@
 #include "assistant.h"
 #include "broker.h"
 
-/* create_session {model_id?, title?} */
+/* create_session {model_id?, title?, reply_mode?} */
 void flat_create(struct inbound *in)
 {
     const char *model = in->has[0] ? in->v[0].s : NULL;
 
-    act_create(in->vhd, in->pss, model, in->has[1] ? in->v[1].s : NULL);
+    act_create(in->vhd, in->pss, model, in->has[1] ? in->v[1].s : NULL,
+               in->has[2] ? in->v[2].s : NULL);
 }
 
 /* join_session {session_id, since?} */
@@ -38,7 +39,8 @@ void flat_chat(struct inbound *in)
     struct store_request req = {.role = "user",
                                 .content = in->v[0].s,
                                 .client_msg_id = in->has[2] ? in->v[2].s : NULL,
-                                .want_reply = in->vhd->driver != NULL};
+                                .want_reply = in->vhd->driver != NULL,
+                                .by_policy = true};
 
     if (s)
         act_store(in->vhd, in->pss, s, &req, "chat");

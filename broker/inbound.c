@@ -29,7 +29,9 @@
 static const struct msg_row flat_rows[] = {
     {.type = "create_session",
      .handler = flat_create,
-     .fields = {{"model_id", F_STR, false, 1, MODEL_MAX}, {"title", F_STR, false, 0, TITLE_MAX}}},
+     .fields = {{"model_id", F_STR, false, 1, MODEL_MAX},
+                {"title", F_STR, false, 0, TITLE_MAX},
+                {"reply_mode", F_STR, false, 1, POLICY_MODE_LEN}}},
     {.type = "join_session",
      .handler = flat_join,
      .fields = {{"session_id", F_STR, true, 1, ID_MAX}, {"since", F_INT, false, 0, INT64_MAX}}},
