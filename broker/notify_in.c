@@ -90,9 +90,9 @@ static void changed_done(struct dbjob *job)
     json_t *ev;
 
     if (job->err == PERR_OK && !j->vhd->stopping && (s = sess_find(j->vhd, j->session_id))) {
-        ev = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "type", "session_update", "session_id",
-                       s->id, "update_type", "session_changed", "reply_mode",
-                       j->session.reply_mode, "title", j->session.title);
+        ev = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "type", "session_update", "session_id", s->id,
+                       "update_type", "session_changed", "reply_mode", j->session.reply_mode,
+                       "title", j->session.title);
         fanout_session(j->vhd, s, ev, NULL);
         json_decref(ev);
     }

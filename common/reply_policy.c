@@ -35,15 +35,14 @@ static bool word_char(long c)
     static const struct {
         long lo, hi;
     } not_word[] = {
-        {0x80, 0xa9},     {0xab, 0xb4},     {0xb6, 0xb9}, /* Latin-1 controls, punctuation */
-        {0xbb, 0xbf},     {0xd7, 0xd7},     {0xf7, 0xf7}, /* but ª µ º; × ÷ */
-        {0x2000, 0x2bff},                                 /* punctuation, arrows, symbols */
-        {0x2e00, 0x2e7f},                                 /* supplemental punctuation */
-        {0x3000, 0x303f},                                 /* CJK punctuation and space */
-        {0xfe10, 0xfe1f}, {0xfe30, 0xfe6f},               /* vertical, small forms */
-        {0xff01, 0xff0f}, {0xff1a, 0xff20},               /* fullwidth punctuation */
-        {0xff3b, 0xff40}, {0xff5b, 0xff65},
-        {0x1f000, 0x1faff},                               /* emoji and pictographs */
+        {0x80, 0xa9},     {0xab, 0xb4},     {0xb6, 0xb9},       /* Latin-1 controls, punctuation */
+        {0xbb, 0xbf},     {0xd7, 0xd7},     {0xf7, 0xf7},       /* but ª µ º; × ÷ */
+        {0x2000, 0x2bff},                                       /* punctuation, arrows, symbols */
+        {0x2e00, 0x2e7f},                                       /* supplemental punctuation */
+        {0x3000, 0x303f},                                       /* CJK punctuation and space */
+        {0xfe10, 0xfe1f}, {0xfe30, 0xfe6f},                     /* vertical, small forms */
+        {0xff01, 0xff0f}, {0xff1a, 0xff20},                     /* fullwidth punctuation */
+        {0xff3b, 0xff40}, {0xff5b, 0xff65}, {0x1f000, 0x1faff}, /* emoji and pictographs */
     };
 
     if (c < 0) /* not a character: a boundary */

@@ -71,7 +71,7 @@ def test_sessions(t, b):
 
     ev = a.request({"type": "create_session", "title": "Room ✓"}, type="session_created")
     t.keys("create_session: exactly type, session_id, model, title", ev,
-           {"type", "session_id", "model", "title"})
+           {"type", "session_id", "model", "title", "reply_mode"})
     sid = ev.get("session_id")
     t.match("create_session: session_id 16 hex", sid, SESSION_ID_RE)
     t.eq("create_session: model is the configured one (none)", ev.get("model"), "none")
@@ -97,7 +97,7 @@ def test_sessions(t, b):
     # B joins A's session
     j = bb.join(sid)
     t.keys("join_session: exactly type, session_id, message_count, clients", j,
-           {"type", "session_id", "message_count", "clients"})
+           {"type", "session_id", "message_count", "clients", "reply_mode"})
     t.eq("join_session: message_count 0, clients 2",
          (j.get("message_count"), j.get("clients")), (0, 2))
     uj = a.expect(type="session_update", update_type="user_joined")
@@ -144,7 +144,8 @@ def test_sessions(t, b):
     d, _ = connect(t, b, "D")
     j = d.join(sid, since=0)
     t.keys("join with since: message list included", j,
-           {"type", "session_id", "message_count", "clients", "messages", "has_more"})
+           {"type", "session_id", "message_count", "clients", "reply_mode", "messages",
+            "has_more"})
     t.eq("join since=0: the whole replay fits: has_more false", j.get("has_more"), False)
     msgs = j.get("messages") or []
     t.eq("join since=0: replays both messages, ascending",

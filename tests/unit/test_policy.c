@@ -43,16 +43,16 @@ static const struct {
     {"@x", NULL, 0},
     /* UTF-8 around it: letters beyond ASCII are word characters, punctuation is not */
     {"caf\xc3\xa9 @assistant", "assistant", 1},
-    {"\xc3\xa9@assistant", "assistant", 0},              /* é@ */
-    {"@assistant\xc3\xa9", "assistant", 0},              /* @assistanté */
+    {"\xc3\xa9@assistant", "assistant", 0},                 /* é@ */
+    {"@assistant\xc3\xa9", "assistant", 0},                 /* @assistanté */
     {"\xe6\x97\xa5\xe6\x9c\xac@assistant", "assistant", 0}, /* 日本@ */
-    {"\xc2\xab@assistant\xc2\xbb", "assistant", 1},      /* «@assistant» */
-    {"@assistant\xe2\x80\xa6", "assistant", 1},          /* @assistant… */
+    {"\xc2\xab@assistant\xc2\xbb", "assistant", 1},         /* «@assistant» */
+    {"@assistant\xe2\x80\xa6", "assistant", 1},             /* @assistant… */
     {"\xe3\x80\x8c@assistant\xe3\x80\x82", "assistant", 1}, /* 「@assistant。 */
-    {"\xf0\x9f\x98\x80@assistant", "assistant", 1},      /* 😀@assistant */
-    {"@assistant\xf0\x9f\x91\x8b", "assistant", 1},      /* @assistant👋 */
-    {"\xc2\xa0@assistant\xc2\xa0", "assistant", 1},      /* no-break spaces */
-    {"@assistant\xce\xb1", "assistant", 0},              /* @assistantα */
+    {"\xf0\x9f\x98\x80@assistant", "assistant", 1},         /* 😀@assistant */
+    {"@assistant\xf0\x9f\x91\x8b", "assistant", 1},         /* @assistant👋 */
+    {"\xc2\xa0@assistant\xc2\xa0", "assistant", 1},         /* no-break spaces */
+    {"@assistant\xce\xb1", "assistant", 0},                 /* @assistantα */
 };
 
 static void mention_table(void)
