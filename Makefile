@@ -42,7 +42,7 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	common/db_sqlite_live.c common/db_sqlite_keys.c \
 	common/db_pg.c common/db_pg_sessions.c common/db_pg_messages.c common/db_pg_keys.c \
 	common/db_pg_live.c \
-	common/auth.c common/notify.c common/notify_redis.c common/redisc.c common/hostcheck.c common/utf8.c common/names.c build/gen/schema_sql.c \
+	common/auth.c common/notify.c common/notify_redis.c common/redisc.c common/hostcheck.c common/utf8.c common/names.c common/reply_policy.c build/gen/schema_sql.c \
 	build/gen/schema_pg_sql.c
 # the router and its handlers, which every front-end links
 ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
@@ -57,7 +57,7 @@ CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c
 UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
-	test_sse test_utf8 test_dbq test_auth test_inbound test_pg_lease
+	test_sse test_utf8 test_dbq test_auth test_inbound test_pg_lease test_policy
 # what a unit test links besides common/ (its test_*.o and COMMON_SRC), and with what
 UNIT_SRC_test_router := $(ROUTER_SRC)
 UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c

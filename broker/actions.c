@@ -1,6 +1,8 @@
 /* actions: what both dialects do, in one place: create and join a session (a channel is a
  * session joined by name), leave, store a message and tell the members (the one
  * message_added), answer ping, and tell a client whether a session it named exists.
+ * Whether a chat gets a reply is decided with the session's reply_mode as the database
+ * holds it when the chat is stored (store_run; SPEC 9, reply_policy.h).
  *
  * Each action validates nothing (inbound.c and the leaves have); it hands database work
  * to the database thread, and its done callback finishes on the loop. A connection may
@@ -102,6 +104,7 @@ struct create_job {
     struct req_job req;
     char *model;
     char *title;
+    char reply_mode[POLICY_MODE_LEN]; /* checked; "": the default */
     struct db_session created;
 };
 
@@ -109,7 +112,8 @@ static void create_run(struct dbjob *job, struct db *db)
 {
     struct create_job *j = (struct create_job *)job;
 
-    job->err = db_session_create(db, j->model, j->title, NULL, &j->created);
+    job->err = db_session_create_mode(db, j->model, j->title, NULL,
+                                      j->reply_mode[0] ? j->reply_mode : NULL, &j->created);
 }
 
 static void create_free(struct create_job *j)
@@ -134,8 +138,9 @@ static void create_done(struct dbjob *job)
         if (s)
             gate_history_at(s, 0); /* new: no history */
         if (s && sess_join(vhd, s, pss) == 0) {
-            json_t *ev = json_pack("{s:s, s:s, s:s, s:s?}", "type", "session_created", "session_id",
-                                   s->id, "model", s->model, "title", j->created.title);
+            json_t *ev = json_pack("{s:s, s:s, s:s, s:s?, s:s}", "type", "session_created",
+                                   "session_id", s->id, "model", s->model, "title",
+                                   j->created.title, "reply_mode", j->created.reply_mode);
             fanout_send(vhd, pss, ev);
             json_decref(ev);
         } else {
@@ -150,10 +155,17 @@ static void create_done(struct dbjob *job)
 }
 
 void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                const char *model, const char *title)
+                const char *model, const char *title, const char *reply_mode)
 {
     struct create_job *j;
     char shown[UTF8_SHOWN_LEN];
+
+    if (reply_mode && !policy_mode_valid(reply_mode)) {
+        fanout_error(vhd, pss, PERR_INVALID_FIELD, "create_session",
+                     "field 'reply_mode': '%s' is not a reply mode; use " POLICY_MODES,
+                     utf8_shown(shown, reply_mode));
+        return;
+    }
 
     if (model && !cfg_model_allowed(vhd->cfg, model)) {
         fanout_error(vhd, pss, PERR_INVALID_FIELD, "create_session",
@@ -166,6 +178,7 @@ void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat 
     req_init(&j->req, vhd, pss, "create_session", create_run, create_done);
     j->model = strdup(model_of_new_session(vhd, model));
     j->title = title ? strdup(title) : NULL;
+    snprintf(j->reply_mode, sizeof j->reply_mode, "%s", reply_mode ? reply_mode : "");
     if (req_push(&j->req, pss, NULL) < 0)
         create_free(j);
 }
@@ -258,6 +271,8 @@ static void send_joined(struct per_vhost_data__chat *vhd, struct per_session_dat
     ev = json_pack("{s:s, s:s, s:I, s:I, s:o}", "type", "session_joined", "session_id", s->id,
                    "message_count", (json_int_t)s->message_count, "clients",
                    (json_int_t)roster_clients(s), "members", members_json(s));
+    if (j && j->session.reply_mode[0]) /* how the assistant answers here (SPEC 9) */
+        json_object_set_new(ev, "reply_mode", json_string(j->session.reply_mode));
     if (j && j->in.since >= 0)
         add_replay(ev, &j->replay);
     if (s->reply && s->reply->state == REPLY_STREAMING && s->reply->begun)
@@ -470,6 +485,7 @@ struct store_job {
     char *model;                /* of a session made here */
     char author_name[NAME_LEN]; /* the connection's name when it sent the message */
     bool want_reply;
+    bool by_policy;   /* want_reply as the session's reply_mode decides (a flat chat) */
     bool private_new; /* create a plain session for pss first (envelope llm_request) */
     bool broadcast_all;
     const char *system_prompt;
@@ -478,6 +494,21 @@ struct store_job {
     struct db_message stored;
     int64_t message_count;
 };
+
+/* Database thread: applies session_id's reply_mode, as committed now (a PATCH that was
+ * answered counts even if its notification is still on the way), to j->want_reply. A
+ * chat not answered asks for no reply: no reply_queue row. */
+static enum perr policy_run(struct store_job *j, struct db *db, const char *session_id)
+{
+    struct db_session cur;
+    enum perr e = db_session_get(db, session_id, &cur);
+
+    if (e)
+        return e;
+    j->want_reply = policy_wants_reply(cur.reply_mode, j->content, cur.model);
+    db_session_cleanup(&cur);
+    return PERR_OK;
+}
 
 static void store_run(struct dbjob *job, struct db *db)
 {
@@ -502,6 +533,9 @@ static void store_run(struct dbjob *job, struct db *db)
         return;
     if (j->session.id[0])
         in.session_id = j->session.id;
+    if (j->want_reply && j->by_policy && (job->err = policy_run(j, db, in.session_id)))
+        return;
+    in.want_reply = j->want_reply;
     job->err = db_message_add(db, &in, &j->stored, &j->duplicate, &j->message_count);
 }
 
@@ -587,6 +621,7 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
     j->role = in->role;
     j->private_new = !s && !in->channel;
     j->want_reply = in->want_reply;
+    j->by_policy = in->by_policy;
     j->broadcast_all = in->broadcast_all;
     j->system_prompt = in->system_prompt;
     j->content = strdup(in->content);

@@ -438,6 +438,7 @@ struct store_request {
     const char *thread_id;
     const char *channel; /* store in this channel's session, made if needed (s is NULL then) */
     bool want_reply;
+    bool by_policy; /* want_reply only as the session's reply_mode says (SPEC 9: a chat) */
     const char *system_prompt; /* a template's, for the reply */
     bool broadcast_all;        /* tell every connection, not only the session's members */
 };
@@ -453,8 +454,10 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
 void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
                        const struct db_message *m, int64_t message_count, bool want_reply,
                        bool mine);
+/* create_session: model, title and reply_mode may be NULL (the defaults); a model or
+ * reply_mode that is not offered is answered invalid_field here. */
 void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
-                const char *model, const char *title);
+                const char *model, const char *title, const char *reply_mode);
 /* A join by id (flat join_session, replaying after since >= 0) or by channel (subscribe,
  * made when new). Strings borrowed for the call. */
 struct join_request {

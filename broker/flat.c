@@ -16,13 +16,14 @@ static void take_name(struct inbound *in, int field)
     in->pss->name_given = true;
 }
 
-/* create_session {model_id?, title?, name?} */
+/* create_session {model_id?, title?, name?, reply_mode?} */
 void flat_create(struct inbound *in)
 {
     const char *model = in->has[0] ? in->v[0].s : NULL;
 
     take_name(in, 2);
-    act_create(in->vhd, in->pss, model, in->has[1] ? in->v[1].s : NULL);
+    act_create(in->vhd, in->pss, model, in->has[1] ? in->v[1].s : NULL,
+               in->has[3] ? in->v[3].s : NULL);
 }
 
 /* join_session {session_id, since?, name?} */
@@ -51,7 +52,8 @@ void flat_chat(struct inbound *in)
     struct store_request req = {.role = "user",
                                 .content = in->v[0].s,
                                 .client_msg_id = in->has[2] ? in->v[2].s : NULL,
-                                .want_reply = in->vhd->driver != NULL};
+                                .want_reply = in->vhd->driver != NULL,
+                                .by_policy = true};
 
     if (s)
         act_store(in->vhd, in->pss, s, &req, "chat");

@@ -1,6 +1,7 @@
 /* notify_in: what the REST service tells the broker through the notification socket
  * (see common/notify.h). Each event names a session; the broker reads what it needs from
  * the database and tells the live members. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,58 @@ static void message_added(struct per_vhost_data__chat *vhd, const json_t *ev)
     dbq_push(vhd->dbq, &j->job);
 }
 
+/* ---- session_changed (PATCH /sessions/{id}: reply_mode, title; SPEC 9) ---- */
+
+struct changed_job {
+    struct dbjob job;
+    struct per_vhost_data__chat *vhd;
+    char session_id[DB_ID_LEN];
+    struct db_session session;
+};
+
+static void changed_run(struct dbjob *job, struct db *db)
+{
+    struct changed_job *j = (struct changed_job *)job;
+
+    job->err = db_session_get(db, j->session_id, &j->session);
+}
+
+/* Tells the members here what the session is now (read after the change committed, so
+ * two changes in a row end with the last one told). The broker keeps no copy of either
+ * field: each chat reads its session's reply_mode when it is stored (actions.c). */
+static void changed_done(struct dbjob *job)
+{
+    struct changed_job *j = (struct changed_job *)job;
+    struct live_session *s;
+    json_t *ev;
+
+    if (job->err == PERR_OK && !j->vhd->stopping && (s = sess_find(j->vhd, j->session_id))) {
+        ev = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "type", "session_update", "session_id", s->id,
+                       "update_type", "session_changed", "reply_mode", j->session.reply_mode,
+                       "title", j->session.title);
+        fanout_session(j->vhd, s, ev, NULL);
+        json_decref(ev);
+    }
+    db_session_cleanup(&j->session);
+    free(j);
+}
+
+static void session_changed(struct per_vhost_data__chat *vhd, const char *sid)
+{
+    struct changed_job *j;
+
+    if (!sess_find(vhd, sid)) /* nobody here to tell */
+        return;
+    if (!(j = calloc(1, sizeof *j)))
+        return;
+    j->vhd = vhd;
+    snprintf(j->session_id, sizeof j->session_id, "%s", sid);
+    j->job.essential = true; /* as message_added: bounded by the notification read loop */
+    j->job.run = changed_run;
+    j->job.done = changed_done;
+    dbq_push(vhd->dbq, &j->job);
+}
+
 static void session_gone(struct per_vhost_data__chat *vhd, struct live_session *s,
                          const char *update_type)
 {
@@ -104,6 +157,8 @@ void notify_in_event(struct per_vhost_data__chat *vhd, const json_t *ev)
             sess_mark_deleted(vhd, sid);
         if ((s = sess_find(vhd, sid)))
             session_gone(vhd, s, event);
+    } else if (strcmp(event, "session_changed") == 0) {
+        session_changed(vhd, sid);
     } else if (strcmp(event, "session_created") != 0) {
         log_warn("ignored an unknown notification '%s'", event);
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "db_backend.h"
+#include "reply_policy.h"
 
 static bool full_sync; /* set once at start, before any thread opens the database */
 
@@ -158,7 +159,23 @@ bool db_tx_open(struct db *db)
 enum perr db_session_create(struct db *db, const char *model, const char *title,
                             const char *channel, struct db_session *out)
 {
-    return db->be->session_create(db, model, title, channel, out);
+    return db->be->session_create(db, model, title, channel, POLICY_DEFAULT, out);
+}
+
+enum perr db_session_create_mode(struct db *db, const char *model, const char *title,
+                                 const char *channel, const char *reply_mode,
+                                 struct db_session *out)
+{
+    assert(!reply_mode || policy_mode_valid(reply_mode));
+    return db->be->session_create(db, model, title, channel,
+                                  reply_mode ? reply_mode : POLICY_DEFAULT, out);
+}
+
+enum perr db_session_update(struct db *db, const char *id, const char *reply_mode, bool set_title,
+                            const char *title, struct db_session *out)
+{
+    assert(!reply_mode || policy_mode_valid(reply_mode));
+    return db->be->session_update(db, id, reply_mode, set_title, title, out);
 }
 
 enum perr db_session_get(struct db *db, const char *id, struct db_session *out)

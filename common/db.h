@@ -24,6 +24,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "perr.h"
+#include "reply_policy.h"
 
 #define DB_ID_HEX 16 /* session ids: 16 lowercase hex characters */
 #define DB_ID_LEN (DB_ID_HEX + 1)
@@ -32,9 +33,10 @@ struct db;
 
 struct db_session {
     char id[DB_ID_LEN];
-    char *title;   /* NULL when unset */
-    char *model;   /* never NULL after a successful read */
-    char *channel; /* envelope channel name, NULL for plain sessions */
+    char *title;                      /* NULL when unset */
+    char *model;                      /* never NULL after a successful read */
+    char *channel;                    /* envelope channel name, NULL for plain sessions */
+    char reply_mode[POLICY_MODE_LEN]; /* always, mention or off (SPEC 9, reply_policy.h) */
     char created_at[CLOCK_ISO_LEN];
     char updated_at[CLOCK_ISO_LEN];
     int64_t message_count;
@@ -215,6 +217,16 @@ enum perr db_max_pages(struct db *db, int64_t pages);
 /* Creates a session; channel may be NULL. Fills out (caller cleans up). */
 enum perr db_session_create(struct db *db, const char *model, const char *title,
                             const char *channel, struct db_session *out);
+/* The same with its reply_mode (always, mention or off: the caller has checked it; NULL:
+ * always). */
+enum perr db_session_create_mode(struct db *db, const char *model, const char *title,
+                                 const char *channel, const char *reply_mode,
+                                 struct db_session *out);
+/* Changes what is given of a session: reply_mode (NULL: kept; else always, mention or off,
+ * checked by the caller) and, with set_title, its title (NULL: none); updated_at becomes
+ * now. Fills out with the session as it is then (caller cleans up). */
+enum perr db_session_update(struct db *db, const char *id, const char *reply_mode, bool set_title,
+                            const char *title, struct db_session *out);
 enum perr db_session_get(struct db *db, const char *id, struct db_session *out);
 enum perr db_session_by_channel(struct db *db, const char *channel, struct db_session *out);
 /* Newest updated_at first. *out is a new array of *n sessions: free with

@@ -28,7 +28,10 @@ struct db_backend {
     bool (*tx_open)(struct db *db);
     /* sessions */
     enum perr (*session_create)(struct db *db, const char *model, const char *title,
-                                const char *channel, struct db_session *out);
+                                const char *channel, const char *reply_mode,
+                                struct db_session *out); /* reply_mode never NULL */
+    enum perr (*session_update)(struct db *db, const char *id, const char *reply_mode,
+                                bool set_title, const char *title, struct db_session *out);
     enum perr (*session_get)(struct db *db, const char *id, struct db_session *out);
     enum perr (*session_by_channel)(struct db *db, const char *channel, struct db_session *out);
     enum perr (*session_list)(struct db *db, int limit, int offset, struct db_session **out,

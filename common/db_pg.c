@@ -600,6 +600,7 @@ const struct db_backend db_pg_backend = {
     .tx_rollback = db_pg_tx_rollback,
     .tx_open = db_pg_tx_open,
     .session_create = db_pg_session_create,
+    .session_update = db_pg_session_update,
     .session_get = db_pg_session_get,
     .session_by_channel = db_pg_session_by_channel,
     .session_list = db_pg_session_list,

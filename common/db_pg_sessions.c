@@ -1,7 +1,9 @@
-/* db_pg_sessions: creating, reading, listing, deleting and clearing sessions, and the
+/* db_pg_sessions: creating, reading, changing (reply_mode, title), listing, deleting and
+ * clearing sessions, and the
  * figures of /stats, on PostgreSQL. Each is one statement: atomic on its own, inside the
  * caller's transaction when there is one. */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,12 +15,13 @@
  * after CUT. */
 #define SESSION_COLS(CUT)                                                                          \
     "s.id, s.title, s.model, s.channel, " CREATED_AT ", " UPDATED_AT ", s.message_count,"          \
+    " s.reply_mode,"                                                                               \
     " coalesce((SELECT sum(m.clients) FROM live_members m"                                         \
     " JOIN broker_state b ON b.node_id = m.node_id"                                                \
     " WHERE m.session_id = s.id AND b.heartbeat_ms >= " CUT "::bigint), 0)::bigint"
 #define CREATED_AT     DB_PG_ISO("s.created_at")
 #define UPDATED_AT     DB_PG_ISO("s.updated_at")
-#define SESSION_NCOLS  8
+#define SESSION_NCOLS  9
 #define SESSION_COLS_2 SESSION_COLS("$2")
 #define SESSION_COLS_3 SESSION_COLS("$3")
 
@@ -33,7 +36,8 @@ static void read_session(const PGresult *r, int row, int first, struct db_sessio
     db_pg_copy(r, row, first + 4, s->created_at, sizeof s->created_at);
     db_pg_copy(r, row, first + 5, s->updated_at, sizeof s->updated_at);
     s->message_count = db_pg_int64(r, row, first + 6);
-    s->clients = db_pg_int64(r, row, first + 7);
+    db_pg_copy(r, row, first + 7, s->reply_mode, sizeof s->reply_mode);
+    s->clients = db_pg_int64(r, row, first + 8);
 }
 
 /* Reads the one session sql selects with key as $1. */
@@ -70,17 +74,17 @@ enum perr db_pg_session_by_channel(struct db *db, const char *channel, struct db
 }
 
 enum perr db_pg_session_create(struct db *db, const char *model, const char *title,
-                               const char *channel, struct db_session *out)
+                               const char *channel, const char *reply_mode, struct db_session *out)
 {
     /* a channel another writer took meanwhile stores nothing (and fails nothing around) */
     static const char sql[] =
-        "WITH s AS (INSERT INTO sessions(id, title, model, channel, created_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5::timestamptz, $5::timestamptz)"
+        "WITH s AS (INSERT INTO sessions(id, title, model, channel, created_at, updated_at,"
+        " reply_mode) VALUES ($1, $2, $3, $4, $5::timestamptz, $5::timestamptz, $6)"
         " ON CONFLICT (channel) WHERE channel IS NOT NULL DO NOTHING RETURNING id)"
         " UPDATE counters SET value = value + 1"
         " WHERE name = 'sessions_created' AND EXISTS (SELECT 1 FROM s)";
     char id[DB_ID_LEN], now[CLOCK_ISO_LEN];
-    const char *params[] = {id, title, model, channel, now};
+    const char *params[] = {id, title, model, channel, now, reply_mode};
     int64_t created = 0;
     enum perr e;
 
@@ -89,7 +93,7 @@ enum perr db_pg_session_create(struct db *db, const char *model, const char *tit
         return PERR_INTERNAL;
     }
     clock_now_iso(now);
-    if ((e = db_pg_run(db, __func__, "insert session", sql, 5, params, &created)))
+    if ((e = db_pg_run(db, __func__, "insert session", sql, 6, params, &created)))
         return e;
     if (!created) {
         log_warn("channel %s: made by another writer meanwhile", channel ? channel : "");
@@ -100,9 +104,36 @@ enum perr db_pg_session_create(struct db *db, const char *model, const char *tit
     out->title = title ? strdup(title) : NULL;
     out->model = strdup(model);
     out->channel = channel ? strdup(channel) : NULL;
+    snprintf(out->reply_mode, sizeof out->reply_mode, "%s", reply_mode);
     memcpy(out->created_at, now, sizeof now);
     memcpy(out->updated_at, now, sizeof now);
     return PERR_OK;
+}
+
+enum perr db_pg_session_update(struct db *db, const char *id, const char *reply_mode,
+                               bool set_title, const char *title, struct db_session *out)
+{
+    /* one statement: the row as it is after the change (the member count as in every read) */
+    static const char sql[] =
+        "WITH u AS (UPDATE sessions SET reply_mode = coalesce($3, reply_mode),"
+        " title = CASE WHEN $4::boolean THEN $5 ELSE title END, updated_at = $6::timestamptz"
+        " WHERE id = $1 RETURNING *)"
+        " SELECT " SESSION_COLS_2 " FROM u s";
+    char cut[DB_PG_INT_LEN], now[CLOCK_ISO_LEN];
+    const char *params[] = {
+        id, db_pg_int(cut, db_live_cutoff()), reply_mode, set_title ? "t" : "f", title, now};
+    enum perr e;
+    PGresult *r;
+
+    clock_now_iso(now);
+    if (!(r = db_pg_query(db, __func__, "update session", sql, 6, params, &e)))
+        return e;
+    if (PQntuples(r) == 1 && PQnfields(r) == SESSION_NCOLS)
+        read_session(r, 0, 0, out);
+    else
+        e = PERR_SESSION_NOT_FOUND;
+    PQclear(r);
+    return e;
 }
 
 enum perr db_pg_session_list(struct db *db, int limit, int offset, struct db_session **out,

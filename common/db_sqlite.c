@@ -431,6 +431,7 @@ const struct db_backend db_sqlite_backend = {
     .tx_open = db_sqlite_tx_open,
     .max_pages = db_sqlite_max_pages,
     .session_create = db_sqlite_session_create,
+    .session_update = db_sqlite_session_update,
     .session_get = db_sqlite_session_get,
     .session_by_channel = db_sqlite_session_by_channel,
     .session_list = db_sqlite_session_list,

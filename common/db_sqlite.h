@@ -41,7 +41,10 @@ void db_sqlite_tx_rollback(struct db *db);
 bool db_sqlite_tx_open(struct db *db);
 enum perr db_sqlite_max_pages(struct db *db, int64_t pages);
 enum perr db_sqlite_session_create(struct db *db, const char *model, const char *title,
-                                   const char *channel, struct db_session *out);
+                                   const char *channel, const char *reply_mode,
+                                   struct db_session *out);
+enum perr db_sqlite_session_update(struct db *db, const char *id, const char *reply_mode,
+                                   bool set_title, const char *title, struct db_session *out);
 enum perr db_sqlite_session_get(struct db *db, const char *id, struct db_session *out);
 enum perr db_sqlite_session_by_channel(struct db *db, const char *channel, struct db_session *out);
 enum perr db_sqlite_session_list(struct db *db, int limit, int offset, struct db_session **out,

@@ -1,5 +1,7 @@
-/* db_sqlite_sessions: creating, reading, listing, deleting and clearing sessions. */
+/* db_sqlite_sessions: creating, reading, changing (reply_mode, title), listing, deleting and
+ * clearing sessions. */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +13,7 @@
  * (at or after ?9). */
 #define SESSION_COLS                                                                               \
     "s.id, s.title, s.model, s.channel, s.created_at, s.updated_at, s.message_count,"              \
+    " s.reply_mode,"                                                                               \
     " coalesce((SELECT sum(m.clients) FROM live_members m"                                         \
     " JOIN broker_state b ON b.node_id = m.node_id"                                                \
     " WHERE m.session_id = s.id AND b.heartbeat_ms >= ?9), 0)"
@@ -24,7 +27,8 @@ static void read_session(sqlite3_stmt *st, struct db_session *s)
     db_sqlite_column_copy(st, 4, s->created_at, sizeof s->created_at);
     db_sqlite_column_copy(st, 5, s->updated_at, sizeof s->updated_at);
     s->message_count = sqlite3_column_int64(st, 6);
-    s->clients = sqlite3_column_int64(st, 7);
+    db_sqlite_column_copy(st, 7, s->reply_mode, sizeof s->reply_mode);
+    s->clients = sqlite3_column_int64(st, 8);
 }
 
 /* Reads the one session st selects (bound by the caller). */
@@ -68,10 +72,11 @@ enum perr db_sqlite_session_by_channel(struct db *db, const char *channel, struc
 }
 
 enum perr db_sqlite_session_create(struct db *db, const char *model, const char *title,
-                                   const char *channel, struct db_session *out)
+                                   const char *channel, const char *reply_mode,
+                                   struct db_session *out)
 {
     static const char sql[] = "INSERT INTO sessions(id, title, model, channel, created_at,"
-                              " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)";
+                              " updated_at, reply_mode) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)";
     sqlite3_stmt *st;
     char id[DB_ID_LEN], now[CLOCK_ISO_LEN];
     enum perr e;
@@ -94,6 +99,7 @@ enum perr db_sqlite_session_create(struct db *db, const char *model, const char 
     db_sqlite_bind_text(st, 3, model);
     db_sqlite_bind_text(st, 4, channel);
     sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, reply_mode, -1, SQLITE_STATIC);
     rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE) {
         e = db_sqlite_fail(db, __func__, "insert session");
@@ -109,9 +115,54 @@ enum perr db_sqlite_session_create(struct db *db, const char *model, const char 
     out->title = title ? strdup(title) : NULL;
     out->model = strdup(model);
     out->channel = channel ? strdup(channel) : NULL;
+    snprintf(out->reply_mode, sizeof out->reply_mode, "%s", reply_mode);
     memcpy(out->created_at, now, sizeof now);
     memcpy(out->updated_at, now, sizeof now);
     return PERR_OK;
+}
+
+enum perr db_sqlite_session_update(struct db *db, const char *id, const char *reply_mode,
+                                   bool set_title, const char *title, struct db_session *out)
+{
+    static const char sql[] = "UPDATE sessions SET reply_mode = coalesce(?2, reply_mode),"
+                              " title = CASE WHEN ?3 THEN ?4 ELSE title END, updated_at = ?5"
+                              " WHERE id = ?1";
+    sqlite3_stmt *st;
+    char now[CLOCK_ISO_LEN];
+    enum perr e;
+    int rc;
+
+    clock_now_iso(now);
+    if ((e = db_tx_begin(db)))
+        return e;
+    if (!(st = db_sqlite_stmt(db, sql))) {
+        db_tx_rollback(db);
+        return PERR_UNAVAILABLE;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    db_sqlite_bind_text(st, 2, reply_mode);
+    sqlite3_bind_int(st, 3, set_title);
+    db_sqlite_bind_text(st, 4, title);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_STATIC);
+    rc = db_sqlite_run(st);
+    if (rc != SQLITE_DONE) {
+        e = db_sqlite_fail(db, __func__, "update session");
+        db_tx_rollback(db);
+        return e;
+    }
+    if (sqlite3_changes(sqlite3_db_handle(st)) == 0) {
+        db_tx_rollback(db);
+        return PERR_SESSION_NOT_FOUND;
+    }
+    if ((e = db_sqlite_session_get(db, id, out))) {
+        db_tx_rollback(db);
+        return e;
+    }
+    if ((e = db_tx_commit(db))) {
+        db_session_cleanup(out);
+        db_tx_rollback(db);
+    }
+    return e;
 }
 
 enum perr db_sqlite_session_list(struct db *db, int limit, int offset, struct db_session **out,

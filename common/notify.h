@@ -7,6 +7,7 @@
  *   {"event":"session_deleted","session_id":"..."}
  *   {"event":"history_cleared","session_id":"..."}
  *   {"event":"session_created","session_id":"..."}
+ *   {"event":"session_changed","session_id":"..."}   (PATCH: reply_mode, title)
  * Events are hints: the database is the truth, so the broker reads what it needs from it,
  * and a broker that was down catches up from the database when it starts.
  * The sender never blocks: when the broker is absent or its queue is full the event is

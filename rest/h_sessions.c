@@ -1,14 +1,36 @@
 /* h_sessions: the /sessions resource and its messages. Every change is committed first,
- * then the broker is told through the notification socket, then the client is answered. */
+ * then the broker is told through the notification socket, then the client is answered.
+ * A session's reply_mode (SPEC 9) is set here at creation and by PATCH; what it means for
+ * a chat is the broker's (common/reply_policy.c). */
 #include <string.h>
 
 #include "jsonx.h"
 #include "names.h"
+#include "reply_policy.h"
 #include "rest.h"
 #include "utf8.h"
 
 #define TITLE_MAX 200
 #define MODEL_MAX 128
+
+/* Reads the optional reply_mode of body into *mode (left as it was when absent). On a bad
+ * value answers 400 invalid_field naming the field and returns non-zero. */
+static int read_reply_mode(struct rt_ctx *c, json_t *body, const char **mode)
+{
+    char why[JX_WHY_LEN], shown[UTF8_SHOWN_LEN];
+    enum perr e;
+
+    if ((e = jx_string(body, "reply_mode", false, 1, POLICY_MODE_LEN, mode, why))) {
+        rt_error(c, e, "%s; it is one of " POLICY_MODES, why);
+        return -1;
+    }
+    if (*mode && !policy_mode_valid(*mode)) {
+        rt_error(c, PERR_INVALID_FIELD, "field 'reply_mode': '%s' is not a reply mode; use %s",
+                 utf8_shown(shown, *mode), POLICY_MODES);
+        return -1;
+    }
+    return 0;
+}
 
 /* Whether the {id} segment can name a session; other text is simply not found. */
 static int valid_id(struct rt_ctx *c)
@@ -21,7 +43,7 @@ static int valid_id(struct rt_ctx *c)
 
 void h_session_new(struct rt_ctx *c)
 {
-    const char *model = cfg_model_name(c->r->cfg), *title = NULL;
+    const char *model = cfg_model_name(c->r->cfg), *title = NULL, *mode = NULL;
     char why[JX_WHY_LEN];
     struct db_session s;
     char shown[UTF8_SHOWN_LEN];
@@ -35,19 +57,21 @@ void h_session_new(struct rt_ctx *c)
         rt_error(c, e, "%s", why);
         goto out;
     }
+    if (read_reply_mode(c, body, &mode))
+        goto out;
     if (model && !cfg_model_allowed(c->r->cfg, model)) {
         rt_error(c, PERR_INVALID_FIELD,
                  "field 'model_id': '%s' is not a model this service offers (--llm-models)",
                  utf8_shown(shown, model));
         goto out;
     }
-    if ((e = db_session_create(c->db, model, title, NULL, &s))) {
+    if ((e = db_session_create_mode(c->db, model, title, NULL, mode, &s))) {
         rt_db_error(c, e);
         goto out;
     }
     notify_session_event(c->r->notify, "session_created", s.id);
-    out = json_pack("{s:s, s:s, s:s?, s:s}", "session_id", s.id, "model", s.model, "title", s.title,
-                    "created_at", s.created_at);
+    out = json_pack("{s:s, s:s, s:s?, s:s, s:s}", "session_id", s.id, "model", s.model, "title",
+                    s.title, "reply_mode", s.reply_mode, "created_at", s.created_at);
     db_session_cleanup(&s);
     rt_json(c, 201, out);
 out:
@@ -152,6 +176,56 @@ void h_session_get(struct rt_ctx *c)
     c->res->body_len = b.len;
     c->res->status = 200;
     c->res->content_type = "application/json";
+}
+
+/* PATCH /sessions/{id} {reply_mode?, title?}: at least one of them, no other field (a
+ * misspelt field is an error, not silently nothing); title as at creation, or null for
+ * none. Answers the session as it is then; members hear session_changed. */
+void h_session_patch(struct rt_ctx *c)
+{
+    const char *mode = NULL, *title = NULL, *key;
+    char why[JX_WHY_LEN], shown[UTF8_SHOWN_LEN];
+    bool set_title;
+    struct db_session s;
+    json_t *body, *v;
+    enum perr e;
+
+    if (rt_need_db(c) || !valid_id(c) || rt_body_object(c, &body))
+        return;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "reply_mode") != 0 && strcmp(key, "title") != 0) {
+            rt_error(c, PERR_INVALID_FIELD,
+                     "field '%s' cannot be changed; PATCH takes reply_mode and title",
+                     utf8_shown(shown, key));
+            goto out;
+        }
+    }
+    set_title = json_object_get(body, "title") != NULL;
+    if (!set_title && !json_object_get(body, "reply_mode")) {
+        rt_error(c, PERR_INVALID_FIELD,
+                 "nothing to change: send reply_mode (" POLICY_MODES ") or title, or both");
+        goto out;
+    }
+    if (json_is_null(json_object_get(body, "reply_mode"))) {
+        rt_error(c, PERR_INVALID_FIELD, "field 'reply_mode' must be one of " POLICY_MODES);
+        goto out;
+    }
+    if (read_reply_mode(c, body, &mode))
+        goto out;
+    if ((e = jx_string(body, "title", false, 0, TITLE_MAX, &title, why))) {
+        rt_error(c, e, "%s", why);
+        goto out;
+    }
+    if ((e = db_session_update(c->db, c->id, mode, set_title, title, &s))) {
+        rt_db_error(c, e);
+        goto out;
+    }
+    notify_session_event(c->r->notify, "session_changed", s.id);
+    rt_json(c, 200, rt_session_json(&s));
+    db_session_cleanup(&s);
+out:
+    json_decref(body);
 }
 
 void h_session_delete(struct rt_ctx *c)

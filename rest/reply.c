@@ -197,8 +197,9 @@ int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int
 
 json_t *rt_session_json(const struct db_session *s)
 {
-    json_t *o = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",
-                          s->title, "model", s->model ? s->model : "", "message_count",
+    json_t *o = json_pack("{s:s, s:s?, s:s, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",
+                          s->title, "model", s->model ? s->model : "", "reply_mode",
+                          s->reply_mode[0] ? s->reply_mode : POLICY_DEFAULT, "message_count",
                           (json_int_t)s->message_count, "clients", (json_int_t)s->clients,
                           "created_at", s->created_at, "updated_at", s->updated_at);
 

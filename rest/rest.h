@@ -70,6 +70,8 @@ void h_stats(struct rt_ctx *c);
 void h_session_new(struct rt_ctx *c);
 void h_session_list(struct rt_ctx *c);
 void h_session_get(struct rt_ctx *c);
+/* PATCH /sessions/{id}: reply_mode and title (SPEC 9). */
+void h_session_patch(struct rt_ctx *c);
 void h_session_delete(struct rt_ctx *c);
 void h_session_clear(struct rt_ctx *c);
 void h_message_post(struct rt_ctx *c);

@@ -25,6 +25,7 @@ static const struct route routes[] = {
     {"POST", "/sessions/new", h_session_new, PRIVATE},
     {"GET", "/sessions", h_session_list, PRIVATE},
     {"GET", "/sessions/{id}", h_session_get, PRIVATE},
+    {"PATCH", "/sessions/{id}", h_session_patch, PRIVATE},
     {"DELETE", "/sessions/{id}", h_session_delete, PRIVATE},
     {"POST", "/sessions/{id}/clear", h_session_clear, PRIVATE},
     {"POST", "/sessions/{id}/messages", h_message_post, PRIVATE},

@@ -12,10 +12,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import parley  # noqa: E402
 from parley import SESSION_ID_RE, TS_RE, Rest, check_error  # noqa: E402
 
-CREATED_KEYS = {"session_id", "model", "title", "created_at"}
+CREATED_KEYS = {"session_id", "model", "title", "reply_mode", "created_at"}
 LIST_KEYS = {"sessions", "total", "limit", "offset"}
-SESSION_KEYS = {"session_id", "title", "model", "message_count", "clients", "created_at",
-                "updated_at"}
+SESSION_KEYS = {"session_id", "title", "model", "reply_mode", "message_count", "clients",
+                "created_at", "updated_at"}
 DETAIL_KEYS = SESSION_KEYS | {"messages", "has_more"}
 MESSAGE_KEYS = {"id", "seq", "role", "content", "created_at"}
 POSTED_KEYS = {"id", "seq", "session_id", "role", "content", "created_at"}

@@ -73,7 +73,7 @@ def test_sessions(t, b):
 
     ev = a.request({"type": "create_session", "title": "Room ✓"}, type="session_created")
     t.keys("create_session: exactly type, session_id, model, title", ev,
-           {"type", "session_id", "model", "title"})
+           {"type", "session_id", "model", "title", "reply_mode"})
     sid = ev.get("session_id")
     t.match("create_session: session_id 16 hex", sid, SESSION_ID_RE)
     t.eq("create_session: model is the configured one (none)", ev.get("model"), "none")
@@ -98,8 +98,8 @@ def test_sessions(t, b):
 
     # B joins A's session
     j = bb.join(sid)
-    t.keys("join_session: exactly type, session_id, message_count, clients, members", j,
-           {"type", "session_id", "message_count", "clients", "members"})
+    t.keys("join_session: exactly type, session_id, message_count, clients, members, reply_mode",
+           j, {"type", "session_id", "message_count", "clients", "members", "reply_mode"})
     t.eq("join_session: members, the joiner included",
          sorted(j.get("members") or [], key=lambda m: m.get("connection_id")),
          sorted([{"connection_id": x.id, "name": "guest-" + x.id[:4]} for x in (a, bb)],
@@ -150,7 +150,8 @@ def test_sessions(t, b):
     d, _ = connect(t, b, "D")
     j = d.join(sid, since=0)
     t.keys("join with since: message list included", j,
-           {"type", "session_id", "message_count", "clients", "members", "messages", "has_more"})
+           {"type", "session_id", "message_count", "clients", "members", "reply_mode", "messages",
+            "has_more"})
     t.eq("join since=0: the whole replay fits: has_more false", j.get("has_more"), False)
     msgs = j.get("messages") or []
     t.eq("join since=0: replays both messages, ascending",

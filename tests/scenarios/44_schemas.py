@@ -48,7 +48,7 @@ def kind(dialect, m):
 def scenario(t, b, r):
     a = connect(b, "A", "flat")
     bb = connect(b, "B", "flat")
-    send(a, {"type": "create_session", "title": "schemas"})
+    send(a, {"type": "create_session", "title": "schemas", "reply_mode": "always"})
     sid = a.expect(type="session_created")["session_id"]
     send(bb, {"type": "join_session", "session_id": sid})
     bb.expect(type="session_joined")
@@ -107,7 +107,12 @@ def scenario(t, b, r):
     e.expect(type="subscription_success", pred=lambda m: m.get("channel") == "second-room")
     send(e, env("unsubscribe", {"channel": "second-room"}))
     e.expect(type="unsubscription_success")
-    # REST clear and delete reach both dialects
+    # a PATCH (SPEC 9), then REST clear and delete, reach both dialects
+    t.eq("REST PATCH of the channel's session: 200",
+         r.request("PATCH", "/sessions/%s" % csid,
+                   body={"reply_mode": "mention", "title": "renamed"}).status, 200)
+    e.expect(type="session_changed")
+    f.expect(type="session_update", update_type="session_changed")
     t.eq("REST clear of the channel's session: 200",
          r.post("/sessions/%s/clear" % csid).status, 200)
     e.expect(type="history_cleared")
@@ -187,12 +192,12 @@ def main(t):
                      "session_update/message_added", "session_update/user_typing",
                      "session_update/user_joined", "session_update/user_left",
                      "session_update/history_cleared", "session_update/session_deleted",
-                     "pong", "error"],
+                     "session_update/session_changed", "pong", "error"],
             "envelope": ["auth_success", "subscription_success", "unsubscription_success",
                          "chat_message", "task_update", "agent_status", "llm_chunk", "pong",
                          "error", "status", "response_start", "response_complete",
                          "user_joined", "user_left", "user_typing", "history_cleared",
-                         "session_deleted"]}
+                         "session_deleted", "session_changed"]}
     for d, kinds in want.items():
         t.eq("every %s server message kind was seen" % d,
              sorted(k for k in kinds if k not in seen[d]), [])

@@ -450,6 +450,59 @@ static void session_create_get(void)
     db_close(db);
 }
 
+/* SPEC 9: a session's reply_mode, always by default, set at creation, changed with its
+ * title by db_session_update (which bumps updated_at and answers the session as it is). */
+static void session_reply_mode(void)
+{
+    struct db *db = open_new("reply_mode");
+    struct db_session a, b, c;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", "plain", NULL, &a) == PERR_OK);
+    EQ_STR(a.reply_mode, "always");
+    REQUIRE(db_session_get(db, a.id, &b) == PERR_OK);
+    EQ_STR(b.reply_mode, "always");
+    db_session_cleanup(&b);
+    REQUIRE(db_session_create_mode(db, "echo", NULL, NULL, "mention", &c) == PERR_OK);
+    EQ_STR(c.reply_mode, "mention");
+    REQUIRE(db_session_get(db, c.id, &b) == PERR_OK);
+    EQ_STR(b.reply_mode, "mention");
+    EQ_STR(b.title, NULL);
+    db_session_cleanup(&b);
+
+    /* the mode alone: the title stays */
+    REQUIRE(db_session_update(db, a.id, "off", false, NULL, &b) == PERR_OK);
+    EQ_STR(b.id, a.id);
+    EQ_STR(b.reply_mode, "off");
+    EQ_STR(b.title, "plain");
+    EQ_STR(b.model, "echo");
+    EQ_STR(b.created_at, a.created_at);
+    CHECK(strcmp(b.updated_at, a.updated_at) >= 0);
+    db_session_cleanup(&b);
+    /* the title alone, then cleared: the mode stays */
+    REQUIRE(db_session_update(db, a.id, NULL, true, "renamed", &b) == PERR_OK);
+    EQ_STR(b.reply_mode, "off");
+    EQ_STR(b.title, "renamed");
+    db_session_cleanup(&b);
+    REQUIRE(db_session_update(db, a.id, "always", true, NULL, &b) == PERR_OK);
+    EQ_STR(b.reply_mode, "always");
+    EQ_STR(b.title, NULL);
+    db_session_cleanup(&b);
+    REQUIRE(db_session_get(db, a.id, &b) == PERR_OK);
+    EQ_STR(b.reply_mode, "always");
+    EQ_STR(b.title, NULL);
+    db_session_cleanup(&b);
+    /* the other session is untouched; an unknown one is not found */
+    REQUIRE(db_session_get(db, c.id, &b) == PERR_OK);
+    EQ_STR(b.reply_mode, "mention");
+    db_session_cleanup(&b);
+    EQ_INT(db_session_update(db, "0000000000000000", "off", false, NULL, &b),
+           PERR_SESSION_NOT_FOUND);
+    db_session_cleanup(&a);
+    db_session_cleanup(&c);
+    db_close(db);
+}
+
 static void session_list(void)
 {
     struct db *db = open_new("list");
@@ -1707,6 +1760,8 @@ static const struct unit_case cases[] = {
     {"a file newer than this binary is refused and left alone", refuse_newer},
     {"a file in a missing folder is refused", open_missing_folder},
     {"session create, get, by channel, not found", session_create_get},
+    {"session reply_mode: always by default, set at creation, changed with the title",
+     session_reply_mode},
     {"session list: newest updated first, total, limit and offset", session_list},
     {"session delete cascades to messages, queue and search (foreign keys on)",
      session_delete_cascades},

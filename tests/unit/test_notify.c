@@ -127,7 +127,7 @@ static void message_added_fields(void)
 }
 
 static const char *const session_events[] = {"session_created", "session_deleted",
-                                             "history_cleared"};
+                                             "history_cleared", "session_changed"};
 
 static void session_event_fields(void)
 {

@@ -53,7 +53,7 @@ static const struct route_case route_cases[] = {
     {"GET", "/sessions/new", 405, "method_not_allowed", "POST", false},
     {"DELETE", "/sessions/new", 405, "method_not_allowed", "POST", false},
     /* 405 lists every method of the path, in table order */
-    {"PUT", "/sessions/@S", 405, "method_not_allowed", "GET, DELETE", false},
+    {"PUT", "/sessions/@S", 405, "method_not_allowed", "GET, PATCH, DELETE", false},
     {"PATCH", "/sessions/@S/messages", 405, "method_not_allowed", "POST, GET", false},
     {"DELETE", "/sessions", 405, "method_not_allowed", "GET", false},
     {"POST", "/health", 405, "method_not_allowed", "GET", false},
