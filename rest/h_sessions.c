@@ -77,8 +77,8 @@ void h_session_list(struct rt_ctx *c)
                       (json_int_t)limit, "offset", (json_int_t)offset));
 }
 
-/* Writes one message as {"id", "seq", "role", "content", "created_at"} (rt_message_json's
- * fields), after a comma unless it is the first. */
+/* Writes one message as {"id", "seq", "role", "content", "created_at", "status"?}
+ * (rt_message_json's fields), after a comma unless it is the first. */
 static void write_message(void *arg, const struct db_message *m)
 {
     struct jx_buf *b = arg;
@@ -93,6 +93,10 @@ static void write_message(void *arg, const struct db_message *m)
     jx_buf_string(b, m->content);
     jx_buf_cstr(b, ",\"created_at\":");
     jx_buf_string(b, m->created_at);
+    if (m->status) { /* assistant replies */
+        jx_buf_cstr(b, ",\"status\":");
+        jx_buf_string(b, m->status);
+    }
     jx_buf_cstr(b, "}");
 }
 
@@ -104,14 +108,14 @@ void h_session_get(struct rt_ctx *c)
     struct jx_buf b = {0};
     struct db_session s;
     int64_t limit, before;
-    bool has_more = false;
+    bool has_more = false, all;
     json_t *fields;
     size_t len;
     char *head;
     enum perr e;
 
     if (rt_need_db(c) || !valid_id(c) || rt_arg_int(c, "limit", 1, 1000, 100, &limit) ||
-        rt_arg_int(c, "before", 1, INT64_MAX, 0, &before))
+        rt_arg_int(c, "before", 1, INT64_MAX, 0, &before) || rt_arg_bool(c, "all", false, &all))
         return;
     if ((e = db_session_get(c->db, c->id, &s))) {
         rt_db_error(c, e);
@@ -129,7 +133,7 @@ void h_session_get(struct rt_ctx *c)
     jx_buf_raw(&b, head, len - 1);
     free(head);
     jx_buf_cstr(&b, ",\"messages\":[");
-    e = db_messages_page_each(c->db, c->id, (int)limit, before, &has_more, write_message, &b);
+    e = db_messages_page_each(c->db, c->id, (int)limit, before, all, &has_more, write_message, &b);
     jx_buf_cstr(&b, has_more ? "],\"has_more\":true}" : "],\"has_more\":false}");
     if (e || b.oom) {
         free(b.p);

@@ -193,6 +193,30 @@ int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int
     return 0;
 }
 
+int rt_arg_bool(struct rt_ctx *c, const char *name, bool def, bool *out)
+{
+    const char *v = rt_arg(c, name);
+
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+        *out = true;
+    } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        *out = false;
+    } else {
+        rt_error(c, PERR_INVALID_FIELD, "query parameter '%s' must be true or false", name);
+        return -1;
+    }
+    return 0;
+}
+
+bool rt_message_shown(const struct db_message *m, bool all)
+{
+    return all || !m->status || strcmp(m->status, "superseded") != 0;
+}
+
 json_t *rt_session_json(const struct db_session *s)
 {
     json_t *o = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",
@@ -207,7 +231,7 @@ json_t *rt_session_json(const struct db_session *s)
 
 json_t *rt_message_json(const struct db_message *m)
 {
-    return json_pack("{s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "seq",
+    return json_pack("{s:I, s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "seq",
                      (json_int_t)m->seq, "role", m->role, "content", m->content, "created_at",
-                     m->created_at);
+                     m->created_at, "status", m->status);
 }
