@@ -33,8 +33,6 @@ json_t *proto_message(const struct db_message *m)
         json_object_set_new(o, "client_msg_id", json_string(m->client_msg_id));
     if (o && m->thread_id)
         json_object_set_new(o, "thread_id", json_string(m->thread_id));
-    if (o && m->status) /* assistant replies (a replay's) */
-        json_object_set_new(o, "status", json_string(m->status));
     return o;
 }
 

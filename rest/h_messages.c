@@ -54,7 +54,7 @@ void h_message_search(struct rt_ctx *c)
     list = json_array();
     for (size_t i = 0; i < l.n; i++)
         if (rt_message_shown(&l.v[i], all)) /* a search finds every row: shown ones only */
-            json_array_append_new(list, rt_message_json(&l.v[i]));
+            json_array_append_new(list, rt_history_json(&l.v[i], all));
     db_message_list_cleanup(&l);
     rt_json(c, 200,
             json_pack("{s:s, s:s?, s:o, s:I}", "session_id", c->id, "query", q, "messages", list,
@@ -130,7 +130,7 @@ void h_session_export(struct rt_ctx *c)
             if (markdown)
                 failed = markdown_message(&md, &md_len, &md_cap, &l.v[i]);
             else
-                json_array_append_new(list, rt_message_json(&l.v[i]));
+                json_array_append_new(list, rt_history_json(&l.v[i], all));
         }
         after = l.v[l.n - 1].seq;
         db_message_list_cleanup(&l);

@@ -217,6 +217,15 @@ bool rt_message_shown(const struct db_message *m, bool all)
     return all || !m->status || strcmp(m->status, "superseded") != 0;
 }
 
+json_t *rt_history_json(const struct db_message *m, bool all)
+{
+    json_t *o = rt_message_json(m);
+
+    if (o && all && m->status)
+        json_object_set_new(o, "status", json_string(m->status));
+    return o;
+}
+
 json_t *rt_session_json(const struct db_session *s)
 {
     json_t *o = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",
@@ -231,7 +240,7 @@ json_t *rt_session_json(const struct db_session *s)
 
 json_t *rt_message_json(const struct db_message *m)
 {
-    return json_pack("{s:I, s:I, s:s, s:s, s:s, s:s?}", "id", (json_int_t)m->id, "seq",
+    return json_pack("{s:I, s:I, s:s, s:s, s:s}", "id", (json_int_t)m->id, "seq",
                      (json_int_t)m->seq, "role", m->role, "content", m->content, "created_at",
-                     m->created_at, "status", m->status);
+                     m->created_at);
 }
