@@ -39,9 +39,9 @@ ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
 	common/db.c common/db_sqlite.c common/db_sqlite_sessions.c common/db_sqlite_messages.c \
-	common/db_sqlite_live.c common/db_sqlite_keys.c \
+	common/db_sqlite_live.c common/db_sqlite_keys.c common/db_sqlite_regen.c \
 	common/db_pg.c common/db_pg_sessions.c common/db_pg_messages.c common/db_pg_keys.c \
-	common/db_pg_live.c \
+	common/db_pg_live.c common/db_pg_regen.c \
 	common/auth.c common/notify.c common/notify_redis.c common/redisc.c common/hostcheck.c common/utf8.c common/names.c common/reply_policy.c build/gen/schema_sql.c \
 	build/gen/schema_pg_sql.c
 # the router and its handlers, which every front-end links
@@ -52,7 +52,8 @@ FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
 	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
-	broker/access.c broker/envelope.c broker/gate.c broker/relay.c broker/rds.c broker/asst_lease.c broker/roster.c
+	broker/access.c broker/envelope.c broker/gate.c broker/relay.c broker/rds.c broker/asst_lease.c broker/roster.c \
+	broker/regen.c
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
 	client/show.c client/script.c

@@ -414,6 +414,7 @@ void flat_chat(struct inbound *in);
 void flat_stop(struct inbound *in);
 void flat_typing_start(struct inbound *in);
 void flat_typing_stop(struct inbound *in);
+void flat_regenerate(struct inbound *in);
 
 /* ---- envelope.c: the envelope dialect's leaves (SPEC 3.3) ---- */
 void env_auth(struct inbound *in);
@@ -474,6 +475,12 @@ void act_leave(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
 void act_not_joined(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                     const char *id, const char *request_type);
 void act_ping_in(struct inbound *in);
+
+/* ---- regen.c: regenerate (SPEC 9) ---- */
+/* Has the assistant answer s's last user message again (pss, a member, asked): the
+ * replies it had become superseded, the members are told, the new reply streams. */
+void act_regenerate(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                    struct live_session *s);
 
 /* ---- access.c: keys, origins, per-address and rate limits ---- */
 enum rate_verdict { RATE_OK, RATE_REFUSE, RATE_CLOSE };

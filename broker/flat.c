@@ -77,6 +77,16 @@ static void typing(struct inbound *in, bool on)
         sess_typing(in->vhd, s, in->pss, on);
 }
 
+/* regenerate {session_id?} */
+void flat_regenerate(struct inbound *in)
+{
+    struct live_session *s =
+        sess_resolve(in->vhd, in->pss, in->has[0] ? in->v[0].s : NULL, "regenerate");
+
+    if (s)
+        act_regenerate(in->vhd, in->pss, s);
+}
+
 /* typing_start {session_id?} */
 void flat_typing_start(struct inbound *in)
 {

@@ -53,6 +53,9 @@ static const struct msg_row flat_rows[] = {
     {.type = "typing_stop",
      .handler = flat_typing_stop,
      .fields = {{"session_id", F_STR, false, 1, ID_MAX}}},
+    {.type = "regenerate",
+     .handler = flat_regenerate,
+     .fields = {{"session_id", F_STR, false, 1, ID_MAX}}},
     {.type = "ping", .handler = act_ping_in},
 };
 

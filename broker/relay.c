@@ -202,8 +202,8 @@ static bool relayed(const json_t *ev, bool with_seq)
     static const char *const other[] = {"session_update", "status",         "response_start",
                                         "chunk",          "error",          "stop",
                                         "roster",         "roster_request", NULL};
-    static const char *const updates[] = {"user_typing", "user_joined", "user_left", "presence",
-                                          NULL};
+    static const char *const updates[] = {"user_typing", "user_joined",        "user_left",
+                                          "presence",    "message_superseded", NULL};
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *kind = json_string_value(json_object_get(ev, "update_type"));
 

@@ -218,15 +218,15 @@ enum perr db_message_get(struct db *db, int64_t id, struct db_message *out)
 }
 
 enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                           struct db_message_list *out, bool *has_more)
+                           bool all, struct db_message_list *out, bool *has_more)
 {
-    return db->be->messages_page(db, session_id, limit, before, out, has_more);
+    return db->be->messages_page(db, session_id, limit, before, all, out, has_more);
 }
 
 enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
-                                bool *has_more, db_message_fn fn, void *arg)
+                                bool all, bool *has_more, db_message_fn fn, void *arg)
 {
-    return db->be->messages_page_each(db, session_id, limit, before, has_more, fn, arg);
+    return db->be->messages_page_each(db, session_id, limit, before, all, has_more, fn, arg);
 }
 
 enum perr db_session_last(struct db *db, const char *session_id, int64_t *last_id,
@@ -294,6 +294,12 @@ enum perr db_reply_renew(struct db *db, int64_t message_id, const char *node, in
 enum perr db_reply_queue_drop(struct db *db, int64_t message_id)
 {
     return db->be->reply_queue_drop(db, message_id);
+}
+
+enum perr db_regenerate(struct db *db, const char *session_id, struct db_regen *out)
+{
+    memset(out, 0, sizeof *out);
+    return db->be->regenerate(db, session_id, out);
 }
 
 enum perr db_stats_read(struct db *db, struct db_stats *out)

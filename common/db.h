@@ -53,7 +53,7 @@ struct db_message {
     char *connection_id; /* NULL when absent, like the three below */
     char *client_msg_id;
     char *thread_id;
-    char *status;      /* assistant replies: complete, stopped, error, incomplete */
+    char *status;      /* assistant replies: complete, stopped, error, incomplete, superseded */
     char *author_name; /* the author's display name (SPEC 9); NULL when none was stored */
 };
 
@@ -247,9 +247,10 @@ enum perr db_message_add(struct db *db, const struct db_message_in *in, struct d
                          bool *duplicate, int64_t *message_count);
 enum perr db_message_get(struct db *db, int64_t id, struct db_message *out);
 /* The newest limit messages with id < before (before <= 0: no bound), ascending.
- * *has_more tells whether older ones exist. */
+ * *has_more tells whether older ones exist. Superseded replies (SPEC 9: regenerate) are
+ * left out unless all. */
 enum perr db_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                           struct db_message_list *out, bool *has_more);
+                           bool all, struct db_message_list *out, bool *has_more);
 /* Called for each message of a page; m and its strings are borrowed: valid only during
  * the call (they point into SQLite's row). */
 typedef void (*db_message_fn)(void *arg, const struct db_message *m);
@@ -258,19 +259,21 @@ typedef void (*db_message_fn)(void *arg, const struct db_message *m);
  * for answers that only write the rows out. The page holds at most DB_PAGE_MAX_BYTES of
  * content (at least one message): the older rest is has_more, for the next page. */
 enum perr db_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
-                                bool *has_more, db_message_fn fn, void *arg);
+                                bool all, bool *has_more, db_message_fn fn, void *arg);
 /* The id and seq of the session's newest message, 0 and 0 when it has none. */
 enum perr db_session_last(struct db *db, const char *session_id, int64_t *last_id,
                           int64_t *last_seq);
 /* Messages committed after message since (an id; 0: from the start), in seq order, at
- * most limit. */
+ * most limit; superseded replies left out, as in a default history page (a replay). */
 enum perr db_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
                             struct db_message_list *out);
-/* Messages with seq > after_seq, in seq order, at most limit. */
+/* Messages with seq > after_seq, in seq order, at most limit: every one, superseded
+ * replies too (the brokers' gap filling counts on every seq). */
 enum perr db_messages_after(struct db *db, const char *session_id, int64_t after_seq, int limit,
                             struct db_message_list *out);
 /* The last n user and assistant messages with id <= up_to (0: no bound), ascending: the
- * assistant's context for a reply to message up_to, which ends with that message. */
+ * assistant's context for a reply to message up_to, which ends with that message.
+ * Superseded replies are not context. */
 enum perr db_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                               struct db_message_list *out);
 /* The newest limit messages of the session that hold every word of words (what a
@@ -311,6 +314,23 @@ enum perr db_reply_renew(struct db *db, int64_t message_id, const char *node, in
 void db_claim_cleanup(struct db_claim *c);
 /* Drops a message from the reply queue without a reply (e.g. the assistant is none). */
 enum perr db_reply_queue_drop(struct db *db, int64_t message_id);
+
+/* ---- regenerate (SPEC 9; db_*_regen.c) ---- */
+#define DB_REGEN_TOLD 16 /* superseded ids reported (all of them are marked) */
+struct db_regen {
+    bool busy;         /* a reply is queued or under way in the session: nothing was done */
+    int64_t prompt_id; /* the user message answered again, now queued */
+    int64_t superseded[DB_REGEN_TOLD]; /* the replies to it marked superseded, oldest first */
+    size_t n_superseded;
+    int64_t message_count; /* the session's, after: superseded replies do not count */
+};
+/* Has the assistant answer the session's last user message again, in one transaction:
+ * the replies to it that were shown (status not superseded) become superseded and leave
+ * message_count (and so /stats messages_total), and the message is queued (reply_queue),
+ * so that a crash leaves either the old state or the new one. PERR_SESSION_NOT_FOUND;
+ * PERR_NOT_FOUND when the session holds no user message; out->busy (and PERR_OK, nothing
+ * done) while any of its messages waits in the reply queue. */
+enum perr db_regenerate(struct db *db, const char *session_id, struct db_regen *out);
 
 /* ---- figures ---- */
 enum perr db_stats_read(struct db *db, struct db_stats *out);

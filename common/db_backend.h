@@ -43,9 +43,10 @@ struct db_backend {
                              bool *duplicate, int64_t *message_count);
     enum perr (*message_get)(struct db *db, int64_t id, struct db_message *out);
     enum perr (*messages_page)(struct db *db, const char *session_id, int limit, int64_t before,
-                               struct db_message_list *out, bool *has_more);
+                               bool all, struct db_message_list *out, bool *has_more);
     enum perr (*messages_page_each)(struct db *db, const char *session_id, int limit,
-                                    int64_t before, bool *has_more, db_message_fn fn, void *arg);
+                                    int64_t before, bool all, bool *has_more, db_message_fn fn,
+                                    void *arg);
     enum perr (*session_last)(struct db *db, const char *session_id, int64_t *last_id,
                               int64_t *last_seq);
     enum perr (*messages_since)(struct db *db, const char *session_id, int64_t since, int limit,
@@ -66,6 +67,8 @@ struct db_backend {
                              const char *response_id, const char *partial, int64_t chunks,
                              bool *mine); /* *mine false */
     enum perr (*reply_queue_drop)(struct db *db, int64_t message_id);
+    enum perr (*regenerate)(struct db *db, const char *session_id,
+                            struct db_regen *out); /* zeroed */
     enum perr (*stats_read)(struct db *db, struct db_stats *out);
     /* keys */
     enum perr (*keys_active)(struct db *db, int64_t *n);

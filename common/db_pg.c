@@ -621,6 +621,7 @@ const struct db_backend db_pg_backend = {
     .reply_claim = db_pg_reply_claim,
     .reply_renew = db_pg_reply_renew,
     .reply_queue_drop = db_pg_reply_queue_drop,
+    .regenerate = db_pg_regenerate,
     .stats_read = db_pg_stats_read,
     .keys_active = db_pg_keys_active,
     .key_add = db_pg_key_add,

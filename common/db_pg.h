@@ -83,9 +83,9 @@ enum perr db_pg_message_add(struct db *db, const struct db_message_in *in, struc
                             bool *duplicate, int64_t *message_count);
 enum perr db_pg_message_get(struct db *db, int64_t id, struct db_message *out);
 enum perr db_pg_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                              struct db_message_list *out, bool *has_more);
+                              bool all, struct db_message_list *out, bool *has_more);
 enum perr db_pg_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
-                                   bool *has_more, db_message_fn fn, void *arg);
+                                   bool all, bool *has_more, db_message_fn fn, void *arg);
 enum perr db_pg_session_last(struct db *db, const char *session_id, int64_t *last_id,
                              int64_t *last_seq);
 enum perr db_pg_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
@@ -106,6 +106,7 @@ enum perr db_pg_reply_renew(struct db *db, int64_t message_id, const char *node,
                             const char *response_id, const char *partial, int64_t chunks,
                             bool *mine);
 enum perr db_pg_reply_queue_drop(struct db *db, int64_t message_id);
+enum perr db_pg_regenerate(struct db *db, const char *session_id, struct db_regen *out);
 /* db_pg_keys.c */
 enum perr db_pg_keys_active(struct db *db, int64_t *n);
 enum perr db_pg_key_add(struct db *db, const char *name, const char *salt, const char *hash,

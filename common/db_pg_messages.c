@@ -20,7 +20,10 @@
     "id, session_id, role, content, " DB_PG_ISO(                                                   \
         "created_at") ", connection_id, client_msg_id,"                                            \
                       " thread_id, status, seq, author_name"
-#define MESSAGE_NCOLS   11
+#define MESSAGE_NCOLS 11
+/* A default history view (SPEC 9): without the replies regenerate superseded; with the
+ * boolean parameter P true, every message. */
+#define SHOWN(P)        " AND (" P " OR status IS DISTINCT FROM 'superseded')"
 #define REPLY_QUEUE_MAX 10000
 #define ADD_TRIES       8 /* a store looked at anew while others write to the session */
 
@@ -286,9 +289,9 @@ enum perr db_pg_reply_add(struct db *db, const struct db_reply_in *rin, struct d
         " AND ($12::text IS NULL OR EXISTS (SELECT 1 FROM l))"
         " RETURNING last_seq, message_count),"
         " m AS (INSERT INTO messages(session_id, seq, role, content, created_at, model, status,"
-        " prompt_tokens, completion_tokens, duration_ms, reasoning, error)"
+        " prompt_tokens, completion_tokens, duration_ms, reasoning, error, reply_to)"
         " SELECT $1, s.last_seq, 'assistant', $2, $3::timestamptz, $4, $5, $6::bigint,"
-        " $7::bigint, $8::bigint, $9, $10 FROM s RETURNING id, seq),"
+        " $7::bigint, $8::bigint, $9, $10, nullif($11::bigint, 0) FROM s RETURNING id, seq),"
         " q AS (DELETE FROM reply_queue WHERE message_id = $11::bigint AND NOT $13::boolean"
         " AND EXISTS (SELECT 1 FROM m)),"
         " c AS (UPDATE counters SET value = value"
@@ -339,19 +342,19 @@ enum perr db_pg_reply_add(struct db *db, const struct db_reply_in *rin, struct d
 }
 
 enum perr db_pg_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                              struct db_message_list *out, bool *has_more)
+                              bool all, struct db_message_list *out, bool *has_more)
 {
     /* One row more than asked tells whether older messages exist. */
-    static const char sql[] =
-        "SELECT " MESSAGE_COLS " FROM messages"
-        " WHERE session_id = $1 AND seq < " BELOW_2 " ORDER BY seq DESC LIMIT $3";
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = $1 AND seq < " BELOW_2 SHOWN(
+                                  "$4::boolean") " ORDER BY seq DESC LIMIT $3";
     char b[DB_PG_INT_LEN], l[DB_PG_INT_LEN];
     const char *params[] = {session_id, db_pg_int(b, before > 0 ? before : INT64_MAX),
-                            db_pg_int(l, (int64_t)limit + 1)};
+                            db_pg_int(l, (int64_t)limit + 1), all ? "true" : "false"};
     enum perr e;
 
     assert(limit >= 0);
-    if ((e = read_list(db, __func__, sql, 3, params, limit + 1, out)))
+    if ((e = read_list(db, __func__, sql, 4, params, limit + 1, out)))
         return e;
     *has_more = out->n > (size_t)limit;
     if (*has_more) {
@@ -363,7 +366,7 @@ enum perr db_pg_messages_page(struct db *db, const char *session_id, int limit, 
 }
 
 enum perr db_pg_messages_page_each(struct db *db, const char *session_id, int limit, int64_t before,
-                                   bool *has_more, db_message_fn fn, void *arg)
+                                   bool all, bool *has_more, db_message_fn fn, void *arg)
 {
     /* p: the newest `limit` before `before`, as many as fit in the byte cap (at least
      * one: the running total counts content from the newest down); then whether any older
@@ -371,14 +374,17 @@ enum perr db_pg_messages_page_each(struct db *db, const char *session_id, int li
     static const char sql[] =
         "WITH p AS (SELECT * FROM (SELECT " MESSAGE_COLS ","
         " sum(octet_length(content)) OVER w AS bytes, row_number() OVER w AS n FROM messages"
-        " WHERE session_id = $1 AND seq < " BELOW_2
-        " WINDOW w AS (ORDER BY seq DESC) ORDER BY seq DESC LIMIT $3) t"
-        " WHERE n = 1 OR bytes <= $4)"
-        " SELECT p.*, EXISTS (SELECT 1 FROM messages o WHERE o.session_id = $1"
-        " AND o.seq < (SELECT min(seq) FROM p)) FROM p ORDER BY seq";
+        " WHERE session_id = $1 AND seq < " BELOW_2 SHOWN(
+            "$5::boolean") " WINDOW w AS (ORDER BY seq DESC) ORDER BY seq DESC LIMIT $3) t"
+                           " WHERE n = 1 OR bytes <= $4)"
+                           " SELECT p.*, EXISTS (SELECT 1 FROM messages o WHERE o.session_id = $1"
+                           " AND o.seq < (SELECT min(seq) FROM p)"
+                           " AND ($5::boolean OR o.status IS DISTINCT FROM 'superseded')) FROM p "
+                           "ORDER BY seq";
     char b[DB_PG_INT_LEN], l[DB_PG_INT_LEN], cap[DB_PG_INT_LEN];
     const char *params[] = {session_id, db_pg_int(b, before > 0 ? before : INT64_MAX),
-                            db_pg_int(l, limit), db_pg_int(cap, DB_PAGE_MAX_BYTES)};
+                            db_pg_int(l, limit), db_pg_int(cap, DB_PAGE_MAX_BYTES),
+                            all ? "true" : "false"};
     struct db_message m;
     enum perr e;
     PGresult *r;
@@ -386,7 +392,7 @@ enum perr db_pg_messages_page_each(struct db *db, const char *session_id, int li
 
     assert(limit >= 0);
     *has_more = false;
-    if (!(r = db_pg_query(db, __func__, "read messages", sql, 4, params, &e)))
+    if (!(r = db_pg_query(db, __func__, "read messages", sql, 5, params, &e)))
         return e;
     rows = PQntuples(r);
     for (int row = 0; row < rows; row++) {
@@ -422,8 +428,9 @@ enum perr db_pg_session_last(struct db *db, const char *session_id, int64_t *las
 enum perr db_pg_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
                                struct db_message_list *out)
 {
-    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
-                              " WHERE session_id = $1 AND seq > " UPTO_2 " ORDER BY seq LIMIT $3";
+    static const char sql[] =
+        "SELECT " MESSAGE_COLS " FROM messages"
+        " WHERE session_id = $1 AND seq > " UPTO_2 SHOWN("false") " ORDER BY seq LIMIT $3";
     char s[DB_PG_INT_LEN], l[DB_PG_INT_LEN];
     const char *params[] = {session_id, db_pg_int(s, since), db_pg_int(l, limit)};
 
@@ -446,9 +453,10 @@ enum perr db_pg_messages_after(struct db *db, const char *session_id, int64_t af
 enum perr db_pg_messages_context(struct db *db, const char *session_id, int64_t up_to, int n,
                                  struct db_message_list *out)
 {
-    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = $1"
-                              " AND seq <= " UPTO_3 " AND role IN ('user', 'assistant')"
-                              " ORDER BY seq DESC LIMIT $2";
+    static const char sql[] =
+        "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = $1"
+        " AND seq <= " UPTO_3
+        " AND role IN ('user', 'assistant')" SHOWN("false") " ORDER BY seq DESC LIMIT $2";
     char l[DB_PG_INT_LEN], u[DB_PG_INT_LEN];
     const char *params[] = {session_id, db_pg_int(l, n),
                             db_pg_int(u, up_to > 0 ? up_to : INT64_MAX)};

@@ -452,6 +452,7 @@ const struct db_backend db_sqlite_backend = {
     .reply_claim = db_sqlite_reply_claim,
     .reply_renew = db_sqlite_reply_renew,
     .reply_queue_drop = db_sqlite_reply_queue_drop,
+    .regenerate = db_sqlite_regenerate,
     .stats_read = db_sqlite_stats_read,
     .keys_active = db_sqlite_keys_active,
     .key_add = db_sqlite_key_add,

@@ -55,9 +55,10 @@ enum perr db_sqlite_message_add(struct db *db, const struct db_message_in *in,
                                 struct db_message *out, bool *duplicate, int64_t *message_count);
 enum perr db_sqlite_message_get(struct db *db, int64_t id, struct db_message *out);
 enum perr db_sqlite_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                                  struct db_message_list *out, bool *has_more);
+                                  bool all, struct db_message_list *out, bool *has_more);
 enum perr db_sqlite_messages_page_each(struct db *db, const char *session_id, int limit,
-                                       int64_t before, bool *has_more, db_message_fn fn, void *arg);
+                                       int64_t before, bool all, bool *has_more, db_message_fn fn,
+                                       void *arg);
 enum perr db_sqlite_session_last(struct db *db, const char *session_id, int64_t *last_id,
                                  int64_t *last_seq);
 enum perr db_sqlite_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
@@ -78,6 +79,7 @@ enum perr db_sqlite_reply_renew(struct db *db, int64_t message_id, const char *n
                                 const char *response_id, const char *partial, int64_t chunks,
                                 bool *mine);
 enum perr db_sqlite_reply_queue_drop(struct db *db, int64_t message_id);
+enum perr db_sqlite_regenerate(struct db *db, const char *session_id, struct db_regen *out);
 enum perr db_sqlite_stats_read(struct db *db, struct db_stats *out);
 enum perr db_sqlite_keys_active(struct db *db, int64_t *n);
 enum perr db_sqlite_key_add(struct db *db, const char *name, const char *salt, const char *hash,

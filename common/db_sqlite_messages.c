@@ -11,6 +11,9 @@
 #include "log.h"
 
 /* Columns every message read selects, in this order (see read_message). */
+/* A default history view (SPEC 9): without the replies regenerate superseded; with the
+ * parameter P true, every message. */
+#define SHOWN(P)              " AND (" P " OR status IS NOT 'superseded')"
 #define SEARCH_CATCH_UP_CHUNK 1000 /* messages a search indexes in one transaction */
 #define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_at, connection_id, client_msg_id, thread_id, status,"  \
@@ -176,8 +179,8 @@ static enum perr insert_row(struct db *db, const struct db_message_in *in,
     static const char sql[] =
         "INSERT INTO messages(session_id, role, content, created_at, connection_id,"
         " client_msg_id, thread_id, model, status, prompt_tokens, completion_tokens,"
-        " duration_ms, reasoning, error, seq, author_name)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+        " duration_ms, reasoning, error, seq, author_name, reply_to)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
     sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int rc;
 
@@ -202,6 +205,8 @@ static enum perr insert_row(struct db *db, const struct db_message_in *in,
         sqlite3_bind_int64(st, 12, reply->duration_ms);
         db_sqlite_bind_text(st, 13, reply->reasoning);
         db_sqlite_bind_text(st, 14, reply->error);
+        if (reply->reply_to > 0)
+            sqlite3_bind_int64(st, 17, reply->reply_to);
     }
     rc = db_sqlite_run(st);
     if (rc != SQLITE_DONE)
@@ -335,12 +340,12 @@ enum perr db_sqlite_reply_add(struct db *db, const struct db_reply_in *r, struct
 }
 
 enum perr db_sqlite_messages_page(struct db *db, const char *session_id, int limit, int64_t before,
-                                  struct db_message_list *out, bool *has_more)
+                                  bool all, struct db_message_list *out, bool *has_more)
 {
     /* One row more than asked tells whether older messages exist. */
-    static const char sql[] =
-        "SELECT " MESSAGE_COLS " FROM messages"
-        " WHERE session_id = ?1 AND seq < " SEQ_BELOW("?1", "?2") " ORDER BY seq DESC LIMIT ?3";
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND seq < " SEQ_BELOW("?1", "?2")
+                                  SHOWN("?4") " ORDER BY seq DESC LIMIT ?3";
     sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     enum perr e;
 
@@ -350,6 +355,7 @@ enum perr db_sqlite_messages_page(struct db *db, const char *session_id, int lim
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
     sqlite3_bind_int(st, 3, limit + 1);
+    sqlite3_bind_int(st, 4, all);
     if ((e = read_list(db, st, limit + 1, out)))
         return e;
     *has_more = out->n > (size_t)limit;
@@ -379,9 +385,9 @@ static enum perr after(struct db *db, const char *sql, const char *session_id, i
 enum perr db_sqlite_messages_since(struct db *db, const char *session_id, int64_t since, int limit,
                                    struct db_message_list *out)
 {
-    static const char sql[] =
-        "SELECT " MESSAGE_COLS " FROM messages"
-        " WHERE session_id = ?1 AND seq > " SEQ_UPTO("?1", "?2") " ORDER BY seq LIMIT ?3";
+    static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
+                              " WHERE session_id = ?1 AND seq > " SEQ_UPTO("?1", "?2")
+                                  SHOWN("0") " ORDER BY seq LIMIT ?3";
 
     return after(db, sql, session_id, since, limit, out);
 }
@@ -400,8 +406,8 @@ enum perr db_sqlite_messages_context(struct db *db, const char *session_id, int6
 {
     static const char sql[] =
         "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1"
-        " AND seq <= " SEQ_UPTO(
-            "?1", "?3") " AND role IN ('user', 'assistant') ORDER BY seq DESC LIMIT ?2";
+        " AND seq <= " SEQ_UPTO("?1", "?3") " AND role IN ('user', 'assistant')" SHOWN(
+            "0") " ORDER BY seq DESC LIMIT ?2";
     sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     enum perr e;
 
@@ -693,11 +699,11 @@ static void view_message(sqlite3_stmt *st, struct db_message *m)
 /* The seq of the oldest message of the page of the newest `limit` before `before` that
  * fits in DB_PAGE_MAX_BYTES of content (at least the newest one), or 0 for none. */
 static enum perr page_start(struct db *db, const char *session_id, int limit, int64_t before,
-                            int64_t *start)
+                            bool all, int64_t *start)
 {
-    static const char sql[] =
-        "SELECT seq, length(CAST(content AS BLOB)) FROM messages"
-        " WHERE session_id = ?1 AND seq < " SEQ_BELOW("?1", "?2") " ORDER BY seq DESC LIMIT ?3";
+    static const char sql[] = "SELECT seq, length(CAST(content AS BLOB)) FROM messages"
+                              " WHERE session_id = ?1 AND seq < " SEQ_BELOW("?1", "?2")
+                                  SHOWN("?4") " ORDER BY seq DESC LIMIT ?3";
     sqlite3_stmt *st = db_sqlite_stmt(db, sql);
     int64_t bytes = 0;
     int rc;
@@ -708,6 +714,7 @@ static enum perr page_start(struct db *db, const char *session_id, int limit, in
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
     sqlite3_bind_int(st, 3, limit);
+    sqlite3_bind_int(st, 4, all);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         bytes += sqlite3_column_int64(st, 1);
         if (*start && bytes > DB_PAGE_MAX_BYTES)
@@ -720,14 +727,15 @@ static enum perr page_start(struct db *db, const char *session_id, int limit, in
 }
 
 enum perr db_sqlite_messages_page_each(struct db *db, const char *session_id, int limit,
-                                       int64_t before, bool *has_more, db_message_fn fn, void *arg)
+                                       int64_t before, bool all, bool *has_more, db_message_fn fn,
+                                       void *arg)
 {
     /* the newest `limit` before `before` (as many as fit), handed over oldest first */
     static const char sql[] = "SELECT " MESSAGE_COLS " FROM messages"
                               " WHERE session_id = ?1 AND seq >= ?3"
-                              " AND seq < " SEQ_BELOW("?1", "?2") " ORDER BY seq";
+                              " AND seq < " SEQ_BELOW("?1", "?2") SHOWN("?4") " ORDER BY seq";
     static const char sql_older[] = "SELECT EXISTS(SELECT 1 FROM messages"
-                                    " WHERE session_id = ?1 AND seq < ?2)";
+                                    " WHERE session_id = ?1 AND seq < ?2" SHOWN("?3") ")";
     struct db_message m;
     int64_t oldest = 0, start;
     sqlite3_stmt *st;
@@ -736,13 +744,14 @@ enum perr db_sqlite_messages_page_each(struct db *db, const char *session_id, in
 
     assert(limit >= 0);
     *has_more = false;
-    if ((e = page_start(db, session_id, limit, before, &start)) || !start)
+    if ((e = page_start(db, session_id, limit, before, all, &start)) || !start)
         return e;
     if (!(st = db_sqlite_stmt(db, sql)))
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
     sqlite3_bind_int64(st, 3, start);
+    sqlite3_bind_int(st, 4, all);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         view_message(st, &m);
         if (!oldest)
@@ -759,6 +768,7 @@ enum perr db_sqlite_messages_page_each(struct db *db, const char *session_id, in
         return PERR_UNAVAILABLE;
     sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, oldest);
+    sqlite3_bind_int(st, 3, all);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *has_more = sqlite3_column_int(st, 0) != 0;

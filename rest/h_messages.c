@@ -30,12 +30,13 @@ void h_message_search(struct rt_ctx *c)
     struct db_message_list l = {0};
     struct db_session s;
     int64_t limit, before;
-    bool has_more = false;
+    bool has_more = false, all;
     json_t *list;
     enum perr e;
 
     if (rt_need_db(c) || rt_arg_int(c, "limit", 1, SEARCH_MAX, 100, &limit) ||
-        rt_arg_int(c, "before", 1, INT64_MAX, 0, &before) || !session_exists(c, &s))
+        rt_arg_int(c, "before", 1, INT64_MAX, 0, &before) || rt_arg_bool(c, "all", false, &all) ||
+        !session_exists(c, &s))
         return;
     db_session_cleanup(&s);
     if (q && strlen(q) > 500) {
@@ -45,14 +46,15 @@ void h_message_search(struct rt_ctx *c)
     if (q && q[strspn(q, " \t\n")])
         e = db_messages_search(c->db, c->id, q, (int)limit, before, &l);
     else /* no word: the newest messages */
-        e = db_messages_page(c->db, c->id, (int)limit, before, &l, &has_more);
+        e = db_messages_page(c->db, c->id, (int)limit, before, all, &l, &has_more);
     if (e) {
         rt_db_error(c, e);
         return;
     }
     list = json_array();
     for (size_t i = 0; i < l.n; i++)
-        json_array_append_new(list, rt_message_json(&l.v[i]));
+        if (rt_message_shown(&l.v[i], all)) /* a search finds every row: shown ones only */
+            json_array_append_new(list, rt_history_json(&l.v[i], all));
     db_message_list_cleanup(&l);
     rt_json(c, 200,
             json_pack("{s:s, s:s?, s:o, s:I}", "session_id", c->id, "query", q, "messages", list,
@@ -95,7 +97,7 @@ void h_session_export(struct rt_ctx *c)
     const char *format = rt_arg(c, "format");
     struct db_message_list l = {0};
     struct db_session s;
-    bool markdown;
+    bool markdown, all;
     json_t *doc = NULL, *list = NULL;
     char *md = NULL;
     size_t md_len = 0, md_cap = 0;
@@ -103,7 +105,7 @@ void h_session_export(struct rt_ctx *c)
     enum perr e = PERR_OK;
     int failed = 0;
 
-    if (rt_need_db(c))
+    if (rt_need_db(c) || rt_arg_bool(c, "all", false, &all))
         return;
     if (format && strcmp(format, "json") && strcmp(format, "markdown")) {
         rt_error(c, PERR_INVALID_FIELD, "query parameter 'format' must be json or markdown");
@@ -128,10 +130,12 @@ void h_session_export(struct rt_ctx *c)
     while (!failed && (e = db_messages_after(c->db, c->id, after, EXPORT_PAGE, &l)) == PERR_OK &&
            l.n > 0) {
         for (size_t i = 0; i < l.n && !failed; i++) {
+            if (!rt_message_shown(&l.v[i], all))
+                continue;
             if (markdown)
                 failed = markdown_message(&md, &md_len, &md_cap, &l.v[i]);
             else
-                json_array_append_new(list, rt_message_json(&l.v[i]));
+                json_array_append_new(list, rt_history_json(&l.v[i], all));
         }
         after = l.v[l.n - 1].seq;
         db_message_list_cleanup(&l);

@@ -102,11 +102,18 @@ void h_session_list(struct rt_ctx *c)
                       (json_int_t)limit, "offset", (json_int_t)offset));
 }
 
-/* Writes one message as {"id", "seq", "role", "content", "created_at", "author"?}
- * (rt_message_json's fields), after a comma unless it is the first. */
+/* The answer being written, and whether it shows every reply (?all=true). */
+struct history_out {
+    struct jx_buf b;
+    bool all;
+};
+
+/* Writes one message as {"id", "seq", "role", "content", "created_at", "author"?,
+ * "status"?} (rt_message_json's fields), after a comma unless it is the first. */
 static void write_message(void *arg, const struct db_message *m)
 {
-    struct jx_buf *b = arg;
+    struct history_out *h = arg;
+    struct jx_buf *b = &h->b;
 
     jx_buf_cstr(b, b->p[b->len - 1] == '[' ? "{\"id\":" : ",{\"id\":");
     jx_buf_int(b, m->id);
@@ -128,6 +135,10 @@ static void write_message(void *arg, const struct db_message *m)
             jx_buf_cstr(b, "null");
         jx_buf_cstr(b, "}");
     }
+    if (h->all && m->status) { /* assistant replies, with ?all=true */
+        jx_buf_cstr(b, ",\"status\":");
+        jx_buf_string(b, m->status);
+    }
     jx_buf_cstr(b, "}");
 }
 
@@ -136,7 +147,8 @@ static void write_message(void *arg, const struct db_message *m)
  * from the database's rows into the answer, with no copy and no JSON object per message. */
 void h_session_get(struct rt_ctx *c)
 {
-    struct jx_buf b = {0};
+    struct history_out h = {0};
+    struct jx_buf *b = &h.b;
     struct db_session s;
     int64_t limit, before;
     bool has_more = false;
@@ -146,7 +158,7 @@ void h_session_get(struct rt_ctx *c)
     enum perr e;
 
     if (rt_need_db(c) || !valid_id(c) || rt_arg_int(c, "limit", 1, 1000, 100, &limit) ||
-        rt_arg_int(c, "before", 1, INT64_MAX, 0, &before))
+        rt_arg_int(c, "before", 1, INT64_MAX, 0, &before) || rt_arg_bool(c, "all", false, &h.all))
         return;
     if ((e = db_session_get(c->db, c->id, &s))) {
         rt_db_error(c, e);
@@ -161,19 +173,20 @@ void h_session_get(struct rt_ctx *c)
         rt_error(c, PERR_INTERNAL, "out of memory");
         return;
     }
-    jx_buf_raw(&b, head, len - 1);
+    jx_buf_raw(b, head, len - 1);
     free(head);
-    jx_buf_cstr(&b, ",\"messages\":[");
-    e = db_messages_page_each(c->db, c->id, (int)limit, before, &has_more, write_message, &b);
-    jx_buf_cstr(&b, has_more ? "],\"has_more\":true}" : "],\"has_more\":false}");
-    if (e || b.oom) {
-        free(b.p);
+    jx_buf_cstr(b, ",\"messages\":[");
+    e = db_messages_page_each(c->db, c->id, (int)limit, before, h.all, &has_more, write_message,
+                              &h);
+    jx_buf_cstr(b, has_more ? "],\"has_more\":true}" : "],\"has_more\":false}");
+    if (e || b->oom) {
+        free(b->p);
         rt_db_error(c, e ? e : PERR_INTERNAL);
         return;
     }
     free(c->res->body);
-    c->res->body = b.p;
-    c->res->body_len = b.len;
+    c->res->body = b->p;
+    c->res->body_len = b->len;
     c->res->status = 200;
     c->res->content_type = "application/json";
 }

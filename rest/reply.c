@@ -195,6 +195,39 @@ int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int
     return 0;
 }
 
+int rt_arg_bool(struct rt_ctx *c, const char *name, bool def, bool *out)
+{
+    const char *v = rt_arg(c, name);
+
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+        *out = true;
+    } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        *out = false;
+    } else {
+        rt_error(c, PERR_INVALID_FIELD, "query parameter '%s' must be true or false", name);
+        return -1;
+    }
+    return 0;
+}
+
+bool rt_message_shown(const struct db_message *m, bool all)
+{
+    return all || !m->status || strcmp(m->status, "superseded") != 0;
+}
+
+json_t *rt_history_json(const struct db_message *m, bool all)
+{
+    json_t *o = rt_message_json(m);
+
+    if (o && all && m->status)
+        json_object_set_new(o, "status", json_string(m->status));
+    return o;
+}
+
 json_t *rt_session_json(const struct db_session *s)
 {
     json_t *o = json_pack("{s:s, s:s?, s:s, s:s, s:I, s:I, s:s, s:s}", "session_id", s->id, "title",

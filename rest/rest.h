@@ -47,6 +47,14 @@ const char *rt_arg(const struct rt_ctx *c, const char *name);
  * invalid_field and returns non-zero. */
 int rt_arg_int(struct rt_ctx *c, const char *name, int64_t min, int64_t max, int64_t def,
                int64_t *out);
+/* Reads a boolean query argument (true, false, 1, 0), def when absent. On failure
+ * answers 400 invalid_field and returns non-zero. */
+int rt_arg_bool(struct rt_ctx *c, const char *name, bool def, bool *out);
+/* Whether m is shown in a history read: superseded replies (SPEC 9) only with all. */
+bool rt_message_shown(const struct db_message *m, bool all);
+/* rt_message_json's fields, plus an assistant reply's status with all (?all=true: the
+ * reader tells the newest reply from the superseded ones). New reference. */
+json_t *rt_history_json(const struct db_message *m, bool all);
 /* Needs the database: answers 503 and returns non-zero when the worker has none. */
 int rt_need_db(struct rt_ctx *c);
 /* Whether the request may go on: true when no key is needed (none stored and no

@@ -327,7 +327,7 @@ static void migrate_old(void)
     EQ_INT(s.message_count, 1);
     EQ_STR(s.updated_at, "2025-01-01T00:00:00.000Z");
     db_session_cleanup(&s);
-    EQ_INT(db_messages_page(db, "00000000000000aa", 10, 0, &l, &more), PERR_OK);
+    EQ_INT(db_messages_page(db, "00000000000000aa", 10, 0, false, &l, &more), PERR_OK);
     EQ_STR(contents(&l, got, sizeof got), "hello from the aardvark schema");
     EQ_INT(more, false);
     db_message_list_cleanup(&l);
@@ -875,8 +875,8 @@ static void messages_page(void)
     };
     for (size_t i = 0; i < UNIT_COUNT(rows); i++) {
         more = !rows[i].more;
-        if (db_messages_page(db, s.id, rows[i].limit, rows[i].before ? id[rows[i].before] : 0, &l,
-                             &more) != PERR_OK) {
+        if (db_messages_page(db, s.id, rows[i].limit, rows[i].before ? id[rows[i].before] : 0,
+                             false, &l, &more) != PERR_OK) {
             UNIT_FAIL("row %zu: db_messages_page failed", i);
             continue;
         }
@@ -887,7 +887,7 @@ static void messages_page(void)
             CHECK(l.v[k].id > l.v[k - 1].id);
         db_message_list_cleanup(&l);
     }
-    REQUIRE(db_messages_page(db, "0000000000000000", 10, 0, &l, &more) == PERR_OK);
+    REQUIRE(db_messages_page(db, "0000000000000000", 10, 0, false, &l, &more) == PERR_OK);
     EQ_INT(l.n, 0);
     EQ_INT(more, false);
     db_message_list_cleanup(&l);
@@ -1698,7 +1698,7 @@ static void seq_places(void)
     EQ_STR(contents(&l, got, sizeof got), "m4,m5");
     EQ_STR(seqs(&l, got, sizeof got), "4,5");
     db_message_list_cleanup(&l);
-    REQUIRE(db_messages_page(db, s.id, 10, id[2], &l, &more) == PERR_OK);
+    REQUIRE(db_messages_page(db, s.id, 10, id[2], false, &l, &more) == PERR_OK);
     EQ_STR(contents(&l, got, sizeof got), "m1,m2");
     db_message_list_cleanup(&l);
     REQUIRE(db_messages_after(db, s.id, 3, 10, &l) == PERR_OK);
