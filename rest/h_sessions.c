@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "jsonx.h"
+#include "quota.h"
 #include "rest.h"
 #include "utf8.h"
 
@@ -177,6 +178,7 @@ void h_message_post(struct rt_ctx *c)
     const char *content = NULL;
     char why[JX_WHY_LEN];
     struct db_message m;
+    struct db_quota quota;
     bool reply = false;
     json_t *body;
     enum perr e;
@@ -189,10 +191,16 @@ void h_message_post(struct rt_ctx *c)
         rt_error(c, e, "%s", why);
         goto out;
     }
-    struct db_message_in in = {
-        .session_id = c->id, .role = "user", .content = content, .want_reply = reply};
+    struct db_message_in in = {.session_id = c->id,
+                               .role = "user",
+                               .content = content,
+                               .want_reply = reply,
+                               .quota = quota_for(c->r->cfg, c->key_name, &quota)};
     if ((e = db_message_add(c->db, &in, &m, NULL, NULL))) {
-        rt_db_error(c, e);
+        if (e == PERR_QUOTA_EXCEEDED)
+            rt_quota_error(c, &quota);
+        else
+            rt_db_error(c, e);
         goto out;
     }
     notify_message_added(c->r->notify, c->id, m.id, reply);

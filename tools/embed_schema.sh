@@ -3,8 +3,10 @@
 # schema version i to i+1, and PREFIX_count says how many there are.
 #   sh tools/embed_schema.sh parley_migrations schema/*.sql        (SQLite: user_version)
 #   sh tools/embed_schema.sh parley_pg_migrations schema/pg/*.sql  (PostgreSQL: schema_version)
-# Files must be named NNN_name.sql, NNN counting from 001 without gaps (checked here, so
-# a gap fails the build).
+# Files must be named NNN_name.sql, NNN counting up from 001 (checked here: a name out of
+# that form, or out of order, fails the build). A number with no file (numbers handed out
+# to branches developed side by side, one of them not merged yet) is embedded as a no-op
+# migration and named on stderr, so the versions stay the file numbers.
 set -eu
 if [ $# -lt 1 ]; then
 	echo "usage: embed_schema.sh PREFIX FILE..." >&2
@@ -19,10 +21,17 @@ n=0
 for f in "$@"; do
 	n=$((n + 1))
 	num=$(basename "$f" | sed -n 's/^\([0-9][0-9][0-9]\)_.*\.sql$/\1/p')
-	if [ -z "$num" ] || [ "$(expr "$num" + 0)" -ne "$n" ]; then
-		echo "embed_schema: $f: expected migration number $n (NNN_name.sql, no gaps)" >&2
+	if [ -z "$num" ] || [ "$(expr "$num" + 0)" -lt "$n" ]; then
+		echo "embed_schema: $f: expected migration number $n or above (NNN_name.sql)" >&2
 		exit 1
 	fi
+	while [ "$(expr "$num" + 0)" -gt "$n" ]; do
+		echo "embed_schema: no migration $n: embedded as a no-op" >&2
+		echo "    /* migration $n: no file (a no-op) */"
+		printf '    "SELECT 1;\\n"\n'
+		echo '    ,'
+		n=$((n + 1))
+	done
 	echo "    /* $f */"
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$/\\n"/' "$f"
 	echo '    ,'
