@@ -19,6 +19,7 @@ import parley  # noqa: E402
 from parley import TS_RE, Broker, Rest, run_cli  # noqa: E402
 from llm_fake import FakeLLM, Script  # noqa: E402
 from llm_support import llm_broker  # noqa: E402
+import schema_check  # noqa: E402
 
 WS_FLAGS = {"--rate-limit": "1000", "--rate-burst": "2000"}
 HEADER = ["NAME", "CREATED", "MESSAGES_TODAY", "TOKENS_TODAY", "STATUS"]
@@ -72,8 +73,14 @@ def auth(key):
     return {"Authorization": "Bearer " + key}
 
 
+FLAT_SERVER = schema_check.load("flat-server.json")
+ENVELOPE_SERVER = schema_check.load("envelope-server.json")
+
+
 def check_refusal(t, name, ev, midnight, request_type="chat", client_msg_id=None):
     """An error frame refusing a chat over quota: code, resets_at, message, fields."""
+    t.eq("%s: valid against schema/ws/flat-server.json" % name,
+         schema_check.validate(ev, FLAT_SERVER), [])
     t.eq("%s: error code quota_exceeded" % name, ev.get("code"), "quota_exceeded")
     t.eq("%s: resets_at is the next UTC midnight" % name, ev.get("resets_at"), iso(midnight))
     t.eq("%s: request_type" % name, ev.get("request_type"), request_type)
@@ -148,6 +155,20 @@ def test_messages(t):
     check_rest_refusal(t, "the 4th on REST", resp, midnight)
     t.eq("nothing stored for the refused ones", user_contents(r, alice, sid),
          ["rest 1", "rest 2", "ws 3"])
+    ce = parley.WsClient(b.url + "?dialect=envelope&api_key=" + alice, name="alice envelope")
+    ce.expect(type="connected")
+    ce.request({"type": "subscribe", "timestamp": "2026-01-20T12:34:56.789Z", "client_id": "al",
+                "channel": None, "data": {"channel": "quota-room"}}, type="subscription_success")
+    ce.send({"type": "chat_message", "timestamp": "2026-01-20T12:34:56.789Z", "client_id": "al",
+             "channel": "quota-room", "data": {"content": "envelope 4"}})
+    ev = ce.expect(type="error", timeout=10)
+    t.eq("envelope chat_message over quota: valid against envelope-server.json",
+         schema_check.validate(ev, ENVELOPE_SERVER), [])
+    data = ev.get("data") or {}
+    t.eq("envelope chat_message over quota: data.code", data.get("code"), "quota_exceeded")
+    t.eq("envelope chat_message over quota: data.resets_at", data.get("resets_at"),
+         iso(midnight))
+    ce.close()
 
     # bob counts apart; a resend of a stored client_msg_id is not counted twice
     cb = connect(b, bob, "bob")
