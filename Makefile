@@ -38,7 +38,8 @@ ASAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-
 ASAN_CC := clang
 
 COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c \
-	common/db.c common/db_sqlite.c common/db_sqlite_sessions.c common/db_sqlite_messages.c \
+	common/quota.c common/db.c common/db_quota.c common/db_sqlite_quota.c common/db_pg_quota.c \
+	common/db_sqlite.c common/db_sqlite_sessions.c common/db_sqlite_messages.c \
 	common/db_sqlite_live.c common/db_sqlite_keys.c common/db_sqlite_regen.c \
 	common/db_pg.c common/db_pg_sessions.c common/db_pg_messages.c common/db_pg_keys.c \
 	common/db_pg_live.c common/db_pg_regen.c \

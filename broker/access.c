@@ -120,6 +120,7 @@ static void close_revoked(struct per_vhost_data__chat *vhd, const struct auth_ke
         if (!pss->key_hash[0] || key_listed(keys, n, pss->key_hash))
             continue;
         pss->key_hash[0] = '\0';
+        pss->key_name[0] = '\0';
         pss->authed = false;
         fanout_error(vhd, pss, PERR_UNAUTHORIZED, NULL,
                      "the API key of this connection was revoked; connect again with a valid "
@@ -177,6 +178,7 @@ static bool authenticate(struct per_vhost_data__chat *vhd, struct per_session_da
     if (i < 0)
         return false;
     snprintf(pss->key_hash, sizeof pss->key_hash, "%s", vhd->keys[i].hash);
+    snprintf(pss->key_name, sizeof pss->key_name, "%s", vhd->keys[i].name);
     pss->authed = true;
     if (!pss->name_given && vhd->keys[i].name[0]) /* the key's name is the default name */
         snprintf(pss->name, sizeof pss->name, "%s", vhd->keys[i].name);

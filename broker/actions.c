@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "dbq.h"
 #include "log.h"
+#include "quota.h"
 #include "utf8.h"
 
 /* What every job started by a client message carries. */
@@ -490,6 +491,8 @@ struct store_job {
     bool broadcast_all;
     const char *system_prompt;
     bool duplicate;
+    char key_name[65];         /* the sender's API key (its quotas, SPEC 9); "" for none */
+    struct db_quota quota;     /* what it was counted against (refused: the key's use) */
     struct db_session session; /* when found or made by channel, or made private */
     struct db_message stored;
     int64_t message_count;
@@ -520,7 +523,8 @@ static void store_run(struct dbjob *job, struct db *db)
                                .client_msg_id = j->client_msg_id,
                                .thread_id = j->thread_id,
                                .author_name = j->author_name[0] ? j->author_name : NULL,
-                               .want_reply = j->want_reply};
+                               .want_reply = j->want_reply,
+                               .quota = quota_for(j->req.vhd->cfg, j->key_name, &j->quota)};
 
     if (j->channel) { /* find the channel's session, or make it */
         job->err = db_session_by_channel(db, j->channel, &j->session);
@@ -551,6 +555,26 @@ static void store_free(struct store_job *j)
     free(j);
 }
 
+/* Tells pss its message was refused over its key's quota (SPEC 9): error quota_exceeded,
+ * saying when the quota resets, with resets_at (the next UTC midnight of the day it was
+ * counted in). Nothing was stored. */
+static void quota_refused(struct store_job *j, struct per_session_data__chat *pss)
+{
+    const struct cfg *cfg = j->req.vhd->cfg;
+    char msg[512], at[CLOCK_ISO_LEN];
+    json_t *ev;
+
+    quota_resets_at(j->quota.day, at);
+    quota_message(&j->quota, quota_now_ms(cfg), msg, sizeof msg);
+    ev = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "error", "code",
+                   perr_code(PERR_QUOTA_EXCEEDED), "message", msg, "resets_at", at, "request_type",
+                   j->req.request_type);
+    if (ev && j->client_msg_id)
+        json_object_set_new(ev, "client_msg_id", json_string(j->client_msg_id));
+    fanout_send(j->req.vhd, pss, ev);
+    json_decref(ev);
+}
+
 static void store_done(struct dbjob *job)
 {
     struct store_job *j = (struct store_job *)job;
@@ -561,6 +585,11 @@ static void store_done(struct dbjob *job)
 
     if (vhd->stopping)
         goto out;
+    if (job->err == PERR_QUOTA_EXCEEDED) {
+        if (pss)
+            quota_refused(j, pss);
+        goto out;
+    }
     if (job->err) {
         if (pss)
             req_error_msg(&j->req, pss, j->client_msg_id);
@@ -624,6 +653,8 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
     j->by_policy = in->by_policy;
     j->broadcast_all = in->broadcast_all;
     j->system_prompt = in->system_prompt;
+    if (strcmp(in->role, "user") == 0) /* events are not counted */
+        snprintf(j->key_name, sizeof j->key_name, "%s", pss->key_name);
     j->content = strdup(in->content);
     j->client_msg_id = in->client_msg_id ? strdup(in->client_msg_id) : NULL;
     j->thread_id = in->thread_id ? strdup(in->thread_id) : NULL;

@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "dbq.h"
 #include "log.h"
+#include "quota.h"
 
 const struct asst_driver *asst_driver_for(const char *llm)
 {
@@ -390,11 +391,13 @@ static void store_run(struct dbjob *job, struct db *db)
 {
     struct store_job *j = (struct store_job *)job;
     struct reply *r = j->r;
+    char day[DB_DAY_LEN];
 
     if (!j->store) {
         job->err = db_reply_queue_drop(db, r->reply_to);
         return;
     }
+    quota_day_of(quota_now_ms(r->vhd->cfg), day); /* its tokens count today (SPEC 9) */
     struct db_reply_in in = {.session_id = j->session_id,
                              .content = r->text ? r->text : "",
                              .model = j->model,
@@ -405,7 +408,8 @@ static void store_run(struct dbjob *job, struct db *db)
                              .completion_tokens = r->completion_tokens,
                              .duration_ms = j->duration_ms,
                              .reply_to = r->reply_to,
-                             .owner = j->node};
+                             .owner = j->node,
+                             .quota_day = day};
     job->err = db_reply_add(db, &in, &j->stored, &j->message_count);
 }
 

@@ -101,6 +101,7 @@ struct per_session_data__chat {
     bool ping_due;                    /* keepalive: send a ping at the next writeable */
     char private_session[DB_ID_LEN];  /* envelope llm_request without a channel */
     char key_hash[AUTH_HASH_HEX + 1]; /* the API key it authenticated with; "" for none */
+    char key_name[65];                /* that key's name (its quotas, SPEC 9); "" for none */
     unsigned jobs_waiting;            /* its requests at the database thread (actions.c) */
 };
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum cfg_type { T_STR, T_INT, T_SIZE, T_DOUBLE, T_BOOL, T_LIST, T_LEVEL };
+enum cfg_type { T_STR, T_INT, T_I64, T_SIZE, T_DOUBLE, T_BOOL, T_LIST, T_LEVEL };
 
 struct cfg_option {
     const char *flag;    /* without the leading dashes */
@@ -115,6 +115,17 @@ static const struct cfg_option cfg_options[] = {
      "ping an idle connection this often"},
     {"idle-timeout", NULL, NULL, T_INT, OFF(idle_timeout_s), "60", 2, 86400, CFG_BROKER, "S",
      "close a connection silent this long"},
+    {"quota-messages-per-day", NULL, NULL, T_I64, OFF(quota_messages_per_day), "0", 0, INT64_MAX,
+     SRV, "N",
+     "user messages an API key may send per UTC day (0: no quota). Only with API keys: "
+     "without keys there is no quota. Give every process the same value"},
+    {"quota-tokens-per-day", NULL, NULL, T_I64, OFF(quota_tokens_per_day), "0", 0, INT64_MAX, SRV,
+     "N",
+     "assistant tokens (prompt + completion) an API key may use per UTC day; its chats are "
+     "refused once reached (0: no quota). Only with API keys; every process the same value"},
+    {"test-clock-offset-s", NULL, NULL, T_I64, OFF(test_clock_offset_s), "0", -3153600000,
+     3153600000, SRV, "S",
+     "testing aid: seconds added to the clock that tells the quota day (UTC midnight)"},
     {"require-auth", NULL, NULL, T_BOOL, OFF(require_auth), "0", 0, 0, SRV, NULL,
      "require an API key even when none is stored"},
     {"insecure-no-auth", NULL, NULL, T_BOOL, OFF(insecure_no_auth), "0", 0, 0, SRV, NULL,
@@ -221,6 +232,11 @@ static int set_value(struct cfg *cfg, const struct cfg_option *o, const char *te
         if (cfg_parse_int(text, o->min, o->max, &v))
             return -1;
         *(int *)field = (int)v;
+        return 0;
+    case T_I64:
+        if (cfg_parse_int(text, o->min, o->max, &v))
+            return -1;
+        *(int64_t *)field = v;
         return 0;
     case T_SIZE:
         if (cfg_parse_size(text, &v) || v < o->min || v > o->max)

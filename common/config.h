@@ -70,6 +70,10 @@ struct cfg {
     struct cfg_list allowed_origin;
     int ping_interval_s;
     int idle_timeout_s;
+    /* quotas per API key (SPEC 9; quota.h): 0 is none */
+    int64_t quota_messages_per_day;
+    int64_t quota_tokens_per_day;
+    int64_t test_clock_offset_s; /* testing aid: added to the clock that tells the quota day */
     /* authentication */
     bool require_auth;
     bool insecure_no_auth;

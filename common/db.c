@@ -209,6 +209,8 @@ enum perr db_session_clear(struct db *db, const char *id, int64_t *cleared)
 enum perr db_message_add(struct db *db, const struct db_message_in *in, struct db_message *out,
                          bool *duplicate, int64_t *message_count)
 {
+    if (in->quota && strcmp(in->role, "user") == 0)
+        return db_quota_message_add(db, in, out, duplicate, message_count);
     return db->be->message_add(db, in, out, duplicate, message_count);
 }
 
@@ -267,6 +269,8 @@ enum perr db_search_index(struct db *db, int max_rows, int *indexed)
 enum perr db_reply_add(struct db *db, const struct db_reply_in *in, struct db_message *out,
                        int64_t *message_count)
 {
+    if (in->quota_day && in->reply_to > 0 && (in->prompt_tokens > 0 || in->completion_tokens > 0))
+        return db_quota_reply_add(db, in, out, message_count);
     return db->be->reply_add(db, in, out, message_count);
 }
 
@@ -338,6 +342,14 @@ enum perr db_key_hashes(struct db *db, struct auth_key **out, size_t *n)
 enum perr db_key_candidates(struct db *db, const char *lookup, struct auth_key **out, size_t *n)
 {
     return db->be->key_candidates(db, lookup, out, n);
+}
+
+/* ---- quotas ---- */
+
+enum perr db_key_usage(struct db *db, const char *key, const char *day, int64_t *messages,
+                       int64_t *tokens)
+{
+    return db->be->key_usage(db, key, day, messages, tokens);
 }
 
 /* ---- live figures ---- */

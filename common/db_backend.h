@@ -79,6 +79,18 @@ struct db_backend {
     enum perr (*key_hashes)(struct db *db, struct auth_key **out, size_t *n);
     enum perr (*key_candidates)(struct db *db, const char *lookup, struct auth_key **out,
                                 size_t *n);
+    /* quotas (db_quota.c composes these with message_add and reply_add) */
+    /* Counts one message for q->key in q->day unless the key is at a quota there: *ok then
+     * false, nothing written, q->messages and q->tokens its use. */
+    enum perr (*quota_take)(struct db *db, struct db_quota *q, bool *ok);
+    /* Takes back what quota_take counted (the message was not stored after all). */
+    enum perr (*quota_give_back)(struct db *db, const struct db_quota *q);
+    /* Records which key message_id came with (messages.key_name). */
+    enum perr (*message_set_key)(struct db *db, int64_t message_id, const char *key);
+    /* Counts tokens in day for the key message_id came with (none: nothing). */
+    enum perr (*quota_tokens)(struct db *db, int64_t message_id, const char *day, int64_t tokens);
+    enum perr (*key_usage)(struct db *db, const char *key, const char *day, int64_t *messages,
+                           int64_t *tokens);
     /* live figures */
     enum perr (*live_reset)(struct db *db, const char *node_id, int pid, const char *model);
     enum perr (*live_publish)(struct db *db, const char *node_id, int64_t now_ms,
@@ -105,6 +117,13 @@ int64_t db_live_cutoff(void);
  * or -1 without memory (model freed). */
 int db_live_add_node(struct db_live *out, const char *node_id, const char *started_at, char *model,
                      int64_t connections, int64_t heartbeat_ms, int64_t now_ms);
+
+/* db_message_add and db_reply_add with a quota (db_quota.c): the backend's store and
+ * its quota statements in one transaction (the caller's, else one of their own). */
+enum perr db_quota_message_add(struct db *db, const struct db_message_in *in,
+                               struct db_message *out, bool *duplicate, int64_t *message_count);
+enum perr db_quota_reply_add(struct db *db, const struct db_reply_in *in, struct db_message *out,
+                             int64_t *message_count);
 
 /* The backends' openers: a new connection with be and path set, or NULL after logging. */
 struct db *db_sqlite_open(const char *path);

@@ -521,8 +521,9 @@ enum perr db_pg_max_pages(struct db *db, int64_t pages)
  * statement. */
 enum perr db_pg_tx_begin(struct db *db)
 {
-    static const char begin[] = "BEGIN; LOCK TABLE sessions, messages, reply_queue, counters,"
-                                " broker_state, live_members, api_keys IN ROW EXCLUSIVE MODE";
+    static const char begin[] =
+        "BEGIN; LOCK TABLE sessions, messages, reply_queue, counters,"
+        " broker_state, live_members, api_keys, key_usage IN ROW EXCLUSIVE MODE";
     struct db_pg *p = pg(db);
     PGresult *r = control(p, __func__, p->tx_depth ? "SAVEPOINT nested" : begin, "begin");
 
@@ -629,6 +630,11 @@ const struct db_backend db_pg_backend = {
     .key_list = db_pg_key_list,
     .key_hashes = db_pg_key_hashes,
     .key_candidates = db_pg_key_candidates,
+    .quota_take = db_pg_quota_take,
+    .quota_give_back = db_pg_quota_give_back,
+    .message_set_key = db_pg_message_set_key,
+    .quota_tokens = db_pg_quota_tokens,
+    .key_usage = db_pg_key_usage,
     .live_reset = db_pg_live_reset,
     .live_publish = db_pg_live_publish,
     .live_down = db_pg_live_down,

@@ -10,7 +10,7 @@
 
 #include "db_backend.h"
 
-#define DB_PG_STMT_CACHE 64
+#define DB_PG_STMT_CACHE 128
 
 struct db_pg {
     struct db base;
@@ -115,6 +115,13 @@ enum perr db_pg_key_revoke(struct db *db, const char *name);
 enum perr db_pg_key_list(struct db *db, struct db_key_info **out, size_t *n);
 enum perr db_pg_key_hashes(struct db *db, struct auth_key **out, size_t *n);
 enum perr db_pg_key_candidates(struct db *db, const char *lookup, struct auth_key **out, size_t *n);
+/* quotas (db_pg_quota.c) */
+enum perr db_pg_quota_take(struct db *db, struct db_quota *q, bool *ok);
+enum perr db_pg_quota_give_back(struct db *db, const struct db_quota *q);
+enum perr db_pg_message_set_key(struct db *db, int64_t message_id, const char *key);
+enum perr db_pg_quota_tokens(struct db *db, int64_t message_id, const char *day, int64_t tokens);
+enum perr db_pg_key_usage(struct db *db, const char *key, const char *day, int64_t *messages,
+                          int64_t *tokens);
 /* db_pg_live.c */
 enum perr db_pg_live_reset(struct db *db, const char *node_id, int pid, const char *model);
 enum perr db_pg_live_publish(struct db *db, const char *node_id, int64_t now_ms,

@@ -18,7 +18,7 @@
 extern const char *const parley_migrations[];
 extern const size_t parley_migrations_count;
 
-#define DB_STMT_CACHE      64
+#define DB_STMT_CACHE      128
 #define DB_BUSY_TIMEOUT_MS 5000
 #define DB_WAL_LIMIT       "67108864" /* bytes a WAL file is cut back to when it starts over */
 
@@ -460,6 +460,11 @@ const struct db_backend db_sqlite_backend = {
     .key_list = db_sqlite_key_list,
     .key_hashes = db_sqlite_key_hashes,
     .key_candidates = db_sqlite_key_candidates,
+    .quota_take = db_sqlite_quota_take,
+    .quota_give_back = db_sqlite_quota_give_back,
+    .message_set_key = db_sqlite_message_set_key,
+    .quota_tokens = db_sqlite_quota_tokens,
+    .key_usage = db_sqlite_key_usage,
     .live_reset = db_sqlite_live_reset,
     .live_publish = db_sqlite_live_publish,
     .live_down = db_sqlite_live_down,

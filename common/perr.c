@@ -21,6 +21,7 @@ static const struct {
     [PERR_LLM] = {"llm_error", 502},
     [PERR_INTERNAL] = {"internal", 500},
     [PERR_UNAVAILABLE] = {"unavailable", 503},
+    [PERR_QUOTA_EXCEEDED] = {"quota_exceeded", 429},
 };
 
 const char *perr_code(enum perr e)

@@ -17,9 +17,10 @@ enum perr {
     PERR_UNAUTHORIZED,
     PERR_FORBIDDEN,
     PERR_RATE_LIMITED,
-    PERR_LLM,         /* the assistant's upstream failed */
-    PERR_INTERNAL,    /* a bug or an unexpected library failure */
-    PERR_UNAVAILABLE, /* the database (or another dependency) cannot serve now */
+    PERR_LLM,            /* the assistant's upstream failed */
+    PERR_INTERNAL,       /* a bug or an unexpected library failure */
+    PERR_UNAVAILABLE,    /* the database (or another dependency) cannot serve now */
+    PERR_QUOTA_EXCEEDED, /* the API key's daily quota is used up (SPEC 9) */
     PERR__COUNT
 };
 

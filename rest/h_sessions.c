@@ -6,6 +6,7 @@
 
 #include "jsonx.h"
 #include "names.h"
+#include "quota.h"
 #include "reply_policy.h"
 #include "rest.h"
 #include "utf8.h"
@@ -275,6 +276,7 @@ void h_message_post(struct rt_ctx *c)
     const char *content = NULL, *name = NULL;
     char why[JX_WHY_LEN];
     struct db_message m;
+    struct db_quota quota;
     bool reply = false;
     json_t *body;
     enum perr e;
@@ -300,9 +302,13 @@ void h_message_post(struct rt_ctx *c)
                                .role = "user",
                                .content = content,
                                .author_name = name,
-                               .want_reply = reply};
+                               .want_reply = reply,
+                               .quota = quota_for(c->r->cfg, c->key_name, &quota)};
     if ((e = db_message_add(c->db, &in, &m, NULL, NULL))) {
-        rt_db_error(c, e);
+        if (e == PERR_QUOTA_EXCEEDED)
+            rt_quota_error(c, &quota);
+        else
+            rt_db_error(c, e);
         goto out;
     }
     notify_message_added(c->r->notify, c->id, m.id, reply);

@@ -1,6 +1,7 @@
 /* keys_cmd: "parley-rest keys add NAME | list | revoke NAME", run against --db without
- * starting the server. After a change the broker is told at once (keys_changed), so a
- * revoked key stops working for new connections immediately. */
+ * starting the server. list shows each key's use today (the UTC day of the quotas, SPEC 9)
+ * beside the quotas this process was given. After a change the broker is told at once
+ * (keys_changed), so a revoked key stops working for new connections immediately. */
 #include "keys_cmd.h"
 
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "db.h"
 #include "log.h"
 #include "notify.h"
+#include "quota.h"
 
 static const char usage[] = "usage: parley-rest [--db PATH] keys add NAME | keys list | "
                             "keys revoke NAME\n";
@@ -69,19 +71,41 @@ static int add(struct db *db, const struct cfg *cfg, const char *name)
     return 0;
 }
 
-static int list(struct db *db)
+/* "used" or, with a quota, "used/quota", into buf. */
+static const char *use_shown(char *buf, size_t size, int64_t used, int64_t quota)
+{
+    if (quota > 0)
+        snprintf(buf, size, "%lld/%lld", (long long)used, (long long)quota);
+    else
+        snprintf(buf, size, "%lld", (long long)used);
+    return buf;
+}
+
+static int list(struct db *db, const struct cfg *cfg)
 {
     struct db_key_info *v = NULL;
+    char day[DB_DAY_LEN], msgs[48], tokens[48];
     size_t n = 0;
+    int rc = 0;
 
     if (db_key_list(db, &v, &n))
         return 1;
-    printf("%-24s %-26s %s\n", "NAME", "CREATED", "STATUS");
-    for (size_t i = 0; i < n; i++)
-        printf("%-24s %-26s %s%s\n", v[i].name, v[i].created_at,
+    quota_day_of(quota_now_ms(cfg), day);
+    printf("%-24s %-26s %-16s %-22s %s\n", "NAME", "CREATED", "MESSAGES_TODAY", "TOKENS_TODAY",
+           "STATUS");
+    for (size_t i = 0; i < n; i++) {
+        int64_t m = 0, t = 0;
+        if (db_key_usage(db, v[i].name, day, &m, &t)) {
+            rc = 1;
+            break;
+        }
+        printf("%-24s %-26s %-16s %-22s %s%s\n", v[i].name, v[i].created_at,
+               use_shown(msgs, sizeof msgs, m, cfg->quota_messages_per_day),
+               use_shown(tokens, sizeof tokens, t, cfg->quota_tokens_per_day),
                v[i].revoked_at[0] ? "revoked " : "valid", v[i].revoked_at);
+    }
     db_key_list_free(v, n);
-    return 0;
+    return rc;
 }
 
 static int revoke(struct db *db, const struct cfg *cfg, const char *name)
@@ -125,7 +149,7 @@ int keys_command(const struct cfg *cfg, int argc, char **argv)
     else if (strcmp(argv[1], "revoke") == 0)
         rc = revoke(db, cfg, argv[2]);
     else
-        rc = list(db);
+        rc = list(db, cfg);
     db_close(db);
     return rc;
 }

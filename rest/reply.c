@@ -10,6 +10,7 @@
 #include "hostcheck.h"
 #include "jsonx.h"
 #include "log.h"
+#include "quota.h"
 #include "rest.h"
 #include "utf8.h"
 
@@ -42,6 +43,17 @@ void rt_error(struct rt_ctx *c, enum perr e, const char *fmt, ...)
     utf8_repair_in_place(msg); /* a path or id from the request may not be UTF-8 */
     rt_json(c, perr_http_status(e),
             json_pack("{s:{s:s, s:s}}", "error", "code", perr_code(e), "message", msg));
+}
+
+void rt_quota_error(struct rt_ctx *c, const struct db_quota *q)
+{
+    char msg[512], at[CLOCK_ISO_LEN];
+
+    quota_resets_at(q->day, at);
+    quota_message(q, quota_now_ms(c->r->cfg), msg, sizeof msg);
+    rt_json(c, perr_http_status(PERR_QUOTA_EXCEEDED),
+            json_pack("{s:{s:s, s:s, s:s}}", "error", "code", perr_code(PERR_QUOTA_EXCEEDED),
+                      "message", msg, "resets_at", at));
 }
 
 void rt_db_error(struct rt_ctx *c, enum perr e)

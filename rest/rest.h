@@ -36,6 +36,9 @@ void rt_json(struct rt_ctx *c, int status, json_t *v);
 /* Answers with the contract's error body; fmt says what happened and what to do. */
 void rt_error(struct rt_ctx *c, enum perr e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Answers 429 quota_exceeded for a message refused over its key's quota (q as
+ * db_message_add left it), with resets_at beside code and message. */
+void rt_quota_error(struct rt_ctx *c, const struct db_quota *q);
 /* Answers 404 session_not_found, or 503 for a database failure. */
 void rt_db_error(struct rt_ctx *c, enum perr e);
 /* Reads the body as a JSON object into *out (new reference; an empty body is {}).

@@ -230,7 +230,8 @@ def test_join_streaming(t, b):
     j = c.join(sid)
     st = j.get("streaming")
     t.keys("join while streaming: session_joined carries streaming", j,
-           {"type", "session_id", "message_count", "clients", "reply_mode", "streaming"})
+           {"type", "session_id", "message_count", "clients", "members", "reply_mode",
+            "streaming"})
     t.keys("join while streaming: streaming is {response_id, text}", st,
            {"response_id", "text"})
     if not isinstance(st, dict):

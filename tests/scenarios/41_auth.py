@@ -17,6 +17,8 @@ from parley import ROOT, TS_RE, Broker, Rest, run_cli  # noqa: E402
 
 KEY_RE = r"^pk_[0-9a-f]{40}$"
 FLAGS = {"--rate-limit": "1000", "--rate-burst": "2000"}
+# keys list: use today (tests/scenarios/37_quotas.py checks the figures) before the status
+LIST_HEADER = ["NAME", "CREATED", "MESSAGES_TODAY", "TOKENS_TODAY", "STATUS"]
 
 
 def keys(r, *args):
@@ -101,7 +103,7 @@ def test_command(t, r):
     code, out, err = keys(r, "list")
     t.eq("keys list on a fresh database: exit 0", code, 0)
     t.eq("keys list on a fresh database: only the header",
-         [l.split() for l in out.splitlines()], [["NAME", "CREATED", "STATUS"]])
+         [l.split() for l in out.splitlines()], [LIST_HEADER])
     code, out, err = keys(r, "add", "alice")
     t.eq("keys add alice: exit 0", code, 0)
     t.ok("keys add: stdout is exactly one line with the key", out.endswith("\n") and
@@ -134,17 +136,19 @@ def test_command(t, r):
     code, out, err = keys(r, "list")
     t.eq("keys list: exit 0", code, 0)
     rows = [l.split() for l in out.splitlines()]
-    t.eq("keys list: header NAME CREATED STATUS", rows[:1], [["NAME", "CREATED", "STATUS"]])
+    t.eq("keys list: header NAME CREATED MESSAGES_TODAY TOKENS_TODAY STATUS", rows[:1],
+         [LIST_HEADER])
     byname = {row[0]: row for row in rows[1:]}
     t.eq("keys list: one row per key", sorted(byname),
          sorted(["alice", "bob", "n." + "x" * 60 + "_-"]))
     for n in ("alice", "bob"):
         row = byname.get(n, [])
-        t.ok("keys list %s: NAME CREATED(ISO) valid" % n,
-             len(row) == 3 and TS_RE.match(row[1]) and row[2] == "valid", repr(row))
+        t.ok("keys list %s: NAME CREATED(ISO) 0 0 valid" % n,
+             len(row) == 5 and TS_RE.match(row[1]) and row[2:] == ["0", "0", "valid"],
+             repr(row))
     row = byname.get("n." + "x" * 60 + "_-", [])
     t.ok("keys list: revoked key shows 'revoked TIME'",
-         len(row) == 4 and TS_RE.match(row[1]) and row[2] == "revoked" and TS_RE.match(row[3]),
+         len(row) == 6 and TS_RE.match(row[1]) and row[4] == "revoked" and TS_RE.match(row[5]),
          repr(row))
     t.ok("keys list never shows a key", key not in out and key2 not in out and "pk_" not in out,
          repr(out))

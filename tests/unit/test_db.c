@@ -182,6 +182,30 @@ static void pause_ms(int ms)
 
 /* ---- opening and migrations ---- */
 
+/* The number NNN of a migration file .../NNN_name.sql. */
+static int file_number(const char *p)
+{
+    const char *base = strrchr(p, '/');
+
+    return (int)strtol(base ? base + 1 : p, NULL, 10);
+}
+
+/* The newest SQLite migration's number (tools/embed_schema.sh checks that they count from
+ * 001 without gaps); -1 without files. */
+static int schema_newest(void)
+{
+    char pattern[600];
+    glob_t g;
+    int n = -1;
+
+    snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        n = g.gl_pathc ? file_number(g.gl_pathv[g.gl_pathc - 1]) : -1;
+        globfree(&g);
+    }
+    return n;
+}
+
 static void open_empty(void)
 {
     struct db *db = open_new("empty");
@@ -192,7 +216,7 @@ static void open_empty(void)
     REQUIRE(db != NULL);
     snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
     if (glob(pattern, 0, NULL, &g) == 0) {
-        EQ_INT(db_schema_version(db), g.gl_pathc);
+        EQ_INT(db_schema_version(db), schema_newest());
         globfree(&g);
     } else {
         UNIT_FAIL("no schema files at %.400s", pattern);
@@ -280,13 +304,14 @@ static void embedded_match_files(void)
 
     snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
     REQUIRE(glob(pattern, 0, NULL, &g) == 0);
-    EQ_INT(parley_migrations_count, g.gl_pathc);
-    for (size_t i = 0; i < g.gl_pathc && i < parley_migrations_count; i++) {
-        char *text = read_file(g.gl_pathv[i]);
+    EQ_INT(parley_migrations_count, schema_newest());
+    for (size_t k = 0; k < g.gl_pathc; k++) {
+        size_t i = (size_t)file_number(g.gl_pathv[k]) - 1; /* migration NNN is [NNN - 1] */
+        char *text = i < parley_migrations_count ? read_file(g.gl_pathv[k]) : NULL;
         if (!text)
-            UNIT_FAIL("cannot read %s", g.gl_pathv[i]);
+            UNIT_FAIL("cannot read %s, or not embedded", g.gl_pathv[k]);
         else if (strcmp(text, parley_migrations[i]) != 0)
-            UNIT_FAIL("parley_migrations[%zu] differs from %s", i, g.gl_pathv[i]);
+            UNIT_FAIL("parley_migrations[%zu] differs from %s", i, g.gl_pathv[k]);
         free(text);
     }
     globfree(&g);
@@ -359,16 +384,7 @@ static void migrate_old(void)
 /* The SQLite migrations in schema/ (what db_schema_version says of an SQLite db). */
 static int schema_files(void)
 {
-    char pattern[600];
-    glob_t g;
-    int n = -1;
-
-    snprintf(pattern, sizeof pattern, "%s/schema/[0-9][0-9][0-9]_*.sql", root());
-    if (glob(pattern, 0, NULL, &g) == 0) {
-        n = (int)g.gl_pathc;
-        globfree(&g);
-    }
-    return n;
+    return schema_newest();
 }
 
 static void refuse_newer(void)
@@ -1099,6 +1115,83 @@ static void reply_queue_drop(void)
     db_close(db);
 }
 
+/* Stores a user message with key under q; returns db_message_add's result (message freed). */
+static enum perr quota_add(struct db *db, const char *sid, const char *content, const char *cmid,
+                           struct db_quota *q)
+{
+    struct db_message_in in = {.session_id = sid,
+                               .role = "user",
+                               .content = content,
+                               .client_msg_id = cmid,
+                               .want_reply = true,
+                               .quota = q};
+    struct db_message m;
+    bool dup;
+    int64_t count;
+    enum perr e = db_message_add(db, &in, &m, &dup, &count);
+
+    if (e == PERR_OK)
+        db_message_cleanup(&m);
+    return e;
+}
+
+static void quotas(void)
+{
+    struct db *db = open_new("quotas");
+    struct db_session s;
+    struct db_quota qa = {.key = "alice", .day = "2026-12-08", .max_messages = 2},
+                    qb = {.key = "bob", .day = "2026-12-08", .max_tokens = 30};
+    struct db_message m;
+    int64_t msgs = -1, tokens = -1, u1;
+
+    REQUIRE(db != NULL);
+    REQUIRE(db_session_create(db, "echo", NULL, NULL, &s) == PERR_OK);
+    EQ_INT(db_key_usage(db, "alice", "2026-12-08", &msgs, &tokens), PERR_OK);
+    EQ_INT(msgs, 0);
+    EQ_INT(tokens, 0);
+    EQ_INT(quota_add(db, s.id, "one", "c1", &qa), PERR_OK);
+    EQ_INT(quota_add(db, s.id, "one again", "c1", &qa), PERR_OK); /* a resend: not counted */
+    EQ_INT(quota_add(db, s.id, "two", NULL, &qa), PERR_OK);
+    EQ_INT(quota_add(db, s.id, "three", NULL, &qa), PERR_QUOTA_EXCEEDED);
+    EQ_INT(qa.messages, 2);
+    EQ_INT(side_int("SELECT count(*) FROM messages WHERE content = 'three'", NULL), 0);
+    EQ_INT(side_int("SELECT count(*) FROM messages WHERE key_name = 'alice'", NULL), 2);
+    EQ_INT(db_key_usage(db, "alice", "2026-12-08", &msgs, &tokens), PERR_OK);
+    EQ_INT(msgs, 2);
+    /* another day starts from 0; a gone session is not counted */
+    qa.messages = 0;
+    memcpy(qa.day, "2026-12-09", DB_DAY_LEN);
+    EQ_INT(quota_add(db, "ffffffffffffffff", "lost", NULL, &qa), PERR_SESSION_NOT_FOUND);
+    EQ_INT(quota_add(db, s.id, "next day", NULL, &qa), PERR_OK);
+    EQ_INT(db_key_usage(db, "alice", "2026-12-09", &msgs, &tokens), PERR_OK);
+    EQ_INT(msgs, 1);
+    /* tokens: counted for the key of the message answered, refused at the quota */
+    EQ_INT(quota_add(db, s.id, "bob asks", NULL, &qb), PERR_OK);
+    u1 = (int64_t)side_int("SELECT max(id) FROM messages WHERE key_name = 'bob'", NULL);
+    struct db_reply_in r = {.session_id = s.id,
+                            .content = "answer",
+                            .model = "m",
+                            .status = "complete",
+                            .prompt_tokens = 17,
+                            .completion_tokens = 13,
+                            .reply_to = u1,
+                            .quota_day = "2026-12-08"};
+    REQUIRE(db_reply_add(db, &r, &m, NULL) == PERR_OK);
+    db_message_cleanup(&m);
+    EQ_INT(db_key_usage(db, "bob", "2026-12-08", &msgs, &tokens), PERR_OK);
+    EQ_INT(msgs, 1);
+    EQ_INT(tokens, 30);
+    EQ_INT(quota_add(db, s.id, "bob again", NULL, &qb), PERR_QUOTA_EXCEEDED);
+    EQ_INT(qb.tokens, 30);
+    EQ_INT(db_key_usage(db, "alice", "2026-12-08", &msgs, &tokens), PERR_OK);
+    EQ_INT(tokens, 0); /* bob's tokens are bob's */
+    /* no quota pointer: nothing counted */
+    add(db, s.id, "user", "keyless", NULL, false);
+    EQ_INT(side_int("SELECT sum(messages) FROM key_usage", NULL), 4);
+    db_session_cleanup(&s);
+    db_close(db);
+}
+
 /* ---- the reply lease (SPEC 8): the rules both backends share, then SQLite's own ---- */
 
 static struct db *lease_open(const char *name)
@@ -1776,6 +1869,7 @@ static const struct unit_case cases[] = {
      messages_context},
     {"reply queue and db_reply_add with counters", reply_queue_and_add},
     {"db_reply_queue_drop", reply_queue_drop},
+    {"quotas per key and day: counted, refused, resend, tokens (SPEC 9)", quotas},
     {"nested transactions: inner rollback keeps outer work", tx_nested},
     {"a failed write inside a transaction keeps the outer work", tx_inner_failure_keeps_outer},
     {"a transaction SQLite rolled back (disk full) refuses later writes", tx_lost_refuses_writes},
