@@ -44,6 +44,11 @@ static void req_init(struct req_job *r, struct per_vhost_data__chat *vhd,
 static int req_push(struct req_job *r, struct per_session_data__chat *pss,
                     const char *client_msg_id)
 {
+    if (!r->vhd->dbq) { /* stopping: the database thread is gone */
+        fanout_error_msg(r->vhd, pss, PERR_UNAVAILABLE, r->request_type, client_msg_id,
+                         "the broker is stopping; reconnect and send again");
+        return -1;
+    }
     if (pss->jobs_waiting >= BROKER_CONN_JOBS_MAX) {
         fanout_error_msg(r->vhd, pss, PERR_UNAVAILABLE, r->request_type, client_msg_id,
                          "%d requests of this connection are waiting for the database "

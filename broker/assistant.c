@@ -460,6 +460,11 @@ void reply_end(struct reply *r, const char *status, const char *error)
 
     if (r->state != REPLY_STREAMING)
         return;
+    if (!r->vhd->dbq) { /* stopping, the database thread gone: it stays queued for the
+                         * next start (reply_queue), which answers it again */
+        drop(r);
+        return;
+    }
     r->state = REPLY_STORING;
     if (failed)
         broadcast(r,
