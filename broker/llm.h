@@ -59,8 +59,8 @@ const char *llm_default_model(enum llm_provider provider);
 /* Added to the system prompt when some user message of the context has an author: it
  * reads true for one person as for several. */
 #define LLM_ROOM_PROMPT                                                                            \
-    "This is a chat room: several people may talk with you here. Each user message begins "      \
-    "with its author's name and a colon (\"Name: message\"). Do not begin your replies "   \
+    "This is a chat room: several people may talk with you here. Each user message begins "        \
+    "with its author's name and a colon (\"Name: message\"). Do not begin your replies "           \
     "with a name."
 /* m's author as the LLM is told it: its display name when m is a user message with a
  * valid one, else NULL. Borrowed from m. */

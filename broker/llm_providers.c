@@ -68,8 +68,8 @@ static json_t *openai_message(const struct db_message *m)
     if (!content)
         return NULL;
     if (author)
-        o = json_pack("{s:s, s:s, s:s}", "role", m->role, "name", name_llm(name, author),
-                      "content", content);
+        o = json_pack("{s:s, s:s, s:s}", "role", m->role, "name", name_llm(name, author), "content",
+                      content);
     else
         o = json_pack("{s:s, s:s}", "role", m->role, "content", content);
     free(content);
@@ -84,9 +84,8 @@ static json_t *openai_body(const char *model, const char *system_prompt,
 
     if (!messages)
         return NULL;
-    if (*system_prompt &&
-        json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content",
-                                                  system_prompt)) < 0)
+    if (*system_prompt && json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system",
+                                                                    "content", system_prompt)) < 0)
         goto fail;
     for (size_t i = 0; i < context->n; i++)
         if (json_array_append_new(messages, openai_message(&context->v[i])) < 0)
@@ -108,8 +107,8 @@ static json_t *gemini_body(const char *system_prompt, const struct db_message_li
     for (size_t i = 0; i < context->n; i++) {
         const char *role = strcmp(context->v[i].role, "assistant") == 0 ? "model" : "user";
         char *text = llm_content(&context->v[i]); /* Gemini has no name: the prefix only */
-        int rc = text ? json_array_append_new(contents, json_pack("{s:s, s:[{s:s}]}", "role",
-                                                                  role, "parts", "text", text))
+        int rc = text ? json_array_append_new(contents, json_pack("{s:s, s:[{s:s}]}", "role", role,
+                                                                  "parts", "text", text))
                       : -1;
         free(text);
         if (rc < 0) {
