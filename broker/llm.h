@@ -45,8 +45,8 @@ struct llm_request {
 
 /* ---- llm_providers.c ---- */
 /* Builds the request for a reply: system prompt (may be NULL), then context (ascending,
- * ending with the user message answered), with the authors of llm_room.c (SPEC 9). Returns a new request (free with
- * llm_request_free), or NULL when out of memory. */
+ * ending with the user message answered), with the authors of llm_room.c (SPEC 9). Returns a new
+ * request (free with llm_request_free), or NULL when out of memory. */
 struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg *cfg,
                                     const char *model, const char *system_prompt,
                                     const struct db_message_list *context);
