@@ -64,13 +64,17 @@ def turn(t, fake, sender, sid, text, reply, members):
     sender.chat(text)
     frames = sender.read_reply(sid, timeout=30)
     t.eq("%r: the reply streams" % text, "".join(chunk_texts(frames)), reply)
+    for m in members:  # every member has all of it before the next turn clears them
+        if m is not sender:
+            m.read_reply(sid, timeout=30)
     req = fake.wait_request(n, timeout=10)
     return req.body or {}, frames
 
 
-def rest_turn(t, fake, rest, reader, sid, body, reply):
-    """A REST POST with reply:true; reader (a member) reads the reply."""
-    reader.clear()
+def rest_turn(t, fake, rest, reader, sid, body, reply, others=()):
+    """A REST POST with reply:true; reader (a member) reads the reply, and others too."""
+    for m in (reader,) + tuple(others):
+        m.clear()
     fake.play(Script([reply]))
     n = fake.count()
     r = rest.post("/sessions/%s/messages" % sid, dict(body, reply=True))
@@ -78,6 +82,8 @@ def rest_turn(t, fake, rest, reader, sid, body, reply):
     frames = reader.read_reply(sid, timeout=30)
     t.eq("REST %r: the reply streams" % body.get("content"), "".join(chunk_texts(frames)),
          reply)
+    for m in others:
+        m.read_reply(sid, timeout=30)
     return fake.wait_request(n, timeout=10).body or {}, frames
 
 
@@ -131,13 +137,14 @@ def test_openai(t, fake):
     hist = want[1:] + [a("Noted.")]
 
     body, frames = rest_turn(t, fake, rest, ana, sid, {"content": "posted without a name"},
-                             "Seen.")
+                             "Seen.", others=[zoe, wei])
     want = [SYS] + hist + [u("posted without a name")]
     t.eq("REST without a name: no name, no prefix", body.get("messages"), want)
     hist = want[1:] + [a("Seen.")]
 
     body, frames = rest_turn(t, fake, rest, ana, sid,
-                             {"content": "posted with a name", "name": BOT}, "Seen too.")
+                             {"content": "posted with a name", "name": BOT}, "Seen too.",
+                             others=[zoe, wei])
     want = [SYS] + hist + [u("Rest Bot: posted with a name", BOT_LLM)]
     t.eq("REST with a name: named and prefixed", body.get("messages"), want)
     hist = want[1:] + [a("Seen too.")]
@@ -221,7 +228,7 @@ def test_gemini(t, fake):
     zoe.join(sid, name=ZOE)
     people = [ana, zoe]
     turn(t, fake, ana, sid, "what time is it?", "Noon.", people)
-    rest_turn(t, fake, rest, ana, sid, {"content": "no name here"}, "Ok.")
+    rest_turn(t, fake, rest, ana, sid, {"content": "no name here"}, "Ok.", others=[zoe])
     turn(t, fake, ana, sid, "Ana: signed", "Fine.", people)
     body, _ = turn(t, fake, zoe, sid, "what did Ana ask?", "The time.", people)
     t.keys("gemini: body keys contents, systemInstruction", body,
