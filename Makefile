@@ -52,7 +52,7 @@ REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/main_mhd.c
 FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
-	broker/llm_providers.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
+	broker/llm_providers.c broker/llm_room.c broker/sse.c broker/notify_in.c broker/dbq.c broker/map.c \
 	broker/access.c broker/envelope.c broker/gate.c broker/relay.c broker/rds.c broker/asst_lease.c broker/roster.c \
 	broker/regen.c
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
@@ -63,7 +63,7 @@ UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_rou
 # what a unit test links besides common/ (its test_*.o and COMMON_SRC), and with what
 UNIT_SRC_test_router := $(ROUTER_SRC)
 UNIT_SRC_test_fcgi := $(ROUTER_SRC) rest/fcgi_params.c
-UNIT_SRC_test_sse := broker/sse.c broker/llm_providers.c
+UNIT_SRC_test_sse := broker/sse.c broker/llm_providers.c broker/llm_room.c
 UNIT_SRC_test_dbq := broker/dbq.c
 # test_dbq: the database thread wakes the loop through lws
 UNIT_LIBS_test_dbq = $(BROKER_LIBS)
@@ -204,7 +204,7 @@ $(FUZZ_DIR)/obj/%.o: %.c | deps build/gen/schema_sql.c build/gen/openapi_json.c
 		-c $< -o $@
 
 $(FUZZ_DIR)/fuzz_sse: $(call objs,$(FUZZ_DIR),fuzz/fuzz_sse.c broker/sse.c \
-		broker/llm_providers.c $(COMMON_SRC))
+		broker/llm_providers.c broker/llm_room.c $(COMMON_SRC))
 $(FUZZ_DIR)/fuzz_router $(FUZZ_DIR)/fuzz_fcgi: $(FUZZ_DIR)/%: \
 		$(call objs,$(FUZZ_DIR),$(FUZZ_REST_SRC)) $(FUZZ_DIR)/obj/fuzz/%.o
 $(FUZZ_DIR)/fuzz_config: $(call objs,$(FUZZ_DIR),fuzz/fuzz_config.c $(COMMON_SRC))

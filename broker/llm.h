@@ -45,8 +45,8 @@ struct llm_request {
 
 /* ---- llm_providers.c ---- */
 /* Builds the request for a reply: system prompt (may be NULL), then context (ascending,
- * ending with the user message answered). Returns a new request (free with
- * llm_request_free), or NULL when out of memory. */
+ * ending with the user message answered), with the authors of llm_room.c (SPEC 9). Returns a new
+ * request (free with llm_request_free), or NULL when out of memory. */
 struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg *cfg,
                                     const char *model, const char *system_prompt,
                                     const struct db_message_list *context);
@@ -54,6 +54,25 @@ void llm_request_free(struct llm_request *r);
 /* The default base URL and model of a provider. */
 const char *llm_default_url(enum llm_provider provider);
 const char *llm_default_model(enum llm_provider provider);
+
+/* ---- llm_room.c: who said what (SPEC 9) ---- */
+/* Added to the system prompt when some user message of the context has an author: it
+ * reads true for one person as for several. */
+#define LLM_ROOM_PROMPT                                                                            \
+    "This is a chat room: several people may talk with you here. Each user message begins "        \
+    "with its author's name and a colon (\"Name: message\"). Do not begin your replies "           \
+    "with a name."
+/* m's author as the LLM is told it: its display name when m is a user message with a
+ * valid one, else NULL. Borrowed from m. */
+const char *llm_author(const struct db_message *m);
+/* m's content as sent: "Name: content" when m has an author (llm_author) and the content
+ * does not already begin so, else the content. Returns a new string (free); NULL only
+ * when out of memory. */
+char *llm_content(const struct db_message *m);
+/* The system prompt to send: configured (NULL or "" for none), followed (after a blank
+ * line) by LLM_ROOM_PROMPT when some message of context has an author. Returns a new
+ * string, "" for none (free); NULL only when out of memory. */
+char *llm_system_text(const char *configured, const struct db_message_list *context);
 
 /* Called by the parser for each event; text is borrowed for the call. */
 typedef void (*llm_emit_fn)(void *arg, enum llm_event_kind kind, const char *text, size_t len,

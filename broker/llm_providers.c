@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "jsonx.h"
+#include "names.h"
 
 #define OPENAI_URL "http://127.0.0.1:1234/v1"
 #define GEMINI_URL "https://generativelanguage.googleapis.com/v1beta"
@@ -55,34 +56,73 @@ static char *url_escape(const char *s)
     return out;
 }
 
+/* One context message as OpenAI sends it: role, content with its author's prefix, and
+ * name when it has an author (llm_room.c). Returns a new reference, NULL when out of
+ * memory. */
+static json_t *openai_message(const struct db_message *m)
+{
+    const char *author = llm_author(m);
+    char *content = llm_content(m), name[NAME_MAX_CHARS + 1];
+    json_t *o = NULL;
+
+    if (!content)
+        return NULL;
+    if (author)
+        o = json_pack("{s:s, s:s, s:s}", "role", m->role, "name", name_llm(name, author), "content",
+                      content);
+    else
+        o = json_pack("{s:s, s:s}", "role", m->role, "content", content);
+    free(content);
+    return o;
+}
+
+/* Returns a new reference, NULL when out of memory. */
 static json_t *openai_body(const char *model, const char *system_prompt,
                            const struct db_message_list *context)
 {
     json_t *messages = json_array();
 
-    if (system_prompt && *system_prompt)
-        json_array_append_new(messages,
-                              json_pack("{s:s, s:s}", "role", "system", "content", system_prompt));
+    if (!messages)
+        return NULL;
+    if (*system_prompt && json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system",
+                                                                    "content", system_prompt)) < 0)
+        goto fail;
     for (size_t i = 0; i < context->n; i++)
-        json_array_append_new(messages, json_pack("{s:s, s:s}", "role", context->v[i].role,
-                                                  "content", context->v[i].content));
+        if (json_array_append_new(messages, openai_message(&context->v[i])) < 0)
+            goto fail;
     return json_pack("{s:s, s:b, s:{s:b}, s:o}", "model", model, "stream", 1, "stream_options",
                      "include_usage", 1, "messages", messages);
+fail:
+    json_decref(messages);
+    return NULL;
 }
 
+/* Returns a new reference, NULL when out of memory. */
 static json_t *gemini_body(const char *system_prompt, const struct db_message_list *context)
 {
     json_t *contents = json_array(), *body;
 
+    if (!contents)
+        return NULL;
     for (size_t i = 0; i < context->n; i++) {
         const char *role = strcmp(context->v[i].role, "assistant") == 0 ? "model" : "user";
-        json_array_append_new(contents, json_pack("{s:s, s:[{s:s}]}", "role", role, "parts", "text",
-                                                  context->v[i].content));
+        char *text = llm_content(&context->v[i]); /* Gemini has no name: the prefix only */
+        int rc = text ? json_array_append_new(contents, json_pack("{s:s, s:[{s:s}]}", "role", role,
+                                                                  "parts", "text", text))
+                      : -1;
+        free(text);
+        if (rc < 0) {
+            json_decref(contents);
+            return NULL;
+        }
     }
     body = json_pack("{s:o}", "contents", contents);
-    if (body && system_prompt && *system_prompt)
+    if (body && *system_prompt &&
         json_object_set_new(body, "systemInstruction",
-                            json_pack("{s:[{s:s}]}", "parts", "text", system_prompt));
+                            json_pack("{s:[{s:s}]}", "parts", "text", system_prompt)) < 0) {
+        json_decref(body);
+        return NULL;
+    }
     return body;
 }
 
@@ -93,12 +133,15 @@ struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg
     struct llm_request *r = calloc(1, sizeof *r);
     const char *base = cfg->llm_url ? cfg->llm_url : llm_default_url(provider);
     size_t blen = strlen(base);
-    json_t *body;
-    char *url = NULL;
+    json_t *body = NULL;
+    char *url = NULL, *system = llm_system_text(system_prompt, context);
     int n;
 
-    if (!r)
+    if (!r || !system) {
+        free(r);
+        free(system);
         return NULL;
+    }
     while (blen && base[blen - 1] == '/')
         blen--; /* "http://host/v1/" and "http://host/v1" are the same base */
     if (provider == LLM_GEMINI) {
@@ -107,13 +150,13 @@ struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg
                                base, escaped)
                     : -1;
         free(escaped);
-        body = gemini_body(system_prompt, context);
+        body = gemini_body(system, context);
         if (cfg->llm_api_key &&
             asprintf(&r->auth_header, "x-goog-api-key: %s", cfg->llm_api_key) < 0)
             r->auth_header = NULL;
     } else {
         n = asprintf(&url, "%.*s/chat/completions", (int)blen, base);
-        body = openai_body(model, system_prompt, context);
+        body = openai_body(model, system, context);
         if (cfg->llm_api_key &&
             asprintf(&r->auth_header, "Authorization: Bearer %s", cfg->llm_api_key) < 0)
             r->auth_header = NULL;
@@ -125,6 +168,7 @@ struct llm_request *llm_request_new(enum llm_provider provider, const struct cfg
     r->timeout_s = cfg->llm_timeout_s;
     r->idle_timeout_s = cfg->llm_idle_timeout_s;
     json_decref(body);
+    free(system);
     if (!r->url || !r->shown_url || !r->body || (cfg->llm_api_key && !r->auth_header)) {
         llm_request_free(r);
         return NULL;

@@ -11,7 +11,31 @@ from parley import Broker, one_of
 
 SQLITE = "/usr/bin/sqlite3"
 ROW_COLS = ("id", "session_id", "role", "content", "model", "status", "prompt_tokens",
-            "completion_tokens", "duration_ms", "reasoning", "error")
+            "completion_tokens", "duration_ms", "reasoning", "error", "author_name")
+
+# SPEC 9: the sentence the system prompt gains when a user message of the context has an
+# author (broker/llm.h LLM_ROOM_PROMPT), after the configured prompt and a blank line
+ROOM = ("This is a chat room: several people may talk with you here. Each user message "
+        "begins with its author's name and a colon (\"Name: message\"). Do not begin your "
+        "replies with a name.")
+
+
+def system_text(prompt=None):
+    """The system prompt sent when the context has an author."""
+    return prompt + "\n\n" + ROOM if prompt else ROOM
+
+
+def guest(conn_id):
+    """The default name of a connection without one (SPEC 9)."""
+    return "guest-" + conn_id[:4]
+
+
+def llm_name(name):
+    """An ASCII-only name as OpenAI's name field holds it (common/names.c name_llm; other
+    names are asserted literally in 38_llm_authors.py)."""
+    assert all(ord(ch) < 128 for ch in name), name
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_"
+                   for ch in name)[:64] or "_"
 
 
 def llm_broker(t, provider, url, tmpdir=None, port=None, name=None, **flags):

@@ -4,7 +4,9 @@ prompt then history with roles), chunks equal to the streamed pieces, SSE quirks
 split across reads, CRLF, comments and empty events, multi-line data, Connection: close
 framing), usage in its three shapes, reasoning kept out of the chunks and stored apart,
 the session's own model, multi-turn context (also after a broker restart, and through
-REST reply:true), queued chats, --context-messages, no key -> no Authorization."""
+REST reply:true), queued chats, --context-messages, no key -> no Authorization. Every chat
+here carries its connection's default name (SPEC 9: name + "Name: " prefix, the room
+sentence after the system prompt; 38_llm_authors.py tests the names themselves)."""
 
 import os
 import sys
@@ -15,7 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import parley  # noqa: E402
 from parley import Rest, check_reply  # noqa: E402
 from llm_fake import FakeLLM, Script  # noqa: E402
-from llm_support import chat_and_read, chunk_texts, connect, llm_broker, rows  # noqa: E402
+from llm_support import (ROOM, chat_and_read, chunk_texts, connect, guest,  # noqa: E402
+                         llm_broker, llm_name, rows, system_text)
 
 MODEL = "fake-model-7b"
 KEY = "sk-test-123"
@@ -23,8 +26,11 @@ PROMPT = "You are a terse assistant. Answer in one line."
 BODY_KEYS = {"model", "stream", "stream_options", "messages"}
 
 
-def u(text):
-    return {"role": "user", "content": text}
+def u(text, who=None):
+    """A user message as sent: with an author (SPEC 9), its name and the "Name: " prefix."""
+    if who is None:
+        return {"role": "user", "content": text}
+    return {"role": "user", "name": llm_name(who), "content": "%s: %s" % (who, text)}
 
 
 def a(text):
@@ -109,6 +115,7 @@ def test_main(t, fake):
                    llm_model=MODEL, llm_api_key=KEY, system_prompt=PROMPT)
     db = b.db
     c = connect(b, "A")
+    A = guest(c.id)  # every chat of c carries its default name
     t.eq("connected: server_info.model is the configured model",
          (c.connected.get("server_info") or {}).get("model"), MODEL)
     ev = c.request({"type": "create_session", "title": "llm"}, type="session_created")
@@ -117,43 +124,44 @@ def test_main(t, fake):
     d = connect(b, "B")
     d.join(sid)
     hist = []
+    SYS = {"role": "system", "content": system_text(PROMPT)}  # the room sentence after PROMPT
 
     # 1. a plain reply, usage in a last chunk with "choices": []
     s = Script(["Hello", ", world", "! How", " are you?"], usage=(17, 9))
     req, _ = reply_case(t, fake, c, sid, db, "first turn", s, usage=(17, 9), others=[d])
     check_request(t, "first turn request", req, MODEL, [
-        {"role": "system", "content": PROMPT}, u("first turn")])
-    hist += [u("first turn"), a(s.text)]
+        SYS, u("first turn", A)])
+    hist += [u("first turn", A), a(s.text)]
 
     # 2. multi-turn; usage with "choices": null (vLLM)
     s = Script(["Sure", ": ", "42", "."], usage=(40, 4), usage_style="null")
     req, _ = reply_case(t, fake, c, sid, db, "second turn", s, usage=(40, 4), others=[d])
     check_request(t, "second turn request: history with roles", req, MODEL,
-                  [{"role": "system", "content": PROMPT}] + hist + [u("second turn")])
-    hist += [u("second turn"), a(s.text)]
+                  [SYS] + hist + [u("second turn", A)])
+    hist += [u("second turn", A), a(s.text)]
 
     # 3. usage inside the finish_reason chunk; SSE lines split across reads, CRLF,
     #    comment lines and empty events
     s = Script(["Split ", "lines ", "ñ ✓ 日本", " done"], usage=(5, 6), usage_style="final",
                split=True, crlf=True, keepalive=True)
     reply_case(t, fake, c, sid, db, "split CRLF keep-alive stream", s, usage=(5, 6))
-    hist += [u("split CRLF keep-alive stream"), a(s.text)]
+    hist += [u("split CRLF keep-alive stream", A), a(s.text)]
 
     # 4. no usage at all -> NULL tokens; LF split lines; data in two `data:` lines
     s = Script(["Multi", "-line ", "data"], split=True, multiline=True)
     reply_case(t, fake, c, sid, db, "multi-line data, no usage", s)
-    hist += [u("multi-line data, no usage"), a(s.text)]
+    hist += [u("multi-line data, no usage", A), a(s.text)]
 
     # 4b. empty content pieces are skipped
     s = Script(["Empty ", "", "pieces", ""])
     reply_case(t, fake, c, sid, db, "empty pieces skipped", s, text="Empty pieces",
                chunks=["Empty ", "pieces"])
-    hist += [u("empty pieces skipped"), a(s.text)]
+    hist += [u("empty pieces skipped", A), a(s.text)]
 
     # 5. Connection: close framing (no chunked encoding, no length)
     s = Script(["Close ", "framed ", "stream"], framing="close", usage=(1, 3))
     reply_case(t, fake, c, sid, db, "Connection: close framing", s, usage=(1, 3))
-    hist += [u("Connection: close framing"), a(s.text)]
+    hist += [u("Connection: close framing", A), a(s.text)]
 
     # 6. reasoning: delta.reasoning_content, delta.reasoning, <think> split across pieces
     s = Script(["The answer", " is 4."], reasoning=["Two plus ", "two is four."],
@@ -175,10 +183,11 @@ def test_main(t, fake):
     chat_and_read(c, sid, "after reasoning")
     msgs = fake.requests[n].body.get("messages") if fake.count() > n else None
     t.eq("history sent after reasoning replies: visible text only, as stored", msgs,
-         [{"role": "system", "content": PROMPT}] + (hist + [
-             u("reasoning_content"), a("The answer is 4."), u("delta.reasoning"), a("Paris."),
-             u("think tags split across pieces"), a("Hello world"),
-             u("after reasoning")])[-20:])
+         [SYS] + (hist + [
+             u("reasoning_content", A), a("The answer is 4."), u("delta.reasoning", A),
+             a("Paris."),
+             u("think tags split across pieces", A), a("Hello world"),
+             u("after reasoning", A)])[-20:])
 
     # 8. a session created with model_id asks for that model and stores it
     ev = c.request({"type": "create_session", "model_id": "other-model"}, type="session_created")
@@ -197,7 +206,7 @@ def test_main(t, fake):
     check_reply(t, "REST reply", frames, sid2, text="Via REST", chunks=["Via ", "REST"])
     req = fake.requests[n] if fake.count() > n else None
     t.eq("REST reply: request messages", req and req.body.get("messages"),
-         [{"role": "system", "content": PROMPT}, u("session model_id"), a("Other model"),
+         [SYS, u("session model_id", A), a("Other model"),
           u("from rest")])
 
     # 10. three chats at once: each reply waits for the one before; each request ends with
@@ -222,10 +231,10 @@ def test_main(t, fake):
         for i, (r, q) in enumerate(((r1, "queued A"), (r2, "queued B"), (r3, "queued C"))):
             msgs = r.body.get("messages") or []
             t.eq("queued: request %d ends with the user message it answers" % (i + 1),
-                 msgs[-1:], [u(q)])
+                 msgs[-1:], [u(q, A)])
         m2 = r2.body.get("messages") or []
         t.ok("queued: request 2 holds chat A and not the later chat C",
-             u("queued A") in m2 and u("queued C") not in m2, repr(m2[-4:]))
+             u("queued A", A) in m2 and u("queued C", A) not in m2, repr(m2[-4:]))
         t.diag("queued: request 2 history tail %r" % (m2[-3:],))
         t.diag("queued: request 3 history tail %r" % ((r3.body.get("messages") or [])[-5:],))
     t.eq("B saw nothing of the other session", d.take_all(session_id=sid2), [])
@@ -242,29 +251,33 @@ def test_main(t, fake):
     n = fake.count()
     chat_and_read(c, sid, "after restart")
     stored = [m for m in rows(db, sid) if m["role"] in ("user", "assistant")]
-    want = [{"role": m["role"], "content": m["content"]} for m in stored[:-1]][-20:]
+    want = [u(m["content"], m["author_name"]) if m["role"] == "user" else a(m["content"])
+            for m in stored[:-1]][-20:]
     req = fake.requests[n] if fake.count() > n else None
     t.eq("after restart: the request carries the stored history (last 20)",
-         req and req.body.get("messages"), [{"role": "system", "content": PROMPT}] + want)
+         req and req.body.get("messages"), [SYS] + want)
     msgs = (req and req.body.get("messages")) or []
     t.ok("after restart: the turns from before the restart are in it",
-         hist[2] in msgs and hist[3] in msgs and msgs[-1] == u("after restart"), repr(msgs))
+         hist[2] in msgs and hist[3] in msgs and msgs[-1] == u("after restart", guest(c.id)),
+         repr(msgs))
     c.close()
     b2.stop()
     rest.stop()
 
 
 def test_nokey_context(t, fake):
-    """No key, no system prompt, --context-messages 2."""
+    """No key, no system prompt (only the room sentence), --context-messages 2."""
     b = llm_broker(t, "openai", fake.url_openai, llm_model="small", context_messages="2")
     c = connect(b, "K")
     sid = c.create_session()
+    K = guest(c.id)
     fake.play(Script(["r1"]))
     n = fake.count()
     chat_and_read(c, sid, "q1")
     req = fake.requests[n] if fake.count() > n else None
     if req is not None:
-        check_request(t, "no key, no system prompt", req, "small", [u("q1")], key=None)
+        check_request(t, "no key, no system prompt: the room sentence only", req, "small",
+                      [{"role": "system", "content": ROOM}, u("q1", K)], key=None)
     fake.play(Script(["r2"]))
     chat_and_read(c, sid, "q2")
     fake.play(Script(["r3"]))
@@ -273,7 +286,8 @@ def test_nokey_context(t, fake):
     t.eq("--context-messages 2: third reply streams", "".join(chunk_texts(frames)), "r3")
     req = fake.requests[n] if fake.count() > n else None
     t.eq("--context-messages 2: only the last 2 stored messages are sent",
-         req and req.body.get("messages"), [a("r2"), u("q3")])
+         req and req.body.get("messages"),
+         [{"role": "system", "content": ROOM}, a("r2"), u("q3", K)])
     c.close()
     b.stop()
 

@@ -3,7 +3,9 @@
 user/model, systemInstruction), chunks equal to the streamed parts, usageMetadata stored,
 multi-turn context, SSE quirks, the session's own model, no key -> no header, stop closing
 the upstream connection, and the gemini failures: HTTP 400 with Google's error body, a
-blocked prompt, a malformed line, a disconnect mid-stream."""
+blocked prompt, a malformed line, a disconnect mid-stream. Every chat here carries its
+connection's default name (SPEC 9: the "Name: " prefix, the room sentence in the
+systemInstruction; 38_llm_authors.py tests the names themselves)."""
 
 import os
 import sys
@@ -14,23 +16,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import parley  # noqa: E402
 from parley import check_reply  # noqa: E402
 from llm_fake import GEMINI_KEY_ERROR, FakeLLM, Script  # noqa: E402
-from llm_support import (chat_and_read, chunk_texts, connect, failure_case,  # noqa: E402
-                         llm_broker, rows, wait_chunk)
+from llm_support import (ROOM, chat_and_read, chunk_texts, connect,  # noqa: E402
+                         failure_case, guest, llm_broker, rows, system_text, wait_chunk)
 
 MODEL = "gemini-test-flash"
 KEY = "gk-test-456"
 PROMPT = "You are a helpful assistant."
 
 
-def u(text):
-    return {"role": "user", "parts": [{"text": text}]}
+def u(text, who=None):
+    """A user message as sent: with an author (SPEC 9), the "Name: " prefix (Gemini has no
+    name field)."""
+    return {"role": "user", "parts": [{"text": "%s: %s" % (who, text) if who else text}]}
 
 
 def m(text):
     return {"role": "model", "parts": [{"text": text}]}
 
 
-def check_request(t, name, req, model, contents, key=KEY, prompt=PROMPT):
+def check_request(t, name, req, model, contents, key=KEY, prompt=system_text(PROMPT)):
+    """prompt: the systemInstruction text expected (here with authors: the room sentence
+    after PROMPT), None for none."""
     t.eq("%s: POST" % name, req.method, "POST")
     t.eq("%s: path" % name, req.path, "/v1beta/models/%s:streamGenerateContent" % model)
     t.eq("%s: query alt=sse (no key in the URL)" % name, req.query, "alt=sse")
@@ -85,6 +91,7 @@ def test_main(t, fake):
     db = b.db
     url = fake.url_gemini
     c = connect(b, "G")
+    G = guest(c.id)  # every chat of c carries its default name
     t.eq("connected: server_info.model", (c.connected.get("server_info") or {}).get("model"),
          MODEL)
     ev = c.request({"type": "create_session"}, type="session_created")
@@ -94,12 +101,12 @@ def test_main(t, fake):
     s = Script(["Bonjour", ", le", " monde ✓"], usage=(11, 4))
     req = reply_case(t, fake, c, sid, db, "gemini first turn", s, usage=(11, 4))
     if req:
-        check_request(t, "gemini first request", req, MODEL, [u("gemini first turn")])
+        check_request(t, "gemini first request", req, MODEL, [u("gemini first turn", G)])
     s2 = Script(["Second", " answer"], usage=(30, 2))
     req = reply_case(t, fake, c, sid, db, "gemini second turn", s2, usage=(30, 2))
     if req:
         check_request(t, "gemini second request: roles user/model", req, MODEL, [
-            u("gemini first turn"), m(s.text), u("gemini second turn")])
+            u("gemini first turn", G), m(s.text), u("gemini second turn", G)])
     s3 = Script(["LF ", "split ", "lines"], crlf=False, split=True, keepalive=True)
     reply_case(t, fake, c, sid, db, "gemini LF split keep-alive", s3)
     s4 = Script(["CRLF ", "split"], crlf=True, split=True, usage=(2, 2))
@@ -153,13 +160,14 @@ def test_main(t, fake):
 def test_nokey(t, fake):
     b = llm_broker(t, "gemini", fake.url_gemini, llm_model=MODEL, llm_models="gemini-other")
     c = connect(b, "N")
+    N = guest(c.id)
     ev = c.request({"type": "create_session", "model_id": "gemini-other"}, type="session_created")
     sid = ev["session_id"]
     s = Script(["no ", "key"])
     req = reply_case(t, fake, c, sid, b.db, "gemini without key", s, model="gemini-other")
     if req:
         check_request(t, "gemini without key, session model", req, "gemini-other",
-                      [u("gemini without key")], key=None, prompt=None)
+                      [u("gemini without key", N)], key=None, prompt=ROOM)
     c.close()
     b.stop()
 

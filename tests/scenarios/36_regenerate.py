@@ -17,14 +17,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import parley  # noqa: E402
 from parley import Broker, Rest, check_reply, one_of  # noqa: E402
 from llm_fake import FakeLLM, Script  # noqa: E402
-from llm_support import connect, llm_broker, rows  # noqa: E402
+from llm_support import (connect, guest, llm_broker, llm_name, rows,  # noqa: E402
+                         system_text)
 
 MODEL = "fake-model-7b"
 PROMPT = "You are a terse assistant."
 
 
-def u(text):
-    return {"role": "user", "content": text}
+def u(text, who):
+    """A user message of who (no name given: its guest name) as the LLM gets it (SPEC 9)."""
+    name = guest(who.id)
+    return {"role": "user", "name": llm_name(name), "content": name + ": " + text}
 
 
 def a(text):
@@ -98,11 +101,12 @@ def test_openai(t, fake):
     done2, req2 = regenerate(t, "regenerate 1", fake, c, [d], sid, r1["message_id"], 1,
                              Script(["Second", " answer", "."]))
     t.eq("regenerate 1: the LLM is asked the same question again",
-         req2.body.get("messages"), [{"role": "system", "content": PROMPT}, u("What is up?")])
+         req2.body.get("messages"),
+         [{"role": "system", "content": system_text(PROMPT)}, u("What is up?", c)])
     done3, req3 = regenerate(t, "regenerate 2", fake, c, [d], sid, done2["message_id"], 1,
                              Script(["Third", " one."]))
     t.eq("regenerate 2: no superseded reply in the context", req3.body.get("messages"),
-         [{"role": "system", "content": PROMPT}, u("What is up?")])
+         [{"role": "system", "content": system_text(PROMPT)}, u("What is up?", c)])
 
     # a later turn: the context has the newest reply only
     fake.queue(Script(["Fourth."]))
@@ -112,8 +116,8 @@ def test_openai(t, fake):
     d.read_reply(sid, timeout=30)
     t.eq("later turn: the context skips the superseded replies",
          fake.wait_request(n).body.get("messages"),
-         [{"role": "system", "content": PROMPT}, u("What is up?"), a("Third one."),
-          u("And then?")])
+         [{"role": "system", "content": system_text(PROMPT)}, u("What is up?", c),
+          a("Third one."), u("And then?", c)])
     t.eq("later turn: message_count 4", r4.get("message_count"), 4)
 
     # the default answers keep their fields (no status); ?all=true adds each reply's status

@@ -3,7 +3,8 @@
  * comments and other fields; multi-line data; the size limit), then each provider's
  * event parser of broker/llm_providers.c (OpenAI-compatible deltas, reasoning, usage,
  * [DONE], error objects; Gemini parts, thought parts, blockReason, usageMetadata; the
- * <think> splitter across pieces) and llm_error_text; and whole streams as servers send
+ * <think> splitter across pieces) and llm_error_text; the authors' names and prefixes of
+ * broker/llm_room.c; and whole streams as servers send
  * them, one folder each in tests/unit/cases/stream/ (provider, stream, expected). Not a
  * test of the HTTP side. */
 #include <dirent.h>
@@ -506,6 +507,75 @@ static void run_error_cases(void)
     }
 }
 
+/* ---- who said what (broker/llm_room.c, SPEC 9) ---- */
+
+struct room_case {
+    const char *role, *author, *content;
+    const char *want; /* llm_content */
+    bool named;       /* llm_author is the author */
+};
+
+static const struct room_case room_cases[] = {
+    {"user", "Ana", "hi", "Ana: hi", true},
+    {"user", "Zoë Ann", "ça va ✓", "Zoë Ann: ça va ✓", true},
+    {"user", "Ana", "", "Ana: ", true},
+    {"user", "Ana", "Ana: signed", "Ana: signed", true},
+    {"user", "Ana", "Ana:no space", "Ana: Ana:no space", true},
+    {"user", "Ana", "Ana", "Ana: Ana", true},
+    {"user", "Ana", "Bob: quoting", "Ana: Bob: quoting", true},
+    {"user", "Ana", "ana: other case", "Ana: ana: other case", true},
+    {"user", NULL, "no author", "no author", false},
+    {"user", "", "empty author", "empty author", false},
+    {"user", "bad\nname", "a control character", "a control character", false},
+    {"user", "\xff", "not UTF-8", "not UTF-8", false},
+    {"assistant", "Ana", "a reply", "a reply", false},
+};
+
+static void run_room_cases(void)
+{
+    for (size_t i = 0; i < UNIT_COUNT(room_cases); i++) {
+        const struct room_case *k = &room_cases[i];
+        struct db_message m = {.content = (char *)k->content, .author_name = (char *)k->author};
+        struct db_message_list l = {.v = &m, .n = 1};
+        char *got, *sys, *bare;
+
+        snprintf(m.role, sizeof m.role, "%s", k->role);
+        unit_begin();
+        got = llm_content(&m);
+        sys = llm_system_text("P", &l);
+        bare = llm_system_text(NULL, &l);
+        EQ_STR(got, k->want);
+        EQ_STR(llm_author(&m), k->named ? k->author : NULL);
+        EQ_STR(sys, k->named ? "P\n\n" LLM_ROOM_PROMPT : "P");
+        EQ_STR(bare, k->named ? LLM_ROOM_PROMPT : "");
+        unit_end("llm_room case %zu (%s, %s): \"%s\"", i, k->role, k->named ? "named" : "no author",
+                 k->want);
+        free(got);
+        free(sys);
+        free(bare);
+    }
+}
+
+static void test_room_any_author(void)
+{
+    struct db_message v[3] = {{.role = "user", .content = "x"},
+                              {.role = "assistant", .content = "y", .author_name = "Ana"},
+                              {.role = "user", .content = "z", .author_name = "Bo"}};
+    struct db_message_list l = {.v = v, .n = 2}, none = {.v = v, .n = 0};
+    char *s;
+
+    s = llm_system_text("", &l); /* no user message with an author */
+    EQ_STR(s, "");
+    free(s);
+    l.n = 3;
+    s = llm_system_text("", &l);
+    EQ_STR(s, LLM_ROOM_PROMPT);
+    free(s);
+    s = llm_system_text("P", &none);
+    EQ_STR(s, "P");
+    free(s);
+}
+
 /* ---- whole streams, one folder per case ---- */
 
 /* Reads a whole file into a new NUL-terminated string (caller frees), or NULL. */
@@ -670,6 +740,9 @@ int main(void)
         {"sse: SSE_MAX_EVENT bounds a line and an event", test_sse_limit},
         {NULL, run_parser_cases},
         {NULL, run_error_cases},
+        {NULL, run_room_cases},
+        {"llm_room: the room sentence once one user message of the context has an author",
+         test_room_any_author},
         {NULL, run_stream_dirs},
         {"the model the server names is emitted once, the first one", test_model_once},
     };
