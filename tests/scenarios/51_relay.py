@@ -206,6 +206,11 @@ def test_late_broker(t, rest, tmpdir, redis, sid, a):
     replay = joined.get("messages") or []
     t.eq("a broker started later replays the history after the first message with since",
          [m.get("seq") for m in replay], [m.get("seq") for m in hist[1:]])
+    # told live, or (joined before its Redis link was up) by its roster once it is
+    ev = a.expect(timeout=WAIT, type="session_update", update_type="user_joined",
+                  connection_id=e.id)
+    t.eq("its member's join reaches b1 (user_joined, clients counting every broker)",
+         ev.get("clients"), 4)
     a.chat("to the late broker")
     got = added(e, 1)
     t.eq("and then hears b1's chats live",
