@@ -133,6 +133,36 @@ def main(t):
     t.eq("a name of 64 two-byte characters is fine", (rc, out), (0, "sixty-four\n"))
     broker.stop()
     rest.stop()
+    test_quota(t)
+
+
+def test_quota(t):
+    """Over the key's quota a chat is refused: the client shows the server's message."""
+    quota = {"--quota-messages-per-day": "1"}
+    rest = parley.Rest(t, flags=quota)
+    code, out, err = parley.run_cli("parley-rest", ["--db", rest.db, "--notify-socket",
+                                                    rest.notify_socket, "keys", "add", "dora"])
+    t.eq("keys add dora: exit 0", code, 0)
+    key = out.strip()
+    broker = parley.Broker(t, flags=quota, tmpdir=rest.tmpdir, port=rest.ws_port)
+    p = Pane(t, client_env(rest, broker), args=["--api-key", key, "--name", "dora"], name="q")
+    try:
+        p.expect("connected with the key", r"^created session [0-9a-f]{16};")
+        p.line("one")
+        p.expect("the first message of the day is answered", r"^assistant: one$")
+        p.line("two")
+        p.expect("the second is refused with the server's message",
+                 r"^quota exceeded: this API key has sent its 1 messages for today \(its quota per "
+                 r"UTC day\); the quota resets at \d{4}-\d\d-\d\dT00:00:00Z, in .+$")
+        p.expect("and the client says it was not stored", r"^\(that message was not stored\)$")
+        p.line("/mode off")
+        p.expect("/mode with the API key", r"^reply mode is now off: the assistant answers no "
+                 r"message \(/regenerate still asks it\)$")
+        p.quit("quota client")
+    finally:
+        p.close()
+    broker.stop()
+    rest.stop()
 
 
 if __name__ == "__main__":
