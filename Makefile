@@ -57,7 +57,7 @@ BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/se
 	broker/regen.c
 CLIENT_SRC := common/log.c common/clock.c common/perr.c common/config.c common/jsonx.c common/utf8.c \
 	client/main.c client/repl.c client/commands.c client/term.c client/wsconn.c client/crest.c \
-	client/show.c client/script.c
+	client/show.c client/script.c client/who.c common/names.c common/reply_policy.c
 UNIT_TESTS := test_config test_clock test_db test_notify test_hostcheck test_router test_fcgi \
 	test_sse test_utf8 test_dbq test_auth test_inbound test_pg_lease test_policy
 # what a unit test links besides common/ (its test_*.o and COMMON_SRC), and with what

@@ -13,6 +13,8 @@
 #include "repl.h"
 #include "show.h"
 #include "term.h"
+#include "utf8.h"
+#include "who.h"
 
 extern char **environ;
 
@@ -158,7 +160,7 @@ static void c_server(struct repl *r, const char *arg)
 {
     struct crest_reply rep;
 
-    if (repl_rest(r, "GET", "/stats", &rep))
+    if (repl_rest(r, "GET", "/stats", NULL, &rep))
         return;
     term_line(TERM_BOLD, "Server statistics (%s/stats):", r->rest.base);
     print_object(rep.json, "  ");
@@ -170,7 +172,7 @@ static void c_health(struct repl *r, const char *arg)
     struct crest_reply rep;
     json_t *b;
 
-    if (repl_rest(r, "GET", "/health", &rep))
+    if (repl_rest(r, "GET", "/health", NULL, &rep))
         return;
     b = json_object_get(rep.json, "broker");
     term_line(TERM_PLAIN, "status %s, database %s, broker %s (%lld connections), uptime %lld s",
@@ -214,7 +216,7 @@ static void c_clear(struct repl *r, const char *arg)
     if (!need_session(r))
         return;
     snprintf(path, sizeof path, "/sessions/%s/clear", r->session);
-    if (repl_rest(r, "POST", path, &rep))
+    if (repl_rest(r, "POST", path, NULL, &rep))
         return;
     term_line(TERM_PLAIN, "cleared %lld messages",
               (long long)json_integer_value(json_object_get(rep.json, "cleared")));
@@ -263,14 +265,9 @@ static void leave_current(struct repl *r)
 
 static void c_new(struct repl *r, const char *arg)
 {
-    json_t *msg = *arg ? json_pack("{s:s, s:s}", "type", "create_session", "title", arg)
-                       : json_pack("{s:s}", "type", "create_session");
-
     if (wsc_state(r->ws) == WSC_CONNECTED)
         leave_current(r);
-    if (msg)
-        repl_send(r, msg);
-    json_decref(msg);
+    repl_create(r, arg);
 }
 
 static void c_info(struct repl *r, const char *arg)
@@ -291,7 +288,7 @@ static void c_info(struct repl *r, const char *arg)
     term_line(TERM_PLAIN, "  messages:      %lld", (long long)r->message_count);
     term_line(TERM_PLAIN, "  clients:       %lld", (long long)r->clients);
     snprintf(path, sizeof path, "/sessions/%s?limit=1", r->session);
-    if (repl_rest(r, "GET", path, &rep))
+    if (repl_rest(r, "GET", path, NULL, &rep))
         return;
     {
         const char *title = json_string_value(json_object_get(rep.json, "title"));
@@ -310,7 +307,7 @@ static void c_sessions(struct repl *r, const char *arg)
 {
     struct crest_reply rep;
 
-    if (repl_rest(r, "GET", "/sessions?limit=100", &rep))
+    if (repl_rest(r, "GET", "/sessions?limit=100", NULL, &rep))
         return;
     show_sessions(rep.json, r->session, emit_line, NULL);
     crest_reply_cleanup(&rep);
@@ -318,8 +315,6 @@ static void c_sessions(struct repl *r, const char *arg)
 
 static void c_join(struct repl *r, const char *arg)
 {
-    json_t *msg;
-
     if (!clock_is_hex(arg, 16)) {
         term_line(TERM_YELLOW, "usage: /join ID (a session id: 16 hex characters, see /sessions)");
         return;
@@ -333,12 +328,8 @@ static void c_join(struct repl *r, const char *arg)
         return;
     }
     leave_current(r);
-    msg = json_pack("{s:s, s:s, s:I}", "type", "join_session", "session_id", arg, "since",
-                    (json_int_t)0);
     r->first_join = true;
-    if (msg)
-        repl_send(r, msg);
-    json_decref(msg);
+    repl_join(r, arg, 0);
 }
 
 static void c_leave(struct repl *r, const char *arg)
@@ -362,7 +353,7 @@ static void c_history(struct repl *r, const char *arg)
     if (!need_session(r))
         return;
     snprintf(path, sizeof path, "/sessions/%s?limit=%lld", r->session, (long long)n);
-    if (repl_rest(r, "GET", path, &rep))
+    if (repl_rest(r, "GET", path, NULL, &rep))
         return;
     msgs = json_object_get(rep.json, "messages");
     term_line(TERM_BOLD, "Last %zu message(s) of session %s:", json_array_size(msgs), r->session);
@@ -380,6 +371,90 @@ static void c_stop(struct repl *r, const char *arg)
 {
     if (need_session(r))
         send_simple(r, "stop", true);
+}
+
+/* The name is the connection's, given with join_session (SPEC 9): /name sends a
+ * join_session of the current session with it, without since (no replay); the answer
+ * confirms it (repl.c). Offline or without a session it is kept for the next join. */
+static void c_name(struct repl *r, const char *arg)
+{
+    char why[128], shown[WHO_SHOWN_LEN];
+
+    if (!*arg) {
+        term_line(TERM_PLAIN, "your name: %s (/name NEW to change it)",
+                  r->name[0] ? who_shown(r->name, shown) : "the service's default");
+        return;
+    }
+    if (!who_check(arg, why, sizeof why)) {
+        term_line(TERM_YELLOW, "cannot use that name: %s", why);
+        return;
+    }
+    if (!r->session[0] || wsc_state(r->ws) != WSC_CONNECTED) {
+        snprintf(r->name, sizeof r->name, "%s", arg);
+        term_line(TERM_PLAIN, "your name will be %s from the next session you join",
+                  who_shown(r->name, shown));
+        return;
+    }
+    snprintf(r->renaming, sizeof r->renaming, "%s", arg);
+    {
+        json_t *msg = json_pack("{s:s, s:s, s:s}", "type", "join_session", "session_id", r->session,
+                                "name", arg);
+        if (!msg || repl_send(r, msg))
+            r->renaming[0] = '\0';
+        json_decref(msg);
+    }
+}
+
+/* PATCH /sessions/{id} {reply_mode}; the answer is shown at once, so the session_changed
+ * every member gets (this client too) finds nothing new here. */
+static void c_mode(struct repl *r, const char *arg)
+{
+    char path[64], body[64], old[POLICY_MODE_LEN];
+    struct crest_reply rep;
+    const char *mode, *title;
+
+    if (!*arg) {
+        if (!need_session(r))
+            return;
+        if (r->reply_mode[0])
+            repl_show_mode(r, r->reply_mode, false);
+        term_line(TERM_PLAIN, "/mode always|mention|off changes it for everyone in the session");
+        return;
+    }
+    if (!policy_mode_valid(arg)) {
+        char shown[UTF8_SHOWN_LEN];
+        term_line(TERM_YELLOW,
+                  "unknown reply mode '%s'; use /mode always (every message is "
+                  "answered), /mode mention (only messages with @assistant) or "
+                  "/mode off (none)",
+                  utf8_shown(shown, arg));
+        return;
+    }
+    if (!need_session(r))
+        return;
+    snprintf(path, sizeof path, "/sessions/%s", r->session);
+    snprintf(body, sizeof body, "{\"reply_mode\":\"%s\"}", arg);
+    if (repl_rest(r, "PATCH", path, body, &rep))
+        return;
+    mode = json_string_value(json_object_get(rep.json, "reply_mode"));
+    title = json_string_value(json_object_get(rep.json, "title"));
+    snprintf(old, sizeof old, "%s", r->reply_mode);
+    if (mode && policy_mode_valid(mode)) {
+        snprintf(r->reply_mode, sizeof r->reply_mode, "%s", mode);
+        if (strcmp(old, mode) == 0)
+            term_line(TERM_PLAIN, "the reply mode is %s already", mode);
+        else
+            repl_show_mode(r, mode, true);
+    }
+    snprintf(r->title, sizeof r->title, "%s", title ? title : "");
+    r->title_known = true;
+    crest_reply_cleanup(&rep);
+}
+
+static void c_regenerate(struct repl *r, const char *arg)
+{
+    if (need_session(r))
+        send_simple(r, "regenerate", true);
 }
 
 static const struct command commands[] = {
@@ -401,6 +476,9 @@ static const struct command commands[] = {
     {"leave", NULL, "leave the current session", c_leave},
     {"history", "[N]", "the last N messages (20)", c_history},
     {"stop", NULL, "stop the reply being generated", c_stop},
+    {"name", "[NEW]", "your name in the session (show or change it)", c_name},
+    {"mode", "[MODE]", "when the assistant answers: always, mention (@assistant) or off", c_mode},
+    {"regenerate", NULL, "have the assistant answer the last message again", c_regenerate},
     {NULL, NULL, NULL, NULL},
 };
 

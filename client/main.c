@@ -11,6 +11,7 @@
 #include "repl.h"
 #include "script.h"
 #include "term.h"
+#include "who.h"
 
 static const char help_epilog[] =
     "Commands (default: interactive chat):\n"
@@ -20,7 +21,9 @@ static const char help_epilog[] =
     "  history ID [--json]          print the messages of a session\n"
     "\n"
     "Interactive commands: /help /stats /server /health /docs /demo /clear /quit /connect\n"
-    "/disconnect /ping /new /info /sessions /join ID /leave /history [N] /stop.\n"
+    "/disconnect /ping /new /info /sessions /join ID /leave /history [N] /stop /name NEW\n"
+    "/mode always|mention|off /regenerate.\n"
+    "Your name in sessions: --name NAME (PARLEY_NAME), else your login name.\n"
     "Colours only on a terminal, and never when NO_COLOR is set.\n"
     "Exit status: 0 success, 1 failure (the reason on stderr), 2 wrong usage.\n";
 
@@ -74,6 +77,17 @@ int main(int argc, char **argv)
     if (res != CFG_OK) {
         ret = res == CFG_EXIT ? 0 : 2;
         goto out;
+    }
+    if (cfg.name) {
+        char why[128];
+        if (!who_check(cfg.name, why, sizeof why)) {
+            fprintf(stderr,
+                    "parley: --name: %s; give a shorter name (or none for your login "
+                    "name)\n",
+                    why);
+            ret = 2;
+            goto out;
+        }
     }
     log_init("parley", cfg.log_level);
     term_init(isatty(STDOUT_FILENO) && !cfg.no_color && !(no_color && *no_color) &&

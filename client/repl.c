@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "term.h"
+#include "who.h"
 
 #define TYPING_PAUSE_MS   3000 /* typing_stop after this long without a keystroke */
 #define TYPING_REFRESH_MS 5000 /* repeat typing_start (the broker expires it after 10 s) */
@@ -43,17 +44,34 @@ static void short_id(const char *id, char out[9])
     snprintf(out, 9, "%.8s", id && *id ? id : "-");
 }
 
-/* Who wrote a message: "you", "rest" (added over REST), or "user 1a2b3c". */
-static void author(const struct repl *r, const json_t *conn, char *out, size_t size)
+/* A member named in an event: its name (who_shown), or "user 1a2b3c" from a service that
+ * sends no names. */
+static void member(const char *conn, const char *name, char *out, size_t size)
 {
-    const char *id = json_string_value(conn);
+    char shown[WHO_SHOWN_LEN];
+
+    if (name)
+        snprintf(out, size, "%s", who_shown(name, shown));
+    else
+        snprintf(out, size, "user %.6s", conn ? conn : "?");
+}
+
+/* Who wrote a user message m: "you", its author's name, "rest" (added over REST without a
+ * name), or "user 1a2b3c" (stored before names existed). */
+static void author(const struct repl *r, const json_t *m, char *out, size_t size)
+{
+    const json_t *a = json_object_get(m, "author");
+    const char *id = json_string_value(json_object_get(m, "connection_id"));
+    const char *name = json_string_value(json_object_get(a, "name"));
 
     if (!id)
-        snprintf(out, size, "rest");
-    else if (strcmp(id, r->connection_id) == 0)
+        id = json_string_value(json_object_get(a, "connection_id"));
+    if (id && strcmp(id, r->connection_id) == 0)
         snprintf(out, size, "you");
+    else if (!id && !name)
+        snprintf(out, size, "rest");
     else
-        snprintf(out, size, "user %.6s", id);
+        member(id, name, out, size);
 }
 
 int repl_send(struct repl *r, const json_t *msg)
@@ -89,11 +107,12 @@ void repl_update_prompt(struct repl *r)
     term_set_prompt(prompt);
 }
 
-int repl_rest(struct repl *r, const char *method, const char *path, struct crest_reply *out)
+int repl_rest(struct repl *r, const char *method, const char *path, const char *body,
+              struct crest_reply *out)
 {
     char err[512];
 
-    if (crest_call(&r->rest, method, path, NULL, out, err, sizeof err)) {
+    if (crest_call(&r->rest, method, path, body, out, err, sizeof err)) {
         term_line(TERM_RED, "REST request failed: %s", err);
         return -1;
     }
@@ -103,6 +122,48 @@ int repl_rest(struct repl *r, const char *method, const char *path, struct crest
         return -1;
     }
     return 0;
+}
+
+int repl_join(struct repl *r, const char *sid, int64_t since)
+{
+    json_t *msg = json_pack("{s:s, s:s}", "type", "join_session", "session_id", sid);
+    int ret;
+
+    if (msg && since >= 0)
+        json_object_set_new(msg, "since", json_integer(since));
+    if (msg && r->name[0])
+        json_object_set_new(msg, "name", json_string(r->name));
+    ret = msg ? repl_send(r, msg) : -1;
+    json_decref(msg);
+    return ret;
+}
+
+int repl_create(struct repl *r, const char *title)
+{
+    json_t *msg = json_pack("{s:s}", "type", "create_session");
+    int ret;
+
+    if (msg && title && *title)
+        json_object_set_new(msg, "title", json_string(title));
+    if (msg && r->name[0])
+        json_object_set_new(msg, "name", json_string(r->name));
+    ret = msg ? repl_send(r, msg) : -1;
+    json_decref(msg);
+    return ret;
+}
+
+void repl_show_mode(const struct repl *r, const char *mode, bool changed)
+{
+    const char *what = strcmp(mode, "always") == 0 ? "the assistant answers every message"
+                       : strcmp(mode, "mention") == 0
+                           ? "the assistant answers only messages that mention @assistant"
+                           : "the assistant answers no message (/regenerate still asks it)";
+
+    if (strcmp(mode, "mention") == 0 && r->model[0] && strcmp(r->model, "?") != 0)
+        term_line(TERM_YELLOW, "reply mode %s%s: %s (or @%s)", changed ? "is now " : "", mode, what,
+                  r->model);
+    else
+        term_line(TERM_YELLOW, "reply mode %s%s: %s", changed ? "is now " : "", mode, what);
 }
 
 /* ---------------------------------------------------------------- chats and typing */
@@ -162,6 +223,25 @@ static bool ack_pending(struct repl *r, const char *cmid)
         *pp = p->next;
         if (r->n_waiting < REPL_MAX_WAITING)
             r->waiting[r->n_waiting++] = p->typed_ms;
+        free(p->text);
+        free(p);
+        return true;
+    }
+    return false;
+}
+
+/* Drops the pending chat with this client_msg_id, refused by the service (nothing was
+ * stored: resending it would be refused again). Returns whether there was one. */
+static bool forget_pending(struct repl *r, const char *cmid)
+{
+    struct repl_pending **pp, *p;
+
+    if (!cmid)
+        return false;
+    for (pp = &r->pending; (p = *pp); pp = &p->next) {
+        if (strcmp(p->cmid, cmid) != 0)
+            continue;
+        *pp = p->next;
         free(p->text);
         free(p);
         return true;
@@ -230,6 +310,8 @@ static void set_session(struct repl *r, const char *sid)
         r->n_typists = 0;
         r->n_waiting = 0;
         r->first_join = true;
+        r->reply_mode[0] = '\0';
+        r->title_known = false;
     }
     snprintf(r->session, sizeof r->session, "%s", sid ? sid : "");
     repl_update_prompt(r);
@@ -241,7 +323,27 @@ static void seen_id(struct repl *r, json_int_t id)
         r->last_msg_id = id;
 }
 
-static void typist_set(struct repl *r, const char *conn, bool typing)
+/* "alice is typing...", "alice and bob are typing...", "3 people are typing...". */
+static void show_typists(const struct repl *r)
+{
+    char a[WHO_SHOWN_LEN + 16], b[WHO_SHOWN_LEN + 16];
+
+    if (r->n_typists == 0)
+        return;
+    member(r->typists[0], r->typist_names[0][0] ? r->typist_names[0] : NULL, a, sizeof a);
+    if (r->n_typists == 1) {
+        term_line(TERM_DIM, "%s is typing...", a);
+        return;
+    }
+    member(r->typists[1], r->typist_names[1][0] ? r->typist_names[1] : NULL, b, sizeof b);
+    if (r->n_typists == 2)
+        term_line(TERM_DIM, "%s and %s are typing...", a, b);
+    else
+        term_line(TERM_DIM, "%d people are typing...", r->n_typists);
+}
+
+/* Notes that conn (named name, may be NULL) started or stopped typing; a start is shown. */
+static void typist_set(struct repl *r, const char *conn, const char *name, bool typing)
 {
     int i;
 
@@ -249,23 +351,24 @@ static void typist_set(struct repl *r, const char *conn, bool typing)
         if (strcmp(r->typists[i], conn) == 0)
             break;
     if (typing && i == r->n_typists && r->n_typists < REPL_MAX_TYPISTS) {
-        snprintf(r->typists[r->n_typists++], sizeof r->typists[0], "%s", conn);
-        if (r->n_typists == 1 && !term_streaming())
-            term_line(TERM_DIM, "someone is typing...");
-        else if (!term_streaming())
-            term_line(TERM_DIM, "%d people are typing...", r->n_typists);
+        snprintf(r->typists[r->n_typists], sizeof r->typists[0], "%s", conn);
+        snprintf(r->typist_names[r->n_typists], sizeof r->typist_names[0], "%s", name ? name : "");
+        r->n_typists++;
+        if (!term_streaming())
+            show_typists(r);
     } else if (!typing && i < r->n_typists) {
-        r->typists[i][0] = '\0';
         memmove(r->typists[i], r->typists[i + 1],
                 sizeof r->typists[0] * (size_t)(r->n_typists - i - 1));
+        memmove(r->typist_names[i], r->typist_names[i + 1],
+                sizeof r->typist_names[0] * (size_t)(r->n_typists - i - 1));
         r->n_typists--;
     }
 }
 
-/* A stored message shown as a line: "user 1a2b3c: hello". */
+/* A stored message shown as a line: "alice: hello", "you: hi", "assistant: hello". */
 static void show_chat(struct repl *r, const json_t *m)
 {
-    char who[32];
+    char who[WHO_SHOWN_LEN + 16];
     const char *role = json_string_value(json_object_get(m, "role"));
     const char *content = json_string_value(json_object_get(m, "content"));
 
@@ -274,7 +377,7 @@ static void show_chat(struct repl *r, const json_t *m)
     else if (role && strcmp(role, "user") != 0)
         snprintf(who, sizeof who, "%s", role);
     else
-        author(r, json_object_get(m, "connection_id"), who, sizeof who);
+        author(r, m, who, sizeof who);
     term_line(TERM_PLAIN, "%s%s:%s %s",
               term_sty(strcmp(who, "assistant") == 0 ? TERM_CYAN : TERM_MAGENTA), who, term_reset(),
               content ? content : "");
@@ -305,40 +408,85 @@ static void ev_connected(struct repl *r, json_t *m)
     const char *cid = json_string_value(json_object_get(m, "connection_id"));
     const char *model =
         json_string_value(json_object_get(json_object_get(m, "server_info"), "model"));
-    json_t *msg;
 
     snprintf(r->connection_id, sizeof r->connection_id, "%s", cid ? cid : "");
     snprintf(r->model, sizeof r->model, "%s", model ? model : "?");
+    r->renaming[0] = '\0'; /* a /name not answered is in the rejoin below */
     repl_update_prompt(r);
     if (r->session[0] && !r->first_join) {
         term_line(TERM_GREEN, "reconnected to %s; rejoining session %s since message #%lld",
                   r->cfg->url, r->session, (long long)r->last_msg_id);
-        msg = json_pack("{s:s, s:s, s:I}", "type", "join_session", "session_id", r->session,
-                        "since", (json_int_t)r->last_msg_id);
+        repl_join(r, r->session, r->last_msg_id);
     } else if (r->session[0]) {
         term_line(TERM_GREEN, "connected to %s (assistant: %s)", r->cfg->url, r->model);
-        msg = json_pack("{s:s, s:s, s:I}", "type", "join_session", "session_id", r->session,
-                        "since", (json_int_t)0);
+        repl_join(r, r->session, 0);
     } else if (r->stats.sessions_created == 0 && !r->disconnects) {
         term_line(TERM_GREEN, "connected to %s (assistant: %s)", r->cfg->url, r->model);
-        msg = json_pack("{s:s}", "type", "create_session");
+        repl_create(r, NULL);
     } else {
         term_line(TERM_GREEN, "connected to %s; no session (/new or /join ID)", r->cfg->url);
-        return;
     }
-    send_quiet(r, msg);
 }
 
 static void ev_session_created(struct repl *r, json_t *m)
 {
     const char *sid = json_string_value(json_object_get(m, "session_id"));
+    const char *mode = json_string_value(json_object_get(m, "reply_mode"));
+    const char *title = json_string_value(json_object_get(m, "title"));
 
     set_session(r, sid);
     r->first_join = false;
     r->message_count = 0;
     r->clients = 1;
     r->stats.sessions_created++;
+    snprintf(r->reply_mode, sizeof r->reply_mode, "%s",
+             mode && policy_mode_valid(mode) ? mode : "");
+    snprintf(r->title, sizeof r->title, "%s", title ? title : "");
+    r->title_known = true;
     term_line(TERM_GREEN, "created session %s; type a message, /help for commands", r->session);
+    if (r->reply_mode[0] && strcmp(r->reply_mode, POLICY_DEFAULT) != 0)
+        repl_show_mode(r, r->reply_mode, false);
+}
+
+#define MEMBERS_SHOWN 10 /* names listed on a join; the rest are counted */
+
+/* "here: alice, bob (you), carol and 4 others" from session_joined's members. */
+static void show_members(const struct repl *r, const json_t *members)
+{
+    char line[MEMBERS_SHOWN * (WHO_SHOWN_LEN + 8) + 64], who[WHO_SHOWN_LEN + 16];
+    size_t i, n = json_array_size(members), len = 0;
+    const json_t *x;
+
+    if (n == 0)
+        return;
+    len = (size_t)snprintf(line, sizeof line, "here:");
+    json_array_foreach(members, i, x)
+    {
+        const char *conn = json_string_value(json_object_get(x, "connection_id"));
+        bool me = conn && strcmp(conn, r->connection_id) == 0;
+        if (i == MEMBERS_SHOWN)
+            break;
+        member(conn, json_string_value(json_object_get(x, "name")), who, sizeof who);
+        len += (size_t)snprintf(line + len, sizeof line - len, "%s %s%s", i ? "," : "", who,
+                                me ? " (you)" : "");
+        if (len >= sizeof line)
+            break;
+    }
+    if (n > MEMBERS_SHOWN && len < sizeof line)
+        snprintf(line + len, sizeof line - len, " and %zu other%s", n - MEMBERS_SHOWN,
+                 n - MEMBERS_SHOWN == 1 ? "" : "s");
+    term_line(TERM_DIM, "%s", line);
+}
+
+/* The answer to a /name (a join_session of the current session with the new name). */
+static void renamed(struct repl *r)
+{
+    char shown[WHO_SHOWN_LEN];
+
+    snprintf(r->name, sizeof r->name, "%s", r->renaming);
+    r->renaming[0] = '\0';
+    term_line(TERM_GREEN, "you are now %s (others see it on your next message)",
+              who_shown(r->name, shown));
 }
 
 static void ev_session_joined(struct repl *r, json_t *m)
@@ -349,13 +497,25 @@ static void ev_session_joined(struct repl *r, json_t *m)
     bool more = json_is_true(json_object_get(m, "has_more")); /* the replay goes on */
     json_int_t last_id = json_integer_value(json_object_get(m, "last_id"));
     size_t i, n = json_array_size(msgs), shown = 0, from = 0;
+    const char *mode = json_string_value(json_object_get(m, "reply_mode"));
 
+    if (r->renaming[0] && sid && strcmp(sid, r->session) == 0 && !json_object_get(m, "messages")) {
+        r->clients = json_integer_value(json_object_get(m, "clients"));
+        renamed(r);
+        return;
+    }
     set_session(r, sid);
+    if (mode && policy_mode_valid(mode))
+        snprintf(r->reply_mode, sizeof r->reply_mode, "%s", mode);
     r->message_count = json_integer_value(json_object_get(m, "message_count"));
     r->clients = json_integer_value(json_object_get(m, "clients"));
-    if (first && !r->paging_first)
+    if (first && !r->paging_first) {
         term_line(TERM_GREEN, "joined session %s (%lld messages, %lld here)", r->session,
                   (long long)r->message_count, (long long)r->clients);
+        show_members(r, json_object_get(m, "members"));
+        if (r->reply_mode[0] && strcmp(r->reply_mode, POLICY_DEFAULT) != 0)
+            repl_show_mode(r, r->reply_mode, false);
+    }
     if (first) {
         /* a long replay comes in pages: show the end of the last one */
         from = more ? n : n > REPLAY_SHOWN ? n - REPLAY_SHOWN : 0;
@@ -378,8 +538,7 @@ static void ev_session_joined(struct repl *r, json_t *m)
         shown++;
     }
     if (more && last_id > 0) { /* ask for the next page */
-        send_quiet(r, json_pack("{s:s, s:s, s:I}", "type", "join_session", "session_id", r->session,
-                                "since", last_id));
+        repl_join(r, r->session, last_id);
         return;
     }
     if (!first)
@@ -446,11 +605,61 @@ static void ev_response_complete(struct repl *r, json_t *m)
                   r->n_typists);
 }
 
+#define NAMES_LISTED 5 /* names of a presence burst listed; the rest are counted */
+
+/* "alice, bob, carol and 2 others" for the connection ids of ids, named by names
+ * {connection_id: name}; "" when ids is empty. */
+static void name_list(const json_t *ids, const json_t *names, char *out, size_t size)
+{
+    size_t i, n = json_array_size(ids), len = 0;
+    const json_t *x;
+    char who[WHO_SHOWN_LEN + 16];
+
+    out[0] = '\0';
+    json_array_foreach(ids, i, x)
+    {
+        const char *conn = json_string_value(x);
+        if (i == NAMES_LISTED || !conn)
+            break;
+        member(conn, json_string_value(json_object_get(names, conn)), who, sizeof who);
+        len += (size_t)snprintf(out + len, size - len, "%s%s", i ? ", " : "", who);
+        if (len >= size)
+            return;
+    }
+    if (n > NAMES_LISTED)
+        snprintf(out + len, size - len, " and %zu other%s", n - NAMES_LISTED,
+                 n - NAMES_LISTED == 1 ? "" : "s");
+}
+
+/* session_changed (PATCH /sessions/{id}): what changed, as lines. An own /mode has set
+ * reply_mode and title from the PATCH answer already, so it prints nothing twice. */
+static void session_changed(struct repl *r, const json_t *m)
+{
+    const char *mode = json_string_value(json_object_get(m, "reply_mode"));
+    const char *title = json_string_value(json_object_get(m, "title"));
+    bool mode_changed = mode && policy_mode_valid(mode) && strcmp(mode, r->reply_mode) != 0;
+    bool title_changed =
+        r->title_known ? strcmp(title ? title : "", r->title) != 0 : !mode_changed && title;
+
+    if (mode_changed) {
+        snprintf(r->reply_mode, sizeof r->reply_mode, "%s", mode);
+        repl_show_mode(r, mode, true);
+    }
+    if (title_changed && title)
+        term_line(TERM_YELLOW, "the session's title is now \"%s\"", title);
+    else if (title_changed)
+        term_line(TERM_YELLOW, "the session's title was removed");
+    snprintf(r->title, sizeof r->title, "%s", title ? title : "");
+    r->title_known = true;
+}
+
 static void ev_session_update(struct repl *r, json_t *m)
 {
     const char *kind = json_string_value(json_object_get(m, "update_type"));
     const char *sid = json_string_value(json_object_get(m, "session_id"));
     const char *conn = json_string_value(json_object_get(m, "connection_id"));
+    const char *name = json_string_value(json_object_get(m, "name"));
+    char who[WHO_SHOWN_LEN + 16];
 
     if (!kind || !sid || strcmp(sid, r->session) != 0)
         return;
@@ -461,30 +670,45 @@ static void ev_session_update(struct repl *r, json_t *m)
         r->message_count = json_integer_value(json_object_get(m, "message_count"));
         seen_id(r, json_integer_value(json_object_get(msg, "id")));
         if (from)
-            typist_set(r, from, false);
+            typist_set(r, from, NULL, false);
         if (ack_pending(r, cmid) || (from && strcmp(from, r->connection_id) == 0))
             return; /* ours: already on screen as typed */
         show_chat(r, msg);
     } else if (strcmp(kind, "user_typing") == 0 && conn) {
-        typist_set(r, conn, json_is_true(json_object_get(m, "typing")));
+        typist_set(r, conn, name, json_is_true(json_object_get(m, "typing")));
     } else if (strcmp(kind, "user_joined") == 0 || strcmp(kind, "user_left") == 0) {
         bool joined = strcmp(kind, "user_joined") == 0;
         r->clients = json_integer_value(json_object_get(m, "clients"));
         if (!joined && conn)
-            typist_set(r, conn, false);
-        term_line(TERM_DIM, "user %.6s %s (%lld here)", conn ? conn : "?",
-                  joined ? "joined" : "left", (long long)r->clients);
+            typist_set(r, conn, NULL, false);
+        member(conn, name, who, sizeof who);
+        term_line(TERM_DIM, "%s %s (%lld here)", who, joined ? "joined" : "left",
+                  (long long)r->clients);
     } else if (strcmp(kind, "presence") == 0) { /* a burst of joins and leaves, told at once */
-        size_t i, nj = json_array_size(json_object_get(m, "joined"));
+        size_t i;
         json_t *left = json_object_get(m, "left"), *x;
+        char joined_s[256], left_s[256];
         r->clients = json_integer_value(json_object_get(m, "clients"));
         json_array_foreach(left, i, x)
         {
             if (json_is_string(x))
-                typist_set(r, json_string_value(x), false);
+                typist_set(r, json_string_value(x), NULL, false);
         }
-        term_line(TERM_DIM, "%zu joined, %zu left (%lld here)", nj, json_array_size(left),
-                  (long long)r->clients);
+        name_list(json_object_get(m, "joined"), json_object_get(m, "names"), joined_s,
+                  sizeof joined_s);
+        name_list(left, json_object_get(m, "names"), left_s, sizeof left_s);
+        if (joined_s[0] && left_s[0])
+            term_line(TERM_DIM, "%s joined; %s left (%lld here)", joined_s, left_s,
+                      (long long)r->clients);
+        else if (joined_s[0] || left_s[0])
+            term_line(TERM_DIM, "%s %s (%lld here)", joined_s[0] ? joined_s : left_s,
+                      joined_s[0] ? "joined" : "left", (long long)r->clients);
+    } else if (strcmp(kind, "session_changed") == 0) {
+        session_changed(r, m);
+    } else if (strcmp(kind, "message_superseded") == 0) {
+        r->message_count = json_integer_value(json_object_get(m, "message_count"));
+        term_line(TERM_DIM, "(reply #%lld superseded: regenerating)",
+                  (long long)json_integer_value(json_object_get(m, "message_id")));
     } else if (strcmp(kind, "history_cleared") == 0) {
         stream_failed(r, "history cleared");
         r->message_count = 0;
@@ -497,15 +721,52 @@ static void ev_session_update(struct repl *r, json_t *m)
     }
 }
 
+/* The service refused our name (invalid_field naming 'name') in a create_session or
+ * join_session: a /name keeps the old one; a name given at start is dropped (the service's
+ * default applies) and the request is sent again without it. */
+static void name_refused(struct repl *r, const char *req, const char *why)
+{
+    char shown[WHO_SHOWN_LEN];
+
+    if (r->renaming[0]) {
+        term_line(TERM_RED, "the server refused the name: %s", why);
+        term_line(TERM_YELLOW, "your name stays %s; /name NEW (1 to %d characters) to try another",
+                  r->name[0] ? who_shown(r->name, shown) : "the service's default", NAME_MAX_CHARS);
+        r->renaming[0] = '\0';
+        return;
+    }
+    term_line(TERM_RED, "the server refused your name: %s", why);
+    term_line(TERM_YELLOW,
+              "going on with the service's default name; /name NEW (1 to %d "
+              "characters) to choose one, or start with --name NAME",
+              NAME_MAX_CHARS);
+    r->name[0] = '\0';
+    if (strcmp(req, "create_session") == 0 && !r->session[0])
+        repl_create(r, NULL);
+    else if (strcmp(req, "join_session") == 0 && r->session[0])
+        repl_join(r, r->session, r->first_join ? 0 : r->last_msg_id);
+}
+
 static void ev_error(struct repl *r, json_t *m)
 {
     const char *code = json_string_value(json_object_get(m, "code"));
     const char *text = json_string_value(json_object_get(m, "message"));
     const char *req = json_string_value(json_object_get(m, "request_type"));
+    const char *cmid = json_string_value(json_object_get(m, "client_msg_id"));
+    bool joining = req && (strcmp(req, "join_session") == 0 || strcmp(req, "create_session") == 0);
 
     if (code && strcmp(code, "llm_error") == 0)
         stream_failed(r, "assistant error");
-    term_line(TERM_RED, "error %s: %s", code ? code : "?", text ? text : "");
+    if (code && strcmp(code, "invalid_field") == 0 && joining && text && strstr(text, "'name'")) {
+        name_refused(r, req, text);
+        return;
+    }
+    if (code && strcmp(code, "quota_exceeded") == 0)
+        term_line(TERM_RED, "quota exceeded: %s", text ? text : "");
+    else
+        term_line(TERM_RED, "error %s: %s", code ? code : "?", text ? text : "");
+    if (forget_pending(r, cmid))
+        term_line(TERM_DIM, "(that message was not stored)");
     if (code && strcmp(code, "session_not_found") == 0 && req && strcmp(req, "join_session") == 0 &&
         r->first_join)
         set_session(r, "");
@@ -659,6 +920,10 @@ int repl_main(struct cfg *cfg)
         }
         snprintf(r.session, sizeof r.session, "%s", cfg->session);
     }
+    if (cfg->name) /* checked by main */
+        snprintf(r.name, sizeof r.name, "%s", cfg->name);
+    else
+        who_default(r.name);
     the_repl = &r;
     r.ws = wsc_new(cfg->url, cfg->api_key, true, &handler, &r);
     if (!r.ws)

@@ -10,6 +10,8 @@
 
 #include "config.h"
 #include "crest.h"
+#include "names.h"
+#include "reply_policy.h"
 #include "wsconn.h"
 
 #define REPL_MAX_TYPISTS 16
@@ -45,7 +47,12 @@ struct repl {
     /* the connection and the session */
     char connection_id[40];
     char model[128];
-    char session[17]; /* current session, "" when none */
+    char session[17];                 /* current session, "" when none */
+    char name[NAME_LEN];              /* our display name, sent with each join; "": the service's */
+    char renaming[NAME_LEN];          /* a /name sent and not yet answered, "" when none */
+    char reply_mode[POLICY_MODE_LEN]; /* the session's, "" while unknown */
+    char title[256];                  /* the session's, when title_known */
+    bool title_known;
     int64_t message_count;
     int64_t clients;
     int64_t last_msg_id; /* newest message id seen in the session, for join's since */
@@ -66,6 +73,7 @@ struct repl {
     int64_t typing_sent_ms;
     struct wsc_timer typing_timer;
     char typists[REPL_MAX_TYPISTS][40];
+    char typist_names[REPL_MAX_TYPISTS][NAME_LEN];
     int n_typists;
     /* /ping */
     int64_t ping_sent_us; /* monotonic microseconds, 0 when no ping is out */
@@ -88,9 +96,17 @@ void repl_update_prompt(struct repl *r);
 void repl_ping(struct repl *r);
 /* Sends msg (borrowed) if connected; otherwise prints that it cannot. Returns 0 or -1. */
 int repl_send(struct repl *r, const json_t *msg);
-/* A REST call for a command: returns the answer (caller cleans it up with
- * crest_reply_cleanup) with a JSON body and status < 400, or prints why and returns -1. */
-int repl_rest(struct repl *r, const char *method, const char *path, struct crest_reply *out);
+/* A REST call for a command, with body (JSON text, or NULL): returns the answer (caller
+ * cleans it up with crest_reply_cleanup) with a JSON body and status < 400, or prints why
+ * and returns -1. */
+int repl_rest(struct repl *r, const char *method, const char *path, const char *body,
+              struct crest_reply *out);
+/* Sends join_session for sid with our name; since < 0: no replay. Returns 0 or -1. */
+int repl_join(struct repl *r, const char *sid, int64_t since);
+/* Sends create_session with our name and title (may be NULL). Returns 0 or -1. */
+int repl_create(struct repl *r, const char *title);
+/* Prints the session's reply mode and what it means; changed: it was just changed. */
+void repl_show_mode(const struct repl *r, const char *mode, bool changed);
 
 /* ---- commands.c ---- */
 /* Runs a line starting with '/'. */

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "crest.h"
 #include "show.h"
+#include "who.h"
 #include "wsconn.h"
 
 #define STDIN_MAX (16 * 1024 * 1024)
@@ -20,6 +21,7 @@ struct sender {
     const struct cfg *cfg;
     struct wsc *ws;
     const char *text;
+    char name[NAME_LEN]; /* sent with the join (SPEC 9); "": the service's default */
     char cmid[40];
     char rid[17];
     bool no_assistant;
@@ -69,11 +71,12 @@ static void on_message(void *ud, json_t *m)
         const char *model =
             json_string_value(json_object_get(json_object_get(m, "server_info"), "model"));
         s->no_assistant = model && strcmp(model, "none") == 0;
-        if (s->cfg->session)
-            send_json(
-                s, json_pack("{s:s, s:s}", "type", "join_session", "session_id", s->cfg->session));
-        else
-            send_json(s, json_pack("{s:s}", "type", "create_session"));
+        json_t *msg = s->cfg->session ? json_pack("{s:s, s:s}", "type", "join_session",
+                                                  "session_id", s->cfg->session)
+                                      : json_pack("{s:s}", "type", "create_session");
+        if (msg && s->name[0])
+            json_object_set_new(msg, "name", json_string(s->name));
+        send_json(s, msg);
     } else if (strcmp(type, "session_created") == 0 || strcmp(type, "session_joined") == 0) {
         send_json(s, json_pack("{s:s, s:s, s:s}", "type", "chat", "message", s->text,
                                "client_msg_id", s->cmid));
@@ -224,6 +227,10 @@ int script_send(const struct cfg *cfg, int argc, char **argv)
     }
     s.cfg = cfg;
     s.text = text;
+    if (cfg->name) /* checked by main */
+        snprintf(s.name, sizeof s.name, "%s", cfg->name);
+    else
+        who_default(s.name);
     s.ended_newline = true;
     if (clock_random_hex(rnd, 8)) {
         free(text);

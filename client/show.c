@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "who.h"
 
 int64_t show_parse_iso(const char *iso)
 {
@@ -92,7 +93,12 @@ char *show_message(const json_t *msg)
     const char *role = json_string_value(json_object_get(msg, "role"));
     const char *content = json_string_value(json_object_get(msg, "content"));
     const char *at = json_string_value(json_object_get(msg, "created_at"));
+    const char *name = json_string_value(json_object_get(json_object_get(msg, "author"), "name"));
+    char shown[WHO_SHOWN_LEN];
 
+    /* a user message with an author is shown by its author's name, as on the chat screen */
+    if (name && role && strcmp(role, "user") == 0)
+        role = who_shown(name, shown);
     if (asprintf(&out, "#%lld %s %s: %s", (long long)json_integer_value(json_object_get(msg, "id")),
                  at ? at : "?", role ? role : "?", content ? content : "") < 0)
         return NULL;

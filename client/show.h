@@ -16,8 +16,9 @@ int64_t show_parse_iso(const char *iso);
  * a header, then one row per session; the row of current (may be NULL) is marked '*'. */
 void show_sessions(const json_t *body, const char *current,
                    void (*emit)(void *ud, const char *line), void *ud);
-/* One history line for a message {id, role, content, created_at}:
- * "#12 2026-01-20T12:34:56.789Z user: hello". Returns a new string (free with free), NULL
+/* One history line for a message {id, role, content, created_at, author?}:
+ * "#12 2026-01-20T12:34:56.789Z alice: hello" (a user message by its author's name, else
+ * its role: "user", "assistant"). Returns a new string (free with free), NULL
  * when out of memory. */
 char *show_message(const json_t *msg);
 

@@ -138,6 +138,8 @@ static const struct cfg_option cfg_options[] = {
      "API key for the service"},
     {"session", NULL, NULL, T_STR, OFF(session), NULL, 0, 0, CFG_CLIENT, "ID",
      "join this session instead of creating one"},
+    {"name", NULL, NULL, T_STR, OFF(name), NULL, 0, 0, CFG_CLIENT, "NAME",
+     "your display name in sessions (1 to 64 characters; default: your login name)"},
     {"json", NULL, NULL, T_BOOL, OFF(json), "0", 0, 0, CFG_CLIENT, NULL, "machine-readable output"},
     {"timeout", NULL, NULL, T_INT, OFF(timeout_s), "120", 1, 86400, CFG_CLIENT, "S",
      "scripting: longest wait for the connection and the reply"},

@@ -82,6 +82,7 @@ struct cfg {
     char *rest_url;
     char *api_key;
     char *session;
+    char *name; /* display name in sessions (SPEC 9); NULL: the login name */
     bool json;
     int timeout_s; /* scripting: longest wait for a connection or a reply */
     bool no_color;

@@ -7,6 +7,7 @@ server this script started, by pid. Standard library only, /usr/bin/python3.
 """
 
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -22,6 +23,16 @@ def services(t, **broker_kw):
     rest = parley.Rest(t)
     broker = parley.Broker(t, tmpdir=rest.tmpdir, port=rest.ws_port, **broker_kw)
     return rest, broker
+
+
+def login_name():
+    """The name bin/parley takes by default: getlogin(), else $USER, else the password entry
+    (both processes share the login uid that getlogin() reads first)."""
+    try:
+        name = os.getlogin()
+    except OSError:
+        name = ""
+    return (name or os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name)[:64]
 
 
 def client_env(rest, broker, extra=None):

@@ -3,11 +3,12 @@
 and exit statuses."""
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import parley  # noqa: E402
-from cli_support import client_env, run_parley, services  # noqa: E402
+from cli_support import client_env, login_name, run_parley, services  # noqa: E402
 
 
 def main(t):
@@ -47,8 +48,9 @@ def main(t):
     rc, out, err = run_parley(["history", sid], env)
     t.eq("history: exit 0", rc, 0)
     t.match("history: four lines, oldest first", out,
-            r"^#1 \S+Z user: hello there\n#2 \S+Z assistant: hello there\n"
-            r"#3 \S+Z user: from  stdin\n#4 \S+Z assistant: from  stdin\n$")
+            r"^#1 \S+Z {me}: hello there\n#2 \S+Z assistant: hello there\n"
+            r"#3 \S+Z {me}: from  stdin\n#4 \S+Z assistant: from  stdin\n$".replace(
+                "{me}", re.escape(login_name())))
     rc, out, err = run_parley(["history", sid, "--json"], env)
     body = json.loads(out) if rc == 0 else {}
     t.eq("history --json: the session's messages", [m["content"] for m in body.get("messages", [])],
