@@ -328,7 +328,7 @@ async function run(browser) {
     ok('and the WebSocket connects', await waitFor(K, () => document.getElementById('conn').dataset.state === 'open' && document.getElementById('conn-text').textContent === 'Connected', null, 'K open'));
     eq('the WebSocket URL carries api_key', sockK.urls.at(-1), `${WS}?api_key=${key}`);
     eq('the key is in sessionStorage', await K.evaluate(() => sessionStorage.getItem('parley.apiKey')), key);
-    eq('and not in localStorage', await K.evaluate(() => Object.keys(localStorage).filter((k) => localStorage.getItem(k) === key)), []);
+    eq('and not in localStorage', await K.evaluate((kk) => Object.keys(localStorage).filter((k) => localStorage.getItem(k) === kk), key), []);
     await K.fill('#new-title', 'with a key');
     await K.click('#create-button');
     ok('creating a session works with the key', await waitFor(K, () => document.getElementById('chat-title').textContent === 'with a key' && document.getElementById('presence').dataset.clients === '1', null, 'K create'));
