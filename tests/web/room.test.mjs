@@ -4,7 +4,8 @@
 // page, two pages with their names on messages, in the list of who is here and in the
 // typing indicator, the reply-mode switch (the other page's follows; `mention` answers
 // only @assistant), the Regenerate button replacing the last reply, a refused regenerate
-// shown, and a chat over its API key's quota shown with the server's message.
+// shown, a new name through the Name control, and a chat over its API key's quota
+// shown with the server's message.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import {
@@ -192,6 +193,25 @@ async function run(browser) {
       eq(`${n}: its text`, (await shown(p, 'assistant')).at(-1), LONG);
       eq(`${n}: the button is back`, await p.locator('#messages button.regen').count(), 1);
     }
+  });
+
+  // ---- a new name through the Name control: the others see the change
+  await step('rename', async () => {
+    await B.click('#name-button');
+    ok('the Name button opens the dialog with the current name', await waitFor(B, (n) => document.getElementById('name-dialog').open && document.getElementById('name-input').value === n, BOB, 'B dialog'));
+    await B.fill('#name-input', 'Bobby');
+    await B.keyboard.press('Enter');
+    eq('B: the name control', await text(B, '#name-button'), 'Name: Bobby');
+    ok('A: who is here follows', await waitFor(A, () => [...document.querySelectorAll('#people .person')].map((e) => e.textContent).join('|') === 'Ann Lee (you)|Bobby', null, 'A people Bobby'));
+    ok('B: who is here', await waitFor(B, () => [...document.querySelectorAll('#people .person')].map((e) => e.textContent).join('|') === 'Bobby (you)|Ann Lee', null, 'B people Bobby'));
+    eq('A: the notices', (await A.$$eval('#messages .notice', (els) => els.map((e) => e.textContent))).slice(-2), [`${BOB} left`, 'Bobby joined']);
+    eq('B rejoined with the new name and the last id it had', sockB.sent.filter((f) => f.type === 'join_session').at(-1).name, 'Bobby');
+    eq('B kept its conversation', await B.$$eval('#messages li.msg', (els) => els.map((e) => e.dataset.id)), await A.$$eval('#messages li.msg', (els) => els.map((e) => e.dataset.id)));
+    await send(B, 'now as Bobby');
+    ok('A: the new message carries the new name', await waitFor(A, () => [...document.querySelectorAll('#messages li.msg[data-role="user"]')].some((li) => li.querySelector('.body').textContent === 'now as Bobby' && li.querySelector('.who').textContent === 'Bobby'), null, 'A Bobby msg'));
+    ok('B: and is marked as its own', await waitFor(B, () => [...document.querySelectorAll('#messages li.msg.mine[data-role="user"] .who')].some((w) => w.textContent === 'Bobby'), null, 'B Bobby mine'));
+    eq('the older messages keep the name they were written with', (await A.$$eval('#messages li.msg[data-role="user"] .who', (els) => els.map((e) => e.textContent))).slice(0, 2), [ANN, BOB]);
+    for (const [n, p] of [['A', A], ['B', B]]) ok(`${n}: its reply is done`, await repliesAre(p, 5, `${n} 5 replies`));
   });
 
   eq('no script errors on the pages', errors, []);
