@@ -4,6 +4,10 @@ import { Connection } from './parley-conn.js';
 
 const KEY_STORE = 'parley.apiKey';      // sessionStorage: this tab only
 const THEME_STORE = 'parley.theme';     // localStorage: a display preference
+const NAME_STORE = 'parley.name';       // localStorage: the display name, asked for once
+const CONNS_STORE = 'parley.myConnections'; // localStorage: this browser's recent connection ids
+const CONNS_KEPT = 50;
+const NAME_MAX_CHARS = 64;              // SPEC 9: 1 to 64 characters, no control characters
 const SESSION_REFRESH_MS = 5000;
 const TYPING_IDLE_MS = 3000;            // typing_stop after this long without input
 const TYPING_REPEAT_MS = 5000;          // the broker expires typing after 10 s
@@ -13,7 +17,10 @@ const HISTORY_PAGE = 100;
 const $ = (id) => document.getElementById(id);
 const el = {
   conn: $('conn'), connText: $('conn-text'), latency: $('latency'), reconnectNow: $('reconnect-now'),
-  keyButton: $('key-button'), themeToggle: $('theme-toggle'),
+  keyButton: $('key-button'), themeToggle: $('theme-toggle'), nameButton: $('name-button'),
+  people: $('people'), replyMode: $('reply-mode'),
+  nameDialog: $('name-dialog'), nameForm: $('name-form'), nameInput: $('name-input'), nameError: $('name-error'),
+  nameCancel: $('name-cancel'),
   sessionsTotal: $('sessions-total'), sessionList: $('session-list'), sessionsError: $('sessions-error'),
   createForm: $('create-form'), newTitle: $('new-title'),
   chatTitle: $('chat-title'), chatSub: $('chat-sub'), presence: $('presence'),
@@ -41,7 +48,13 @@ const state = {
   mine: new Set(),         // client_msg_ids this tab sent
   pending: new Map(),      // client_msg_id -> {li, text} not yet acknowledged
   streams: new Map(),      // response_id -> {li, body, text, chunks}
-  typers: new Map(),       // connection_id -> expiry timer
+  typers: new Map(),       // connection_id -> {timer, name}
+  members: new Map(),      // connection_id -> name: who is in the open session
+  name: '',                // the display name we give (localStorage), '' for the server's default
+  nameRefused: false,      // the server refused state.name: joins go without it
+  myConns: new Set(),      // connection ids of this browser (recent ones): their messages are ours
+  replyMode: '',           // the open session's reply_mode as last told by the server
+  replacing: null,         // the <li> of a superseded reply, replaced by the next reply
   clients: 0,
   typingSent: false,
   typingIdleTimer: null,
@@ -87,19 +100,47 @@ async function api(method, path, body) {
 
 // ---------------------------------------------------------------- small helpers
 
+// The label of a message's author: its author.name (SPEC 9) when it has one.
 function who(msg) {
   if (msg.role === 'assistant') return 'Assistant';
   if (msg.role === 'system') return 'System';
   if (msg.role === 'event') return 'Event';
-  if ((msg.client_msg_id && state.mine.has(msg.client_msg_id)) ||
-      (msg.connection_id && msg.connection_id === state.connId)) return 'You';
-  if (msg.connection_id === null) return 'API';
+  if (msg.author && typeof msg.author.name === 'string' && msg.author.name) return msg.author.name;
+  if (isMine(msg)) return myName();
+  if (msg.connection_id === null) return 'API'; // REST without a name or key
   if (msg.connection_id) return guest(msg.connection_id);
-  return 'User'; // history from REST does not say who
+  return 'User'; // stored before names existed
 }
 
+// Whether this browser wrote msg: one of its client_msg_ids, or one of its connections.
+function isMine(msg) {
+  if (msg.role !== 'user') return false;
+  if (msg.client_msg_id && state.mine.has(msg.client_msg_id)) return true;
+  const cid = (msg.author && msg.author.connection_id) || msg.connection_id;
+  return Boolean(cid) && state.myConns.has(cid);
+}
+
+// The server's default name (SPEC 9), when a member's name is unknown.
 function guest(connectionId) {
-  return `Guest ${String(connectionId).slice(0, 4)}`;
+  return `guest-${String(connectionId).slice(0, 4)}`;
+}
+
+// What the others see as our name: the one we gave, else the server's (from members).
+function myName() {
+  if (state.name && !state.nameRefused) return state.name;
+  if (state.connId && state.members.has(state.connId)) return state.members.get(state.connId);
+  return 'You';
+}
+
+function nameOf(connectionId, given) {
+  if (typeof given === 'string' && given) return given;
+  return state.members.get(connectionId) || guest(connectionId);
+}
+
+// "Ann", "Ann and Bob", "Ann, Bob and Cy"
+function listNames(names) {
+  if (names.length <= 1) return names.join('');
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
 }
 
 function timeText(iso) {
@@ -207,6 +248,106 @@ el.keyButton.addEventListener('click', () => {
   if (!el.keyDialog.open) el.keyDialog.showModal();
   el.keyInput.focus();
 });
+
+// ---------------------------------------------------------------- display name
+
+// Why name is not a valid display name (SPEC 9: 1 to 64 characters, no control
+// characters), or '' when it is. The server checks the same and answers invalid_field.
+function nameProblem(name) {
+  const chars = [...name].length;
+  if (chars === 0) return `Enter a name of 1 to ${NAME_MAX_CHARS} characters.`;
+  if (chars > NAME_MAX_CHARS) return `A name has at most ${NAME_MAX_CHARS} characters; this one has ${chars}.`;
+  if (/\p{Cc}/u.test(name)) return 'A name cannot contain control characters (a line break, a tab, …).';
+  if (/\p{Cs}/u.test(name)) return 'That name is not valid text.'; // a lone surrogate
+  return '';
+}
+
+function loadName() {
+  const stored = localStorage.getItem(NAME_STORE) || '';
+  state.name = stored && !nameProblem(stored) ? stored : '';
+}
+
+function showName() {
+  const n = state.name && !state.nameRefused ? state.name : '';
+  el.nameButton.textContent = n ? `Name: ${n}` : 'Choose a name';
+  el.nameButton.setAttribute('aria-label', n ? `Your name: ${n}. Change it` : 'Choose your name');
+}
+
+let nameResolve = null; // the first visit waits for the name dialog
+function askForName(error) {
+  el.nameInput.value = state.name || '';
+  el.nameError.textContent = error || '';
+  el.nameError.hidden = !error;
+  if (!el.nameDialog.open) el.nameDialog.showModal();
+  el.nameInput.focus();
+  el.nameInput.select();
+}
+
+function nameDialogDone() {
+  if (el.nameDialog.open) el.nameDialog.close();
+  if (nameResolve) { const r = nameResolve; nameResolve = null; r(); }
+}
+
+el.nameForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const name = el.nameInput.value.trim();
+  const why = nameProblem(name);
+  if (why) {
+    el.nameError.textContent = why;
+    el.nameError.hidden = false;
+    el.nameInput.setAttribute('aria-invalid', 'true');
+    el.nameInput.focus();
+    return;
+  }
+  el.nameInput.removeAttribute('aria-invalid');
+  const changed = name !== state.name || state.nameRefused;
+  state.name = name;
+  state.nameRefused = false;
+  localStorage.setItem(NAME_STORE, name);
+  showName();
+  nameDialogDone();
+  if (changed) rename();
+});
+
+el.nameCancel.addEventListener('click', nameDialogDone);
+el.nameDialog.addEventListener('close', () => { if (nameResolve) nameDialogDone(); });
+el.nameButton.addEventListener('click', () => askForName(''));
+
+// A new name reaches the others: the name given with join_session is the connection's
+// from then on; leaving and joining again tells the session (user_left, user_joined).
+function rename() {
+  if (!state.session || !state.joined || !conn.isOpen) return;
+  stopTyping();
+  conn.send({ type: 'leave_session', session_id: state.session.id });
+  state.joined = false;
+  join();
+}
+
+// The server refused our name (invalid_field naming name): say so, and go on without it.
+function nameRefused(m) {
+  const refused = state.name;
+  state.nameRefused = true;
+  localStorage.removeItem(NAME_STORE);
+  showName();
+  askForName(`The server refused the name "${refused}": ${m.message || m.code}`);
+  join();
+}
+
+function rememberConnection(id) {
+  state.myConns.add(id);
+  let list = [];
+  try { list = JSON.parse(localStorage.getItem(CONNS_STORE) || '[]'); } catch { /* reset */ }
+  if (!Array.isArray(list)) list = [];
+  list = list.filter((x) => typeof x === 'string' && x !== id).concat([id]).slice(-CONNS_KEPT);
+  localStorage.setItem(CONNS_STORE, JSON.stringify(list));
+}
+
+function loadConnections() {
+  try {
+    const list = JSON.parse(localStorage.getItem(CONNS_STORE) || '[]');
+    if (Array.isArray(list)) for (const x of list) if (typeof x === 'string') state.myConns.add(x);
+  } catch { /* none */ }
+}
 
 // ---------------------------------------------------------------- confirm dialog
 
@@ -357,10 +498,11 @@ function resetConversation() {
   state.shown.clear();
   state.pending.clear();
   state.streams.clear();
-  for (const t of state.typers.values()) clearTimeout(t);
+  for (const t of state.typers.values()) clearTimeout(t.timer);
   state.typers.clear();
   state.lastId = 0;
   state.oldestId = 0;
+  state.replacing = null;
   el.messages.replaceChildren();
   el.loadOlder.hidden = true;
   renderTyping();
@@ -374,12 +516,66 @@ function setSessionHeader() {
   el.clearButton.disabled = !s;
   el.deleteButton.disabled = !s;
   el.presence.hidden = !s;
+  el.people.hidden = !s;
+  el.replyMode.disabled = !s || !state.joined;
   for (const b of el.sessionList.querySelectorAll('.session-item')) {
     if (s && b.dataset.sessionId === s.id) b.setAttribute('aria-current', 'true');
     else b.removeAttribute('aria-current');
   }
   updateComposer();
 }
+
+// The list of who is here, from session_joined.members and the joins and leaves since.
+function renderPeople() {
+  const frag = document.createDocumentFragment();
+  const ids = [...state.members.keys()].sort((a, b) => {
+    if (a === state.connId) return -1;
+    if (b === state.connId) return 1;
+    return state.members.get(a).localeCompare(state.members.get(b));
+  });
+  for (const id of ids) {
+    const li = document.createElement('li');
+    li.className = 'person';
+    li.dataset.connectionId = id;
+    li.textContent = state.members.get(id);
+    li.title = state.members.get(id);
+    if (id === state.connId) {
+      li.classList.add('me');
+      li.append(' (you)');
+    }
+    frag.append(li);
+  }
+  el.people.replaceChildren(frag);
+}
+
+function setReplyMode(mode) {
+  if (!['always', 'mention', 'off'].includes(mode)) return;
+  state.replyMode = mode;
+  el.replyMode.value = mode;
+  el.input.placeholder = mode === 'mention' ? 'Write a message… (@assistant for a reply)' : 'Write a message…';
+}
+
+const MODE_TEXT = {
+  always: 'The assistant now answers every message.',
+  mention: 'The assistant now answers only messages that mention @assistant.',
+  off: 'The assistant is now off: it answers no message.',
+};
+
+el.replyMode.addEventListener('change', async () => {
+  if (!state.session) return;
+  const id = state.session.id;
+  const want = el.replyMode.value;
+  el.replyMode.disabled = true;
+  try {
+    const s = await api('PATCH', `/sessions/${encodeURIComponent(id)}`, { reply_mode: want });
+    if (state.session && state.session.id === id && s && s.reply_mode) el.replyMode.value = s.reply_mode;
+  } catch (e) {
+    if (state.session && state.session.id === id) el.replyMode.value = state.replyMode;
+    if (e.status !== 401) toast(`Could not change the assistant's replies: ${e.message}`);
+  } finally {
+    el.replyMode.disabled = !state.session || !state.joined;
+  }
+});
 
 function setClients(n) {
   state.clients = n;
@@ -396,6 +592,8 @@ async function openSession(id) {
   state.joined = false;
   state.loaded = false;
   resetConversation();
+  state.members.clear();
+  renderPeople();
   setClients(0);
   setSessionHeader();
   history.replaceState(null, '', `#${id}`);
@@ -414,6 +612,7 @@ async function openSession(id) {
   }
   if (token !== state.openToken) return;
   state.session = { id, title: data.title, model: data.model };
+  setReplyMode(data.reply_mode || 'always');
   setSessionHeader();
   setClients(data.clients);
   for (const m of data.messages) addMessage(m);
@@ -426,7 +625,9 @@ async function openSession(id) {
 
 function join() {
   if (!state.session || !state.loaded || !conn.isOpen || state.connId === null) return;
-  conn.send({ type: 'join_session', session_id: state.session.id, since: state.lastId });
+  const msg = { type: 'join_session', session_id: state.session.id, since: state.lastId };
+  if (state.name && !state.nameRefused) msg.name = state.name; // SPEC 9: our display name
+  conn.send(msg);
 }
 
 el.loadOlder.addEventListener('click', async () => {
@@ -444,22 +645,31 @@ el.loadOlder.addEventListener('click', async () => {
   }
 });
 
-function messageItem(m, label) {
+// One message: .meta holds .who (the author's name), "(you)" on our own, the time and
+// a .state while it is not acknowledged. Text only: never HTML.
+function messageItem(m, label, mine) {
   const li = document.createElement('li');
   li.className = `msg role-${m.role}`;
   li.dataset.role = m.role;
-  if (label === 'You') li.classList.add('mine');
   const meta = document.createElement('div');
   meta.className = 'meta';
   const w = document.createElement('span');
   w.className = 'who';
   w.textContent = label;
+  meta.append(w);
+  if (mine) {
+    li.classList.add('mine');
+    const you = document.createElement('span');
+    you.className = 'you';
+    you.textContent = '(you)';
+    meta.append(you);
+  }
   const t = document.createElement('time');
   if (m.created_at) {
     t.dateTime = m.created_at;
     t.textContent = timeText(m.created_at);
   }
-  meta.append(w, t);
+  meta.append(t);
   const body = document.createElement('div');
   body.className = 'body';
   body.textContent = m.content;
@@ -475,12 +685,13 @@ function addMessage(m) {
     li = state.pending.get(m.client_msg_id).li;
     state.pending.delete(m.client_msg_id);
     li.classList.remove('pending');
-    li.querySelector('.who').textContent = 'You';
+    li.querySelector('.who').textContent = who(m);
+    setMsgState(li, '');
     const t = li.querySelector('time');
     t.dateTime = m.created_at;
     t.textContent = timeText(m.created_at);
   } else {
-    li = messageItem(m, who(m));
+    li = messageItem(m, who(m), isMine(m));
   }
   li.dataset.id = String(m.id);
   li.classList.remove('queued');
@@ -498,7 +709,74 @@ function addMessage(m) {
   }
   state.lastId = Math.max(state.lastId, m.id);
   state.oldestId = state.oldestId ? Math.min(state.oldestId, m.id) : m.id;
+  updateRegen();
   return li;
+}
+
+// The state of one of our messages not acknowledged yet: 'sending', 'waiting for the
+// connection', 'not sent', or '' (none).
+function setMsgState(li, text) {
+  let span = li.querySelector('.meta .state');
+  if (!text) { if (span) span.remove(); return; }
+  if (!span) {
+    span = document.createElement('span');
+    span.className = 'state';
+    li.querySelector('.meta time').before(span);
+  }
+  span.textContent = text;
+}
+
+// ---------------------------------------------------------------- regenerate
+
+// The Regenerate button sits on the last message when it is a finished assistant reply
+// (regenerate answers the session's last user message again, SPEC 9).
+function updateRegen() {
+  const last = [...el.messages.querySelectorAll('li.msg')].pop();
+  for (const b of el.messages.querySelectorAll('button.regen')) {
+    if (!last || b.closest('li') !== last) b.remove();
+  }
+  if (!last || last.dataset.role !== 'assistant' || !last.dataset.id || state.streams.size > 0 ||
+      last.classList.contains('superseded') || !state.session) return;
+  if (last.querySelector('button.regen')) return;
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'btn small regen';
+  b.textContent = 'Regenerate';
+  b.setAttribute('aria-label', 'Regenerate this reply');
+  b.addEventListener('click', () => {
+    if (!state.session) return;
+    if (!(state.joined && conn.send({ type: 'regenerate', session_id: state.session.id }))) {
+      toast('Not connected: the reply cannot be regenerated now.');
+      return;
+    }
+    b.disabled = true;
+    b.textContent = 'Regenerating…';
+  });
+  last.querySelector('.meta').append(b);
+}
+
+// A regenerate was refused: the button can be pressed again.
+function updateRegenAfterError() {
+  for (const b of el.messages.querySelectorAll('button.regen')) b.remove();
+  updateRegen();
+}
+
+// Reply message_id was superseded: it is marked, and the next reply takes its place.
+function superseded(messageId) {
+  const li = state.shown.get(messageId);
+  if (!li) return;
+  state.shown.delete(messageId);
+  li.classList.add('superseded');
+  li.removeAttribute('data-id');
+  const b = li.querySelector('button.regen');
+  if (b) b.remove();
+  const tag = document.createElement('span');
+  tag.className = 'tag';
+  tag.textContent = 'superseded';
+  li.querySelector('.meta').append(tag);
+  if (state.replacing && state.replacing.isConnected) state.replacing.remove();
+  state.replacing = li;
+  updateRegen();
 }
 
 function notice(text) {
@@ -518,10 +796,13 @@ function streamFor(rid, created) {
     li.classList.add('streaming');
     li.dataset.responseId = rid;
     li.setAttribute('aria-busy', 'true');
-    el.messages.append(li);
+    if (state.replacing && state.replacing.isConnected) state.replacing.replaceWith(li); // regenerate
+    else el.messages.append(li);
+    state.replacing = null;
     s = { li, body: li.querySelector('.body'), text: '', chunks: 0 };
     state.streams.set(rid, s);
     updateStop();
+    updateRegen();
   }
   return s;
 }
@@ -550,6 +831,7 @@ function finishStream(rid, done) {
     s.li.remove();
   }
   updateStop();
+  updateRegen();
 }
 
 function updateStop() {
@@ -570,7 +852,7 @@ function stopReply() {
 
 el.stopButton.addEventListener('click', () => { stopReply(); el.input.focus(); });
 document.addEventListener('keydown', (ev) => {
-  if (ev.key === 'Escape' && !el.keyDialog.open && !el.confirmDialog.open && state.streams.size) {
+  if (ev.key === 'Escape' && !el.keyDialog.open && !el.confirmDialog.open && !el.nameDialog.open && state.streams.size) {
     ev.preventDefault();
     stopReply();
   }
@@ -585,15 +867,20 @@ function renderTyping() {
     if (el.activity.dataset.kind === 'typing') setActivity('', '');
     return;
   }
-  const names = [...state.typers.keys()].map(guest);
-  setActivity(n === 1 ? `${names[0]} is typing…` : `${n} people are typing…`, 'typing');
+  const names = [...state.typers.values()].map((t) => t.name);
+  if (n === 1) setActivity(`${names[0]} is typing…`, 'typing');
+  else if (n === 2) setActivity(`${names[0]} and ${names[1]} are typing…`, 'typing');
+  else setActivity(`${n} people are typing…`, 'typing');
 }
 
-function remoteTyping(connectionId, typing) {
-  clearTimeout(state.typers.get(connectionId));
+function remoteTyping(connectionId, typing, name) {
+  const was = state.typers.get(connectionId);
+  if (was) clearTimeout(was.timer);
   if (typing) {
-    state.typers.set(connectionId, setTimeout(() => { state.typers.delete(connectionId); renderTyping(); },
-      REMOTE_TYPING_TTL_MS));
+    state.typers.set(connectionId, {
+      name: nameOf(connectionId, name),
+      timer: setTimeout(() => { state.typers.delete(connectionId); renderTyping(); }, REMOTE_TYPING_TTL_MS),
+    });
   } else {
     state.typers.delete(connectionId);
   }
@@ -644,14 +931,16 @@ el.composer.addEventListener('submit', (ev) => {
   stopTyping();
   const cid = newId();
   state.mine.add(cid);
-  const li = messageItem({ role: 'user', content: text }, 'You · sending');
-  li.classList.add('mine', 'pending');
+  const li = messageItem({ role: 'user', content: text }, myName(), true);
+  li.classList.add('pending');
+  setMsgState(li, 'sending');
   li.dataset.clientMsgId = cid;
   el.messages.append(li);
+  updateRegen();
   state.pending.set(cid, { li, text, session: state.session.id });
   if (!(state.joined && sendChat(text, cid))) {
     li.classList.add('queued');
-    li.querySelector('.who').textContent = 'You · waiting for the connection';
+    setMsgState(li, 'waiting for the connection');
   }
   el.input.value = '';
   scrollDown(true);
@@ -670,7 +959,7 @@ function flushPending() {
   for (const [cid, p] of state.pending) {
     if (state.session && p.session === state.session.id && sendChat(p.text, cid)) {
       p.li.classList.remove('queued');
-      p.li.querySelector('.who').textContent = 'You · sending';
+      setMsgState(p.li, 'sending');
     }
   }
 }
@@ -717,6 +1006,8 @@ function clearedView() {
 function closedView(text) {
   stopTyping();
   resetConversation();
+  state.members.clear();
+  renderPeople();
   state.session = null;
   state.joined = false;
   state.loaded = false;
@@ -733,6 +1024,7 @@ function handle(m) {
   switch (m.type) {
     case 'connected':
       state.connId = m.connection_id;
+      if (typeof m.connection_id === 'string') rememberConnection(m.connection_id);
       if (m.server_info && m.server_info.auth_required && !state.apiKey) askForKey();
       join();
       showConnState();
@@ -744,6 +1036,14 @@ function handle(m) {
       if (m.session_id !== sid) break;
       state.joined = true;
       setClients(m.clients);
+      state.members.clear();
+      for (const p of Array.isArray(m.members) ? m.members : []) {
+        if (p && typeof p.connection_id === 'string') state.members.set(p.connection_id, nameOf(p.connection_id, p.name));
+      }
+      renderPeople();
+      showName();
+      if (m.reply_mode) setReplyMode(m.reply_mode);
+      setSessionHeader();
       // replies cut off by a reconnect: the live one continues, the others are in the replay
       for (const rid of [...state.streams.keys()]) {
         if (m.streaming && m.streaming.response_id === rid) continue;
@@ -759,7 +1059,7 @@ function handle(m) {
         s.text = m.streaming.text;
         s.body.textContent = s.text;
       }
-      for (const t of state.typers.values()) clearTimeout(t);
+      for (const t of state.typers.values()) clearTimeout(t.timer);
       state.typers.clear();
       renderTyping();
       flushPending();
@@ -812,27 +1112,67 @@ function onUpdate(m) {
     case 'message_added':
       addMessage(m.message);
       if (m.message.connection_id) remoteTyping(m.message.connection_id, false);
+      else if (m.message.author && m.message.author.connection_id) remoteTyping(m.message.author.connection_id, false);
       scrollDown(m.message.client_msg_id && state.mine.has(m.message.client_msg_id));
       scheduleRefresh();
       break;
     case 'user_typing':
-      remoteTyping(m.connection_id, m.typing);
+      remoteTyping(m.connection_id, m.typing, m.name);
       break;
-    case 'user_joined':
+    case 'user_joined': {
       setClients(m.clients);
-      notice(`${guest(m.connection_id)} joined`);
+      const name = nameOf(m.connection_id, m.name);
+      state.members.set(m.connection_id, name);
+      renderPeople();
+      notice(`${name} joined`);
       scheduleRefresh();
       break;
-    case 'user_left':
+    }
+    case 'user_left': {
       setClients(m.clients);
+      const name = nameOf(m.connection_id, m.name);
+      state.members.delete(m.connection_id);
+      renderPeople();
       remoteTyping(m.connection_id, false);
-      notice(`${guest(m.connection_id)} left`);
+      notice(`${name} left`);
       scheduleRefresh();
       break;
-    case 'presence': // a burst of joins and leaves, told together
+    }
+    case 'presence': { // a burst of joins and leaves, told together
       setClients(m.clients);
-      for (const id of m.left || []) remoteTyping(id, false);
-      notice(`${(m.joined || []).length} joined, ${(m.left || []).length} left`);
+      const names = m.names && typeof m.names === 'object' ? m.names : {};
+      const joined = (Array.isArray(m.joined) ? m.joined : []).map((id) => {
+        const name = nameOf(id, names[id]);
+        state.members.set(id, name);
+        return name;
+      });
+      const left = (Array.isArray(m.left) ? m.left : []).map((id) => {
+        const name = nameOf(id, names[id]);
+        state.members.delete(id);
+        remoteTyping(id, false);
+        return name;
+      });
+      renderPeople();
+      const parts = [];
+      if (joined.length) parts.push(joined.length <= 3 ? `${listNames(joined)} joined` : `${joined.length} people joined`);
+      if (left.length) parts.push(left.length <= 3 ? `${listNames(left)} left` : `${left.length} people left`);
+      if (parts.length) notice(parts.join('; '));
+      scheduleRefresh();
+      break;
+    }
+    case 'session_changed': // PATCH /sessions/{id} by anyone (SPEC 9)
+      if (typeof m.title === 'string' || m.title === null) {
+        state.session.title = m.title || '';
+        setSessionHeader();
+      }
+      if (m.reply_mode && m.reply_mode !== state.replyMode) {
+        setReplyMode(m.reply_mode);
+        if (MODE_TEXT[m.reply_mode]) notice(MODE_TEXT[m.reply_mode]);
+      }
+      scheduleRefresh();
+      break;
+    case 'message_superseded':
+      superseded(m.message_id);
       scheduleRefresh();
       break;
     case 'history_cleared':
@@ -858,12 +1198,37 @@ function onError(m) {
     askForKey(m.message);
     return;
   }
+  if (m.code === 'invalid_field' && ['join_session', 'create_session'].includes(m.request_type) &&
+      /'name'/.test(m.message || '') && state.name && !state.nameRefused) {
+    nameRefused(m);
+    return;
+  }
+  if (m.client_msg_id && state.pending.has(m.client_msg_id)) {
+    // a chat refused (quota_exceeded, ...): nothing was stored, it is not sent again
+    const p = state.pending.get(m.client_msg_id);
+    state.pending.delete(m.client_msg_id);
+    p.li.classList.remove('pending', 'queued');
+    p.li.classList.add('failed');
+    p.li.dataset.code = m.code || '';
+    setMsgState(p.li, 'not sent');
+    const why = document.createElement('p');
+    why.className = 'msg-error';
+    why.textContent = m.message || m.code;
+    p.li.append(why);
+  }
+  if (m.request_type === 'regenerate') updateRegenAfterError();
   toast(`${m.message || m.code}`);
 }
 
 // ---------------------------------------------------------------- start
 
 async function start() {
+  loadName();
+  loadConnections();
+  showName();
+  if (!state.name) { // the first visit: ask for a name once (it is remembered)
+    await new Promise((resolve) => { nameResolve = resolve; askForName(''); });
+  }
   try {
     const root = await api('GET', '/');
     state.wsUrl = root.ws_url;

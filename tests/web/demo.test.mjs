@@ -6,143 +6,13 @@
 // Prints `ok - NAME` / `not ok - NAME: detail`; asks the wrapper to stop and start the
 // broker with `@@ stop-broker` / `@@ start-broker` and reads its answer from stdin.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { chromium } from 'playwright-core';
-
-const REST = process.env.PARLEY_REST_URL;
-const WS = process.env.PARLEY_WS_URL;
-const OUT = process.env.PARLEY_TEST_OUTPUT;
-const UI_WAIT = 15000; // generous: the sanitizer build is slower; assertions stay exact
-
-// ---------------------------------------------------------------- reporting
-
-let failed = 0;
-const seen = new Map();
-function uniq(name) {
-  const n = (seen.get(name) || 0) + 1;
-  seen.set(name, n);
-  return n === 1 ? name : `${name} #${n}`;
-}
-const oneLine = (s) => String(s).replace(/\s+/g, ' ').slice(0, 500);
-function ok(name, cond, detail = 'condition false') {
-  name = uniq(name);
-  if (cond) console.log(`ok - ${name}`);
-  else { failed += 1; console.log(`not ok - ${name}: ${oneLine(detail)}`); }
-  return Boolean(cond);
-}
-function eq(name, got, want) {
-  return ok(name, JSON.stringify(got) === JSON.stringify(want),
-    `got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
-}
-function diag(s) { for (const l of String(s).split('\n')) console.log(`# ${l}`); }
-async function step(name, fn) {
-  try {
-    await fn();
-    return true;
-  } catch (e) {
-    ok(`${name}: raised`, false, e && e.message ? e.message.split('\n')[0] : String(e));
-    return false;
-  }
-}
-
-// ---------------------------------------------------------------- wrapper control
-
-const lines = readline.createInterface({ input: process.stdin });
-const answers = [];
-let waiter = null;
-lines.on('line', (l) => { if (waiter) { const w = waiter; waiter = null; w(l); } else answers.push(l); });
-function control(what) {
-  console.log(`@@ ${what}`);
-  return new Promise((resolve) => { if (answers.length) resolve(answers.shift()); else waiter = resolve; });
-}
-
-// ---------------------------------------------------------------- REST from node
-
-async function rest(method, p, body) {
-  const init = { method, headers: {} };
-  if (body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  const r = await fetch(REST + p, init);
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, body: json, text };
-}
-
-// ---------------------------------------------------------------- page helpers
-
-// Every frame a page sends on its WebSockets, parsed, and the URLs it opened.
-function watchSockets(page) {
-  const rec = { urls: [], sent: [] };
-  page.on('websocket', (ws) => {
-    rec.urls.push(ws.url());
-    ws.on('framesent', (f) => { try { rec.sent.push(JSON.parse(f.payload)); } catch { /* binary */ } });
-  });
-  return rec;
-}
-
-const text = (page, sel) => page.locator(sel).first().textContent({ timeout: UI_WAIT });
-const attr = (page, sel, a) => page.locator(sel).first().getAttribute(a, { timeout: UI_WAIT });
-
-async function waitFor(page, fn, arg, what) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: UI_WAIT, polling: 50 });
-    return true;
-  } catch (e) {
-    diag(`waiting for ${what}: ${e.message.split('\n')[0]}`);
-    return false;
-  }
-}
-
-// The texts of the user messages / assistant replies shown, in order.
-const shown = (page, role) => page.$$eval(`#messages li.msg[data-role="${role}"]:not(.streaming) .body`,
-  (els) => els.map((e) => e.textContent));
-
-// Records every text an assistant bubble shows while it streams (each chunk a step).
-async function recordStreams(page) {
-  await page.evaluate(() => {
-    window.__streamTexts = [];
-    const obs = new MutationObserver(() => {
-      for (const li of document.querySelectorAll('#messages li.streaming .body')) {
-        const t = li.textContent;
-        const last = window.__streamTexts[window.__streamTexts.length - 1];
-        if (t !== '' && t !== last) window.__streamTexts.push(t);
-      }
-    });
-    obs.observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true });
-    window.__streamObs = obs;
-  });
-}
-async function streamTexts(page) {
-  return page.evaluate(() => { window.__streamObs.disconnect(); return window.__streamTexts; });
-}
-
-// How the echo assistant splits a message: each word with the whitespace after it.
-const echoChunks = (s) => s.match(/\s*\S+\s*/g);
-const prefixes = (chunks) => chunks.map((_, i) => chunks.slice(0, i + 1).join(''));
+import {
+  REST, WS, OUT, UI_WAIT, ok, eq, diag, step, control, rest, watchSockets, text, attr, waitFor, shown,
+  recordStreams, streamTexts, echoChunks, prefixes, giveName, main,
+} from './lib.mjs';
 
 // ---------------------------------------------------------------- the test
-
-async function main() {
-  const userDir = mkdtempSync(path.join(tmpdir(), 'parley-chromium-'));
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
-  try {
-    await run(browser);
-  } finally {
-    await browser.close();
-    rmSync(userDir, { recursive: true, force: true });
-  }
-}
 
 async function run(browser) {
   // the reconnect schedule of www/parley-conn.js (the module runs in node as well)
@@ -174,6 +44,7 @@ async function run(browser) {
     const r = await A.goto(`${REST}/demo`);
     eq('GET /demo status', r.status(), 200);
     eq('page title', await A.title(), 'Parley demo');
+    await giveName(A, 'Ann');
     ok('page A connects (status open)', await waitFor(A, () => document.getElementById('conn').dataset.state === 'open', null, 'A open'));
     ok('the latency from ping/pong is shown', await waitFor(A, () => /^· \d+ ms$/.test(document.getElementById('latency').textContent), null, 'latency'),
       await text(A, '#latency'));
@@ -193,9 +64,10 @@ async function run(browser) {
     eq('REST has the session with its title', [got.status, got.body && got.body.title], [200, 'web test']);
     ok('A joined over the WebSocket', await waitFor(A, (s) => document.querySelector('#presence').dataset.clients === '1', sid, 'A clients 1'));
     const join = sockA.sent.find((f) => f.type === 'join_session');
-    eq('A joins with since = 0 (empty history)', join, { type: 'join_session', session_id: sid, since: 0 });
+    eq('A joins with since = 0 (empty history) and its name', join, { type: 'join_session', session_id: sid, since: 0, name: 'Ann' });
 
     await B.goto(`${REST}/demo`);
+    await giveName(B, 'Bob');
     ok('page B connects', await waitFor(B, () => document.getElementById('conn').dataset.state === 'open', null, 'B open'));
     ok('B lists the session (REST GET /sessions)', await waitFor(B, (s) => !!document.querySelector(`#session-list [data-session-id="${s}"]`), sid, 'B list'));
     eq('B list item: title', await text(B, `#session-list [data-session-id="${sid}"] .session-title`), 'web test');
@@ -204,7 +76,7 @@ async function run(browser) {
     ok('presence on B: 2 people', await waitFor(B, () => document.getElementById('presence').dataset.clients === '2', null, 'B clients 2'));
     ok('presence on A: 2 people (user_joined)', await waitFor(A, () => document.getElementById('presence').dataset.clients === '2', null, 'A clients 2'));
     eq('presence text on A', await text(A, '#presence'), '2 people here');
-    ok('A shows that someone joined', await waitFor(A, () => [...document.querySelectorAll('#messages .notice')].some((n) => /^Guest [0-9a-f]{4} joined$/.test(n.textContent)), null, 'joined notice'));
+    ok('A shows that Bob joined', await waitFor(A, () => [...document.querySelectorAll('#messages .notice')].some((n) => n.textContent === 'Bob joined'), null, 'joined notice'));
     ok('the session list on A shows 2 clients (live figure)', await waitFor(A, (s) => document.querySelector(`#session-list [data-session-id="${s}"]`)?.dataset.clients === '2', sid, 'list clients 2'));
     eq('B is marked current in its list', await attr(B, `#session-list [data-session-id="${sid}"]`, 'aria-current'), 'true');
   });
@@ -227,9 +99,10 @@ async function run(browser) {
       eq(`${n}: chunks counted (words + the final empty one)`, await attr(p, '#messages li.msg[data-role="assistant"]', 'data-chunks'),
         String(echoChunks(MSG).length + 1));
     }
-    eq('A labels its own message', await text(A, '#messages li.msg[data-role="user"] .who'), 'You');
-    ok('B labels it as a guest', /^Guest [0-9a-f]{4}$/.test(await text(B, '#messages li.msg[data-role="user"] .who')),
-      await text(B, '#messages li.msg[data-role="user"] .who'));
+    eq('A labels its own message with its name and (you)', [await text(A, '#messages li.msg[data-role="user"] .who'),
+      await text(A, '#messages li.msg[data-role="user"] .you')], ['Ann', '(you)']);
+    eq('B labels it with the author\'s name, not as its own', [await text(B, '#messages li.msg[data-role="user"] .who'),
+      await B.locator('#messages li.msg[data-role="user"] .you').count()], ['Ann', 0]);
     const h = await rest('GET', `/sessions/${sid}`);
     const ids = h.body.messages.map((m) => String(m.id));
     eq('REST history: the message and the reply', h.body.messages.map((m) => [m.role, m.content]), [['user', MSG], ['assistant', MSG]]);
@@ -247,7 +120,7 @@ async function run(browser) {
     await A.focus('#message-input');
     await A.keyboard.type('abc');
     ok('B sees that A is typing', await waitFor(B, () => document.getElementById('activity').dataset.typing === '1', null, 'B typing 1'));
-    ok('B: indicator text', /^Guest [0-9a-f]{4} is typing…$/.test(await text(B, '#activity')), await text(B, '#activity'));
+    eq('B: indicator text names A', await text(B, '#activity'), 'Ann is typing…');
     eq('A does not show its own typing', await attr(A, '#activity', 'data-typing'), '0');
     eq('A sent typing_start once for the three keys', sockA.sent.slice(before).filter((f) => f.type === 'typing_start'),
       [{ type: 'typing_start', session_id: sid }]);
@@ -310,7 +183,8 @@ async function run(browser) {
     // a message typed on A while offline waits and is sent after the reconnect
     await A.fill('#message-input', 'typed while offline');
     await A.keyboard.press('Enter');
-    eq('A shows it as waiting for the connection', await text(A, '#messages li.msg.queued .who'), 'You · waiting for the connection');
+    eq('A shows it as waiting for the connection', [await text(A, '#messages li.msg.queued .who'), await text(A, '#messages li.msg.queued .state')],
+      ['Ann', 'waiting for the connection']);
     eq('the broker starts again', await control('start-broker'), 'started');
     for (const [n, p] of [['A', A], ['B', B]]) {
       ok(`${n} reconnects`, await waitFor(p, () => document.getElementById('conn').dataset.state === 'open', null, `${n} reopen`), await text(p, '#conn-text'));
@@ -321,8 +195,8 @@ async function run(browser) {
     }
     const joinA = sockA.sent.slice(sentA).find((f) => f.type === 'join_session');
     const joinB = sockB.sent.slice(sentB).find((f) => f.type === 'join_session');
-    eq('A rejoins with since = the last message id it had', joinA, { type: 'join_session', session_id: sid, since: lastId });
-    eq('B rejoins with since = the last message id it had', joinB, { type: 'join_session', session_id: sid, since: lastId });
+    eq('A rejoins with since = the last message id it had', joinA, { type: 'join_session', session_id: sid, since: lastId, name: 'Ann' });
+    eq('B rejoins with since = the last message id it had', joinB, { type: 'join_session', session_id: sid, since: lastId, name: 'Bob' });
     eq('a REST message is labelled API', await B.locator('#messages li.msg[data-id="' + r1.body.id + '"] .who').textContent(), 'API');
     for (const [n, p] of [['A', A], ['B', B]]) {
       ok(`${n}: the offline message is delivered and answered`, await waitFor(p, () => [...document.querySelectorAll('#messages li.msg[data-role="assistant"]:not(.streaming) .body')].some((b) => b.textContent === 'typed while offline'), null, `${n} offline reply`));
@@ -445,6 +319,8 @@ async function run(browser) {
     const sockK = watchSockets(K);
     K.on('pageerror', (e) => errors.push(`K: ${e.message}`));
     await K.goto(`${REST}/demo`);
+    ok('a first visit asks for a name', await waitFor(K, () => document.getElementById('name-dialog').open, null, 'K name dialog'));
+    await K.click('#name-cancel'); // no name: the server's default, the key's name
     ok('the page asks for a key', await waitFor(K, () => document.getElementById('key-dialog').open, null, 'key dialog'));
     await K.fill('#key-input', key);
     await K.keyboard.press('Enter');
@@ -452,10 +328,12 @@ async function run(browser) {
     ok('and the WebSocket connects', await waitFor(K, () => document.getElementById('conn').dataset.state === 'open' && document.getElementById('conn-text').textContent === 'Connected', null, 'K open'));
     eq('the WebSocket URL carries api_key', sockK.urls.at(-1), `${WS}?api_key=${key}`);
     eq('the key is in sessionStorage', await K.evaluate(() => sessionStorage.getItem('parley.apiKey')), key);
-    eq('and not in localStorage', await K.evaluate(() => Object.keys(localStorage).filter((k) => localStorage.getItem(k) === key)), []);
+    eq('and not in localStorage', await K.evaluate((kk) => Object.keys(localStorage).filter((k) => localStorage.getItem(k) === kk), key), []);
     await K.fill('#new-title', 'with a key');
     await K.click('#create-button');
     ok('creating a session works with the key', await waitFor(K, () => document.getElementById('chat-title').textContent === 'with a key' && document.getElementById('presence').dataset.clients === '1', null, 'K create'));
+    eq('without a name given, the key\'s name is ours (session_joined.members)', await K.$$eval('#people .person', (els) => els.map((e) => e.textContent)), ['webtest (you)']);
+    eq('and the name control offers to choose one', await text(K, '#name-button'), 'Choose a name');
     await ctxK.close();
   });
   eq('no script errors on the docs and key pages', errors, []);
@@ -463,11 +341,4 @@ async function run(browser) {
   await ctxB.close();
 }
 
-const t0 = Date.now();
-main()
-  .catch((e) => { ok('browser test: raised', false, e && e.stack ? e.stack : String(e)); })
-  .finally(() => {
-    diag(`${failed} failed, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    lines.close();
-    process.exit(failed ? 1 : 0);
-  });
+main(run);
