@@ -8,6 +8,10 @@
 #   make test-release / test-asan / test-pg   one pass (T="14_ 20_" filters the files)
 #   make bench    benchmarks (not tests: they print figures, they do not fail on them)
 #   make format   clang-format every C file in place
+#   make man      manual pages into build/man from the option table (bin/PROG --man)
+#   make install  programs, www/, man pages, systemd units, example config under PREFIX
+#                 (default /usr/local) in DESTDIR; make uninstall removes them again
+#   make deb      the Debian package build/parley_VERSION_ARCH.deb (dpkg-deb)
 #   make clean    remove build output
 
 VERSION := 0.1.0
@@ -17,7 +21,8 @@ DEB_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libfcgi-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev \
 	libcurl4-openssl-dev libsqlite3-dev sqlite3 libssl-dev postgresql libpq-dev redis-server libhiredis-dev iproute2 \
 	python3 python3-websockets wrk curl libedit-dev tmux \
-	nginx lighttpd apache2 spawn-fcgi openssl chromium systemd
+	nginx lighttpd apache2 spawn-fcgi openssl chromium systemd \
+	groff-base man-db dpkg-dev lintian
 
 PKGS := libmicrohttpd jansson sqlite3 libpq hiredis libcrypto
 BROKER_PKGS := libwebsockets libcurl jansson sqlite3 libpq hiredis libcrypto
@@ -81,7 +86,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 .SECONDARY:
 
 .PHONY: all deps run test test-release test-asan test-pg bench format format-check clean asan web \
-	fuzz fuzz-build
+	fuzz fuzz-build man install uninstall deb
 BINS := parley-rest parley-broker parley-fcgi parley
 all: $(addprefix bin/,$(BINS)) web
 
@@ -273,6 +278,108 @@ $(BENCH_DIR)/loadgen: bench/loadgen.c | deps
 $(BENCH_DIR)/ceiling: bench/ceiling.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -lpthread
+
+# ---- manual pages --------------------------------------------------------------
+# Each page is its prose (man/PROG.N.in) with @OPTIONS@ replaced by `PROG --man`: the rows
+# of common/config.c's option table for that program, so flags and pages cannot disagree.
+# INSTALL_FROM: the build whose programs are used and installed (bin, or build/asan/bin).
+INSTALL_FROM ?= bin
+MAN_OUT := build/man
+MAN_PAGES := $(MAN_OUT)/parley-rest.8 $(MAN_OUT)/parley-fcgi.8 $(MAN_OUT)/parley-broker.8 \
+	$(MAN_OUT)/parley.1
+man: $(MAN_PAGES)
+
+$(MAN_OUT)/%: man/%.in $(INSTALL_FROM)/$$(basename $$*) tools/render_man.sh
+	@mkdir -p $(@D)
+	sh tools/render_man.sh $< $(INSTALL_FROM)/$(basename $*) $(VERSION) > $@.tmp.$$$$ && \
+		mv $@.tmp.$$$$ $@
+
+# ---- install -------------------------------------------------------------------
+# The daemons (section 8) go to sbin, the client to bin; www/ to share/parley/www, where an
+# installed parley-rest finds it by itself (../share/parley/www beside its directory);
+# units rendered for the prefix. The list of what was installed is kept in
+# share/parley/installed-files, which `make uninstall` removes file by file.
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+SBINDIR = $(PREFIX)/sbin
+DATADIR = $(PREFIX)/share
+MANDIR = $(DATADIR)/man
+DOCDIR = $(DATADIR)/doc/parley
+SYSTEMDDIR = $(PREFIX)/lib/systemd/system
+# STATIC_USER=1: units run as the system user "parley" (the package makes it) rather than
+# a dynamic user.
+STATIC_USER ?=
+UNITS := parley-rest.service parley-broker.service parley-fcgi.service parley-fcgi.socket
+MANIFEST = $(DATADIR)/parley/installed-files
+INSTALL_DEPS := $(addprefix $(INSTALL_FROM)/,$(BINS)) $(MAN_PAGES) $(WEB_VENDOR)/swagger-ui-bundle.js
+
+install: $(INSTALL_DEPS)
+	@set -e; d='$(DESTDIR)'; list=$$(mktemp); trap 'rm -f "$$list"' EXIT; \
+	put() { mode=$$1 src=$$2 dst=$$3; install -d -m 0755 "$$d$$(dirname "$$dst")"; \
+		install -m $$mode "$$src" "$$d$$dst"; echo "$$dst" >> "$$list"; }; \
+	put 0755 $(INSTALL_FROM)/parley '$(BINDIR)/parley'; \
+	for b in parley-rest parley-broker parley-fcgi; do \
+		put 0755 $(INSTALL_FROM)/$$b "$(SBINDIR)/$$b"; done; \
+	for f in $$(cd www && find . -type f | sort); do \
+		put 0644 "www/$$f" "$(DATADIR)/parley/www/$${f#./}"; done; \
+	for p in $(MAN_PAGES); do n=$$(basename $$p); \
+		put 0644 $$p "$(MANDIR)/man$${n##*.}/$$n"; done; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$list" "$$tmp"' EXIT; \
+	for u in $(UNITS); do \
+		sed -e 's|/usr/local/bin/|$(SBINDIR)/|g' \
+		    -e 's|/usr/local/share/parley/www|$(DATADIR)/parley/www|g' \
+		    $(if $(STATIC_USER),-e '/^DynamicUser=yes$$/d' -e 's|The same dynamic user|The same user|') \
+		    deploy/systemd/$$u > $$tmp/$$u; \
+		put 0644 $$tmp/$$u "$(SYSTEMDDIR)/$$u"; done; \
+	put 0644 deploy/parley.env '$(DOCDIR)/examples/parley.env'; \
+	put 0644 README.md '$(DOCDIR)/README.md'; \
+	echo '$(MANIFEST)' >> "$$list"; put 0644 "$$list" '$(MANIFEST)'; \
+	echo "make install: $$(wc -l < "$$d$(MANIFEST)") files under $(DESTDIR)$(PREFIX)"
+
+# Removes what the last install put (its list), then the now empty directories of its own.
+uninstall:
+	@set -e; d='$(DESTDIR)'; m="$$d$(MANIFEST)"; \
+	if [ ! -f "$$m" ]; then echo "make uninstall: nothing installed ($$m missing)"; exit 0; fi; \
+	n=0; while read -r f; do rm -f "$$d$$f"; n=$$((n + 1)); done < "$$m"; \
+	for dir in "$$d$(DATADIR)/parley" "$$d$(DOCDIR)"; do \
+		[ -d "$$dir" ] && find "$$dir" -depth -type d -empty -delete; done; \
+	echo "make uninstall: $$n files removed under $(DESTDIR)$(PREFIX)"
+
+# ---- Debian package ------------------------------------------------------------
+# `make install` into a staging root with the Debian paths, then Debian's own tools:
+# dpkg-shlibdeps (Depends from the libraries the programs link), dpkg-gencontrol (the
+# control file from debian/control and debian/changelog), dpkg-deb. debian/postinst makes
+# the "parley" system user and enables parley-rest and parley-broker without starting them.
+DEB_STAGE ?= build/deb
+DEB_OUT ?= build
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB_FILE = $(DEB_OUT)/parley_$(VERSION)_$(DEB_ARCH).deb
+deb: $(INSTALL_DEPS)
+	@set -e; v=$$(dpkg-parsechangelog -S Version); if [ "$$v" != "$(VERSION)" ]; then \
+		echo "make deb: debian/changelog is at $$v, the Makefile at $(VERSION)"; exit 1; fi
+	rm -rf $(DEB_STAGE)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_STAGE))/root PREFIX=/usr \
+		SYSTEMDDIR=/lib/systemd/system STATIC_USER=1 INSTALL_FROM=$(INSTALL_FROM)
+	@set -e; r=$(DEB_STAGE)/root; \
+	rm -f $$r/usr/share/parley/installed-files $$r/usr/share/doc/parley/README.md; \
+	strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+		$$r/usr/sbin/* $$r/usr/bin/*; \
+	gzip -9n $$r/usr/share/man/man*/*; \
+	install -m 0644 debian/copyright $$r/usr/share/doc/parley/copyright; \
+	gzip -9nc debian/changelog > $$r/usr/share/doc/parley/changelog.gz; \
+	chmod 0644 $$r/usr/share/doc/parley/changelog.gz; \
+	install -d -m 0755 $$r/DEBIAN; \
+	install -m 0755 debian/postinst debian/prerm debian/postrm $$r/DEBIAN/; \
+	echo "misc:Depends=" > $(DEB_STAGE)/substvars; \
+	e=$(DEB_STAGE)/shlibdeps.err; \
+	dpkg-shlibdeps -T$(DEB_STAGE)/substvars -e $$r/usr/sbin/* -e $$r/usr/bin/* 2> $$e || \
+		{ cat $$e >&2; exit 1; }; \
+	grep -v 'should already be installed in their package' $$e >&2 || true; \
+	dpkg-gencontrol -pparley -P$$r -T$(DEB_STAGE)/substvars -f$(DEB_STAGE)/files; \
+	(cd $$r && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | \
+		xargs -0 md5sum > DEBIAN/md5sums); chmod 0644 $$r/DEBIAN/md5sums; \
+	find $$r -type d -exec chmod 0755 {} +; \
+	mkdir -p $(DEB_OUT); dpkg-deb --root-owner-group -Zxz --build $$r $(DEB_FILE)
 
 # ---- formatting ----------------------------------------------------------------
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)

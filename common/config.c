@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum cfg_type { T_STR, T_INT, T_I64, T_SIZE, T_DOUBLE, T_BOOL, T_LIST, T_LEVEL };
 
@@ -60,7 +62,8 @@ static const struct cfg_option cfg_options[] = {
     {"node-id", NULL, NULL, T_STR, OFF(node_id), NULL, 0, 0, CFG_BROKER, "NAME",
      "this broker's name in logs, /health and /stats (default: HOSTNAME:PORT)"},
     {"www-dir", NULL, NULL, T_STR, OFF(www_dir), "www", 0, 0, HTTP, "DIR",
-     "static files (demo page, API docs)"},
+     "static files (demo page, API docs); an installed program's default is "
+     "../share/parley/www beside its directory (make install)"},
     {"log-level", NULL, NULL, T_LEVEL, OFF(log_level), "info", 0, 0, ALL, "LEVEL",
      "debug, info, warn or error"},
     {"threads", NULL, NULL, T_INT, OFF(threads), "0", 0, 256, HTTP, "N",
@@ -304,6 +307,98 @@ static void print_help(enum cfg_prog which, const char *prog)
         printf("\n%s", help_epilog);
 }
 
+/* Writes text for a roff body line: backslashes and dashes escaped, a leading dot or
+ * quote neutralised. */
+static void roff_text(const char *text)
+{
+    if (*text == '.' || *text == '\'')
+        fputs("\\&", stdout);
+    for (const char *p = text; *p; p++) {
+        if (*p == '\\')
+            fputs("\\e", stdout);
+        else if (*p == '-')
+            fputs("\\-", stdout);
+        else
+            putchar(*p);
+    }
+}
+
+/* --man (hidden): the OPTIONS section of the program's manual page, in roff, from the
+ * same rows as --help; tools/render_man.sh puts it into man/PROG.N.in. */
+static void print_man(enum cfg_prog which)
+{
+    char env[64];
+
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct cfg_option *o = &cfg_options[i];
+        if (!(o->progs & which))
+            continue;
+        env_name(o, env, sizeof env);
+        fputs(".TP\n", stdout);
+        if (o->metavar) {
+            fputs(".BI \\-\\-", stdout);
+            roff_text(o->flag);
+            fputs(" \" ", stdout);
+            roff_text(o->metavar);
+            fputs("\"\n", stdout);
+        } else {
+            fputs(".B \\-\\-", stdout);
+            roff_text(o->flag);
+            putchar('\n');
+        }
+        roff_text(o->help);
+        fputs(".\n", stdout);
+        if (o->def && o->type != T_BOOL) {
+            fputs("Default: \\fB\\%", stdout);
+            roff_text(o->def);
+            fputs("\\fR.\n", stdout);
+        }
+        fputs(".br\nEnvironment: \\fB\\%", stdout);
+        roff_text(env);
+        fputs("\\fR", stdout);
+        if (o->alt_env) {
+            fputs(" or \\fB\\%", stdout);
+            roff_text(o->alt_env);
+            fputs("\\fR", stdout);
+        }
+        fputs(".\n", stdout);
+    }
+    fputs(".TP\n.B \\-\\-help\nShow the options and exit.\n"
+          ".TP\n.B \\-\\-version\nShow the version and exit.\n",
+          stdout);
+}
+
+/* The default --www-dir of an installed program: DIR/../share/parley/www beside the
+ * executable's directory DIR, when that directory exists (so a tree installed under any
+ * PREFIX or DESTDIR, or unpacked from the package, finds its pages); NULL otherwise, and
+ * the table's default (www, relative: the source tree) applies. Returns malloc'd. */
+static char *installed_www_dir(void)
+{
+    char exe[4096], *slash, *out = NULL;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    struct stat st;
+
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    if (asprintf(&out, "%s/../share/parley/www", exe) < 0)
+        return NULL;
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        char *real = realpath(out, NULL);
+        if (real) {
+            free(out);
+            return real;
+        }
+        return out;
+    }
+    free(out);
+    return NULL;
+}
+
 static const struct cfg_option *find_flag(enum cfg_prog which, const char *name, size_t len)
 {
     for (size_t i = 0; i < N_OPTIONS; i++) {
@@ -337,6 +432,13 @@ enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog,
             continue;
         if (o->def && set_value(cfg, o, o->def))
             abort(); /* a bad default is a bug in the table */
+        if (o->offset == OFF(www_dir)) {
+            char *installed = installed_www_dir();
+            if (installed) {
+                free(cfg->www_dir);
+                cfg->www_dir = installed;
+            }
+        }
         env_name(o, env, sizeof env);
         v = getenv(env);
         if (!v && o->alt_env) {
@@ -373,6 +475,10 @@ enum cfg_result cfg_load(struct cfg *cfg, enum cfg_prog which, const char *prog,
             break; /* first positional argument */
         if (strcmp(arg, "--help") == 0) {
             print_help(which, prog);
+            return CFG_EXIT;
+        }
+        if (strcmp(arg, "--man") == 0) {
+            print_man(which);
             return CFG_EXIT;
         }
         if (strcmp(arg, "--version") == 0) {

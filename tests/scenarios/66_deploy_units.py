@@ -16,6 +16,7 @@ import parley  # noqa: E402
 from parley import BIN_DIR, ROOT, make_tmpdir  # noqa: E402
 
 UNITS = ["systemd/parley-broker.service", "systemd/parley-fcgi.service",
+         "systemd/parley-rest.service",
          "systemd/parley-fcgi.socket"]
 CLUSTER_UNITS = ["cluster/parley-broker@.service", "cluster/parley-rest@.service"]
 SANDBOX_KEYS = {"DynamicUser": "yes", "User": "parley", "ProtectSystem": "strict",
