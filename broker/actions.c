@@ -487,9 +487,9 @@ struct store_job {
     char *content;
     char *client_msg_id;
     char *thread_id;
-    char *channel;              /* store in this channel's session, made if needed */
-    char *model;                /* of a session made here */
-    char author_name[NAME_LEN]; /* the connection's name when it sent the message */
+    char *channel;                            /* store in this channel's session, made if needed */
+    char *model;                              /* of a session made here */
+    char author_name[NAME_LEN];               /* the connection's name when it sent the message */
     char client_id[BROKER_CLIENT_ID_MAX + 1]; /* its envelope client_id then (SPEC 3.3) */
     bool want_reply;
     bool by_policy;   /* want_reply as the session's reply_mode decides (a flat chat) */

@@ -446,6 +446,7 @@ static void store_done(struct dbjob *job)
                 (json_int_t)j->stored.id, "total_chunks", (json_int_t)r->chunks, "processing_time",
                 j->duration_ms / 1000.0, "message_count", (json_int_t)j->message_count, "stopped",
                 strcmp(j->status, "stopped") == 0);
+            proto_set_client(ev, r->client_id); /* the requester's */
             r->s->message_count = j->message_count;
             relay_message(r->vhd, r->s, j->stored.seq, ev);
             gate_message(r->vhd, r->s, j->stored.seq, ev);

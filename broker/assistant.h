@@ -25,7 +25,7 @@ struct reply {
     int64_t reply_to; /* the user message answered */
     /* its requester's envelope client_id (SPEC 3.3), known once the context is read */
     char client_id[BROKER_CLIENT_ID_MAX + 1];
-    char *text;       /* what was said so far */
+    char *text; /* what was said so far */
     size_t len, cap;
     unsigned chunks;
     int64_t started_us;        /* monotonic, when streaming began */

@@ -26,7 +26,7 @@
 
 #define BROKER_MAX_JOINED    16            /* sessions one connection may be a member of */
 #define BROKER_CONN_ID_HEX   12            /* connection ids: 12 lowercase hex characters */
-#define BROKER_CLIENT_ID_MAX 64 /* envelope client_id: 1 to 64 of A-Z a-z 0-9 . _ : - */
+#define BROKER_CLIENT_ID_MAX 64            /* envelope client_id: 1 to 64 of A-Z a-z 0-9 . _ : - */
 #define BROKER_TYPING_MS     10000         /* a typing indicator expires by itself after this */
 #define BROKER_REPLAY_MAX    1000          /* messages replayed by join_session with since */
 #define BROKER_REPLAY_BYTES  (128 * 1024)  /* ...and their bytes: a longer replay says has_more */

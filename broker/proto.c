@@ -123,7 +123,7 @@ static json_t *envelope(const json_t *ev, const char *channel, const char *recei
         data = json_deep_copy(ev);
         json_object_del(data, "type");
         json_object_del(data, "update_type");
-        if (strcmp(type, "connected") != 0) /* the greeting says which connection it is */
+        if (strcmp(type, "connected") != 0)         /* the greeting says which connection it is */
             json_object_del(data, "connection_id"); /* else it is the envelope's client_id */
         json_object_del(data, PROTO_CLIENT);
         if (json_is_null(json_object_get(data, "channel")))
