@@ -487,9 +487,10 @@ struct store_job {
     char *content;
     char *client_msg_id;
     char *thread_id;
-    char *channel;              /* store in this channel's session, made if needed */
-    char *model;                /* of a session made here */
-    char author_name[NAME_LEN]; /* the connection's name when it sent the message */
+    char *channel;                            /* store in this channel's session, made if needed */
+    char *model;                              /* of a session made here */
+    char author_name[NAME_LEN];               /* the connection's name when it sent the message */
+    char client_id[BROKER_CLIENT_ID_MAX + 1]; /* its envelope client_id then (SPEC 3.3) */
     bool want_reply;
     bool by_policy;   /* want_reply as the session's reply_mode decides (a flat chat) */
     bool private_new; /* create a plain session for pss first (envelope llm_request) */
@@ -621,11 +622,12 @@ static void store_done(struct dbjob *job)
         sess_typing(vhd, s, pss, false);
     if (j->broadcast_all) {
         json_t *ev = proto_message_added(s->id, &j->stored, j->message_count);
+        proto_set_client(ev, j->client_id);
         relay_all(vhd, ev);
         json_decref(ev);
         gate_message(vhd, s, j->stored.seq, NULL); /* told to everyone above */
     } else {
-        act_message_added(vhd, s, &j->stored, j->message_count, false, true);
+        act_message_added(vhd, s, &j->stored, j->message_count, false, true, j->client_id);
     }
     if (j->want_reply)
         asst_request(vhd, s, j->stored.id, j->system_prompt);
@@ -666,6 +668,7 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
     j->channel = in->channel ? strdup(in->channel) : NULL;
     j->model = strdup(model_of_new_session(vhd, NULL));
     snprintf(j->author_name, sizeof j->author_name, "%s", pss->name);
+    snprintf(j->client_id, sizeof j->client_id, "%s", ws_client_id(pss));
     j->req.job.bytes = strlen(in->content);
     if (req_push(&j->req, pss, in->client_msg_id) < 0)
         store_free(j);
@@ -673,10 +676,11 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
 
 void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
                        const struct db_message *m, int64_t message_count, bool want_reply,
-                       bool mine)
+                       bool mine, const char *client_id)
 {
     json_t *ev = proto_message_added(s->id, m, message_count);
 
+    proto_set_client(ev, client_id ? client_id : ws_client_of(vhd, m->connection_id));
     if (mine)
         relay_message(vhd, s, m->seq, ev);
     s->message_count = message_count;

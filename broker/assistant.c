@@ -39,6 +39,7 @@ static void drop(struct reply *r)
 /* Sends ev (steals it) to every member of the reply's session, on every broker. */
 static void broadcast(struct reply *r, json_t *ev)
 {
+    proto_set_client(ev, r->client_id);
     relay_broadcast(r->vhd, r->s, ev, NULL);
     json_decref(ev);
 }
@@ -194,6 +195,7 @@ static void tell_cut(struct reply *r, struct load_job *j)
         "total_chunks", (json_int_t)j->claim.chunks, "processing_time", 0.0, "message_count",
         (json_int_t)j->cut_count, "stopped", 0, "interrupted", 1);
 
+    proto_set_client(ev, ws_client_of(r->vhd, j->prompt.connection_id)); /* its requester */
     log_warn("session %s: took over the reply to message %lld from a broker that stopped; its "
              "text so far is stored as message %lld (incomplete), and the message is answered "
              "again",
@@ -251,6 +253,9 @@ static void load_done(struct dbjob *job)
         }
         r->state = REPLY_STREAMING;
         r->started_us = clock_mono_us();
+        if (ws_client_of(r->vhd, j->prompt.connection_id)) /* none: REST asked */
+            snprintf(r->client_id, sizeof r->client_id, "%s",
+                     ws_client_of(r->vhd, j->prompt.connection_id));
         broadcast(r, json_pack("{s:s, s:s, s:s, s:I}", "type", "status", "session_id", r->s->id,
                                "message", "the assistant is replying", "context_messages",
                                (json_int_t)j->context.n));
@@ -441,6 +446,7 @@ static void store_done(struct dbjob *job)
                 (json_int_t)j->stored.id, "total_chunks", (json_int_t)r->chunks, "processing_time",
                 j->duration_ms / 1000.0, "message_count", (json_int_t)j->message_count, "stopped",
                 strcmp(j->status, "stopped") == 0);
+            proto_set_client(ev, r->client_id); /* the requester's */
             r->s->message_count = j->message_count;
             relay_message(r->vhd, r->s, j->stored.seq, ev);
             gate_message(r->vhd, r->s, j->stored.seq, ev);

@@ -23,7 +23,9 @@ struct reply {
     unsigned failures; /* of the job now retried */
     char response_id[17];
     int64_t reply_to; /* the user message answered */
-    char *text;       /* what was said so far */
+    /* its requester's envelope client_id (SPEC 3.3), known once the context is read */
+    char client_id[BROKER_CLIENT_ID_MAX + 1];
+    char *text; /* what was said so far */
     size_t len, cap;
     unsigned chunks;
     int64_t started_us;        /* monotonic, when streaming began */

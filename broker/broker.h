@@ -26,6 +26,7 @@
 
 #define BROKER_MAX_JOINED    16            /* sessions one connection may be a member of */
 #define BROKER_CONN_ID_HEX   12            /* connection ids: 12 lowercase hex characters */
+#define BROKER_CLIENT_ID_MAX 64            /* envelope client_id: 1 to 64 of A-Z a-z 0-9 . _ : - */
 #define BROKER_TYPING_MS     10000         /* a typing indicator expires by itself after this */
 #define BROKER_REPLAY_MAX    1000          /* messages replayed by join_session with since */
 #define BROKER_REPLAY_BYTES  (128 * 1024)  /* ...and their bytes: a longer replay says has_more */
@@ -79,6 +80,9 @@ struct per_session_data__chat {
     bool name_given; /* given by the client: a key's name or a client_id does not replace it */
     enum dialect dialect;
     bool dialect_known;
+    /* its envelope client_id (SPEC 3.3): the /ws/{client_id} it connected on, then the
+     * last valid client_id its messages carried; "" until it gives one (ws_client_id) */
+    char client_id[BROKER_CLIENT_ID_MAX + 1];
     char *rx; /* a message being reassembled from fragments */
     size_t rx_len;
     bool rx_binary;
@@ -168,6 +172,7 @@ struct held_event {
 
 struct presence_change {
     char conn_id[BROKER_CONN_ID_HEX + 1];
+    char client_id[BROKER_CLIENT_ID_MAX + 1]; /* its envelope client_id then */
     char name[NAME_LEN];
     bool joined;
 };
@@ -265,9 +270,14 @@ void fanout_error_msg(struct per_vhost_data__chat *vhd, struct per_session_data_
 /* ---- proto.c: the wire formats ---- */
 /* Renders ev (flat form: {"type": ..., fields...}) for dialect d into a new string
  * (caller frees) of *len bytes. channel is the session's channel name for the envelope
- * (NULL: none); receiver is the connection a direct answer goes to (NULL: a broadcast). */
+ * (NULL: none); receiver is the client_id of the connection a direct answer goes to (NULL:
+ * a broadcast). */
 char *proto_render(const json_t *ev, enum dialect d, const char *channel, const char *receiver,
                    size_t *len);
+/* Names the client whose message caused ev (SPEC 3.3: the envelope's client_id), in an
+ * internal field that the flat dialect never shows; NULL: nobody in particular. Relayed
+ * events keep it, so other brokers render the same client_id. */
+void proto_set_client(json_t *ev, const char *client_id);
 /* A new flat event {"type": type} to add fields to. */
 json_t *proto_event(const char *type);
 /* The message object of message_added, new reference. */
@@ -278,6 +288,14 @@ json_t *proto_message_added(const char *session_id, const struct db_message *m,
 
 /* ---- ws.c ---- */
 struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const char *id);
+/* Whether s (n bytes) is a valid envelope client_id: 1 to 64 of A-Z a-z 0-9 . _ : - */
+bool ws_client_id_valid(const char *s, size_t n);
+/* The client_id that names pss in envelope messages: the one it gave, else its connection
+ * id. Borrowed from pss. */
+const char *ws_client_id(const struct per_session_data__chat *pss);
+/* The same for connection conn_id (may be NULL) when it is connected here; else conn_id
+ * itself (NULL for none: a REST message). */
+const char *ws_client_of(struct per_vhost_data__chat *vhd, const char *conn_id);
 /* Asks for a writeable callback on pss. */
 void ws_wake(struct per_session_data__chat *pss);
 /* Asks the connection to close with code at its next writeable callback. */
@@ -455,7 +473,7 @@ void act_store(struct per_vhost_data__chat *vhd, struct per_session_data__chat *
  * for a reply if wanted. */
 void act_message_added(struct per_vhost_data__chat *vhd, struct live_session *s,
                        const struct db_message *m, int64_t message_count, bool want_reply,
-                       bool mine);
+                       bool mine, const char *client_id);
 /* create_session: model, title and reply_mode may be NULL (the defaults); a model or
  * reply_mode that is not offered is answered invalid_field here. */
 void act_create(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,

@@ -224,7 +224,7 @@ static struct frame *render(const json_t *ev, enum dialect d, const char *channe
 void fanout_send(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
                  const json_t *ev)
 {
-    struct frame *f = render(ev, pss->dialect, NULL, pss->id);
+    struct frame *f = render(ev, pss->dialect, NULL, ws_client_id(pss));
 
     fanout_push(vhd, pss, f, true);
     frame_unref(f);

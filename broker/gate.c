@@ -169,8 +169,8 @@ void gate_rows(struct per_vhost_data__chat *vhd, struct live_session *s, int64_t
         /* every seq between was read, so is gone; a telling held for this one (a reply's
          * response_complete) goes out instead of message_added */
         ev = unhold(s, m->seq, &found);
-        if (!found)
-            ev = proto_message_added(s->id, m, message_count);
+        if (!found && (ev = proto_message_added(s->id, m, message_count)))
+            proto_set_client(ev, ws_client_of(vhd, m->connection_id)); /* when still here */
         s->message_count = message_count;
         deliver(vhd, s, m->seq, ev);
     }

@@ -158,16 +158,28 @@ static bool within_rate(struct per_vhost_data__chat *vhd, struct per_session_dat
     return false;
 }
 
-/* An envelope client that gave no name is called by the client_id its messages carry
- * (SPEC 3.3), when that is a valid name. */
-static void learn_client_id(struct per_session_data__chat *pss, const json_t *msg)
+/* An envelope message's client_id (SPEC 3.3) becomes the connection's: it names the
+ * client in the events its messages cause. A client that gave no name is called by it
+ * too (when that is a valid name). Missing or null: nothing changes. Returns false, having
+ * answered invalid_field, when it is not 1 to 64 of A-Z a-z 0-9 . _ : - */
+static bool learn_client_id(struct per_vhost_data__chat *vhd, struct per_session_data__chat *pss,
+                            const json_t *msg, const char *type)
 {
     const json_t *v = json_object_get(msg, "client_id");
 
-    if (pss->name_given || pss->dialect != DIALECT_ENVELOPE || !json_is_string(v) ||
-        !name_valid(json_string_value(v), json_string_length(v)))
-        return;
-    snprintf(pss->name, sizeof pss->name, "%s", json_string_value(v));
+    if (pss->dialect != DIALECT_ENVELOPE || !v || json_is_null(v))
+        return true;
+    if (!json_is_string(v) || !ws_client_id_valid(json_string_value(v), json_string_length(v))) {
+        fanout_error(vhd, pss, PERR_INVALID_FIELD, type,
+                     "field 'client_id' must be a string of 1 to %d of A-Z a-z 0-9 . _ : - (or "
+                     "null)",
+                     BROKER_CLIENT_ID_MAX);
+        return false;
+    }
+    snprintf(pss->client_id, sizeof pss->client_id, "%s", json_string_value(v));
+    if (!pss->name_given && name_valid(json_string_value(v), json_string_length(v)))
+        snprintf(pss->name, sizeof pss->name, "%s", json_string_value(v));
+    return true;
 }
 
 /* Decides the connection's dialect from its first message, unless the upgrade did. */
@@ -200,7 +212,6 @@ void inbound_frame(struct per_vhost_data__chat *vhd, struct per_session_data__ch
         return;
     }
     learn_dialect(pss, msg);
-    learn_client_id(pss, msg);
     in.msg = msg;
     in.data = pss->dialect == DIALECT_ENVELOPE ? json_object_get(msg, "data") : msg;
     if (!in.data || json_is_null(in.data))
@@ -209,6 +220,8 @@ void inbound_frame(struct per_vhost_data__chat *vhd, struct per_session_data__ch
         fanout_error(vhd, pss, e, NULL, "%s", why);
         goto out;
     }
+    if (!learn_client_id(vhd, pss, msg, in.type))
+        goto out;
     if (!json_is_object(in.data)) {
         fanout_error(vhd, pss, PERR_INVALID_FIELD, in.type,
                      "field 'data' must be an object: this connection speaks the envelope "

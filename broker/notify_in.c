@@ -38,7 +38,7 @@ static void added_done(struct dbjob *job)
         s = sess_get(j->vhd, j->session.id, j->session.model);
         if (s) {
             act_message_added(j->vhd, s, &j->m, j->session.message_count,
-                              j->reply && j->vhd->driver, false);
+                              j->reply && j->vhd->driver, false, NULL);
             sess_release(j->vhd, s);
         }
     }

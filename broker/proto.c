@@ -9,14 +9,28 @@
  *   - a reply's `chunk` is an `llm_chunk` {chunk, is_final, response_id, chunk_number};
  *   - other session_update kinds take the update_type as their type;
  *   - everything else keeps its type, its other fields going into data.
- *   client_id is the connection the event comes from (connection_id); for an answer sent
- *   to one connection alone without one (pong, errors), the receiver; else null.
+ *   client_id is always a string (SPEC 3.3): the client_id of the client whose message
+ *   caused the event (PROTO_CLIENT, set with proto_set_client: a sender, a typist, a
+ *   joiner, an assistant reply's requester); for an answer to one connection (pong,
+ *   errors, subscription_success), the receiver's; else the connection the event names
+ *   (connection_id: a member listed by another broker, a message read back from the
+ *   database); else "parley" (the service itself: REST, a summary of several joins).
+ *   PROTO_CLIENT never reaches a flat client.
  * Parsing of client messages lives in handlers.c (flat) and envelope.c. */
 #include <string.h>
 
 #include "broker.h"
 #include "clock.h"
 #include "jsonx.h"
+
+#define PROTO_CLIENT  "_client_id" /* internal: who caused the event */
+#define PROTO_SERVICE "parley"     /* the client_id of what no client caused */
+
+void proto_set_client(json_t *ev, const char *client_id)
+{
+    if (ev && client_id && client_id[0])
+        json_object_set_new(ev, PROTO_CLIENT, json_string(client_id));
+}
 
 json_t *proto_event(const char *type)
 {
@@ -86,7 +100,8 @@ static json_t *envelope(const json_t *ev, const char *channel, const char *recei
 {
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *update = json_string_value(json_object_get(ev, "update_type"));
-    const json_t *client = json_object_get(ev, "connection_id");
+    const char *client = json_string_value(json_object_get(ev, PROTO_CLIENT));
+    const char *named = json_string_value(json_object_get(ev, "connection_id"));
     char now[CLOCK_ISO_LEN];
     json_t *data;
 
@@ -94,7 +109,7 @@ static json_t *envelope(const json_t *ev, const char *channel, const char *recei
         return NULL;
     if (update && strcmp(update, "message_added") == 0) {
         data = message_data(ev, &type);
-        client = json_object_get(json_object_get(ev, "message"), "connection_id");
+        named = json_string_value(json_object_get(json_object_get(ev, "message"), "connection_id"));
     } else if (strcmp(type, "chunk") == 0) {
         type = "llm_chunk";
         data = json_pack("{s:O, s:O, s:O, s:O, s:O}", "chunk", json_object_get(ev, "text"),
@@ -108,19 +123,35 @@ static json_t *envelope(const json_t *ev, const char *channel, const char *recei
         data = json_deep_copy(ev);
         json_object_del(data, "type");
         json_object_del(data, "update_type");
-        json_object_del(data, "connection_id"); /* it is the envelope's client_id */
+        if (strcmp(type, "connected") != 0)         /* the greeting says which connection it is */
+            json_object_del(data, "connection_id"); /* else it is the envelope's client_id */
+        json_object_del(data, PROTO_CLIENT);
         if (json_is_null(json_object_get(data, "channel")))
             json_object_del(data, "channel");
     }
     clock_now_iso(now);
     if (json_is_string(json_object_get(ev, "channel")))
         channel = json_string_value(json_object_get(ev, "channel"));
-    if (!client && receiver) /* a direct answer: it is about the receiver */
-        return json_pack("{s:s, s:s, s:s, s:s?, s:o}", "type", type, "timestamp", now, "client_id",
-                         receiver, "channel", channel, "data", data ? data : json_object());
-    return json_pack("{s:s, s:s, s:O, s:s?, s:o}", "type", type, "timestamp", now, "client_id",
-                     client ? client : json_null(), "channel", channel, "data",
-                     data ? data : json_object());
+    if (!client)
+        client = receiver ? receiver : named ? named : PROTO_SERVICE;
+    return json_pack("{s:s, s:s, s:s, s:s?, s:o}", "type", type, "timestamp", now, "client_id",
+                     client, "channel", channel, "data", data ? data : json_object());
+}
+
+/* The flat form: the event as built, without what only the envelope shows. */
+static char *flat(const json_t *ev, size_t *len)
+{
+    json_t *copy;
+    char *text;
+
+    if (!json_object_get(ev, PROTO_CLIENT))
+        return jx_dump(ev, len);
+    if (!(copy = json_copy((json_t *)ev))) /* shallow: the values are shared, not changed */
+        return NULL;
+    json_object_del(copy, PROTO_CLIENT);
+    text = jx_dump(copy, len);
+    json_decref(copy);
+    return text;
 }
 
 char *proto_render(const json_t *ev, enum dialect d, const char *channel, const char *receiver,
@@ -130,7 +161,7 @@ char *proto_render(const json_t *ev, enum dialect d, const char *channel, const 
     char *text;
 
     if (d == DIALECT_FLAT)
-        return jx_dump(ev, len);
+        return flat(ev, len);
     env = envelope(ev, channel, receiver);
     text = env ? jx_dump(env, len) : NULL;
     json_decref(env);

@@ -41,12 +41,13 @@ static void busy(struct per_vhost_data__chat *vhd, struct per_session_data__chat
 
 /* Tells the members of s (on every broker) that reply message_id was superseded. */
 static void tell_superseded(struct per_vhost_data__chat *vhd, struct live_session *s,
-                            int64_t message_id, int64_t message_count)
+                            int64_t message_id, int64_t message_count, const char *client_id)
 {
     json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:I}", "type", "session_update", "session_id",
                            s->id, "update_type", "message_superseded", "message_id",
                            (json_int_t)message_id, "message_count", (json_int_t)message_count);
 
+    proto_set_client(ev, client_id); /* who asked; NULL: gone since */
     relay_broadcast(vhd, s, ev, NULL);
     json_decref(ev);
 }
@@ -85,7 +86,8 @@ static void regen_done(struct dbjob *job)
          * now; without a live session here, the reconcile asks for it */
         s->message_count = j->out.message_count;
         for (size_t i = 0; i < j->out.n_superseded; i++)
-            tell_superseded(vhd, s, j->out.superseded[i], j->out.message_count);
+            tell_superseded(vhd, s, j->out.superseded[i], j->out.message_count,
+                            pss ? ws_client_id(pss) : NULL);
         log_info("session %s: message %lld is answered again (%zu replies superseded)", s->id,
                  (long long)j->out.prompt_id, j->out.n_superseded);
         asst_request(vhd, s, j->out.prompt_id, NULL);

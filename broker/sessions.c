@@ -104,13 +104,15 @@ static int member_index(const struct per_session_data__chat *pss, const struct l
 
 /* Tells the members one change (except the connection it is about). */
 static void tell_change(struct per_vhost_data__chat *vhd, struct live_session *s,
-                        const char *conn_id, const char *name, bool joined)
+                        const struct presence_change *c)
 {
+    const char *conn_id = c->conn_id;
     json_t *ev =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "type", "session_update", "session_id", s->id,
-                  "update_type", joined ? "user_joined" : "user_left", "connection_id", conn_id,
-                  "name", name, "clients", (json_int_t)roster_clients(s));
+                  "update_type", c->joined ? "user_joined" : "user_left", "connection_id", conn_id,
+                  "name", c->name, "clients", (json_int_t)roster_clients(s));
 
+    proto_set_client(ev, c->client_id);
     relay_broadcast(vhd, s, ev, ws_conn(vhd, conn_id));
     json_decref(ev);
 }
@@ -146,7 +148,7 @@ static void presence_flush(lws_sorted_usec_list_t *sul)
         if (!s)
             continue; /* gone meanwhile */
         if (s->n_changes == 1)
-            tell_change(vhd, s, s->changes[0].conn_id, s->changes[0].name, s->changes[0].joined);
+            tell_change(vhd, s, &s->changes[0]);
         else if (s->n_changes > 1 && s->n_members > 0)
             tell_changes(vhd, s);
         s->n_changes = 0;
@@ -159,15 +161,12 @@ static void presence_flush(lws_sorted_usec_list_t *sul)
 
 /* Keeps a change for the end of the window. */
 static void presence_defer(struct per_vhost_data__chat *vhd, struct live_session *s,
-                           const char *conn_id, const char *name, bool joined)
+                           const struct presence_change *c)
 {
     if (!s->changes && !(s->changes = calloc(PRESENCE_LIST_MAX, sizeof *s->changes)))
         return;
-    if (s->n_changes < PRESENCE_LIST_MAX) {
-        snprintf(s->changes[s->n_changes].conn_id, sizeof s->changes[0].conn_id, "%s", conn_id);
-        snprintf(s->changes[s->n_changes].name, sizeof s->changes[0].name, "%s", name);
-        s->changes[s->n_changes++].joined = joined;
-    }
+    if (s->n_changes < PRESENCE_LIST_MAX)
+        s->changes[s->n_changes++] = *c;
     if (s->presence_due)
         return;
     if (vhd->n_presence_due == vhd->cap_presence_due) {
@@ -193,17 +192,21 @@ static void presence_changed(struct per_vhost_data__chat *vhd, struct live_sessi
                              const struct per_session_data__chat *pss, bool joined)
 {
     int64_t now = clock_mono_ms();
+    struct presence_change c = {.joined = joined};
 
+    snprintf(c.conn_id, sizeof c.conn_id, "%s", pss->id);
+    snprintf(c.client_id, sizeof c.client_id, "%s", ws_client_id(pss));
+    snprintf(c.name, sizeof c.name, "%s", pss->name);
     if (now - s->presence_window_mono >= PRESENCE_WINDOW_MS) {
         s->presence_window_mono = now;
         s->presence_sent = 0;
     }
     if (!s->presence_due && s->presence_sent < PRESENCE_DETAIL) {
         s->presence_sent++;
-        tell_change(vhd, s, pss->id, pss->name, joined);
+        tell_change(vhd, s, &c);
         return;
     }
-    presence_defer(vhd, s, pss->id, pss->name, joined);
+    presence_defer(vhd, s, &c);
 }
 
 void sess_presence_cleanup(struct per_vhost_data__chat *vhd)
@@ -326,6 +329,7 @@ void sess_typing(struct per_vhost_data__chat *vhd, struct live_session *s,
     ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "type", "session_update", "session_id", s->id,
                    "update_type", "user_typing", "connection_id", pss->id, "name", pss->name,
                    "typing", typing);
+    proto_set_client(ev, ws_client_id(pss));
     relay_broadcast(vhd, s, ev, pss);
     json_decref(ev);
 }

@@ -27,6 +27,25 @@ struct per_session_data__chat *ws_conn(struct per_vhost_data__chat *vhd, const c
     return map_get(vhd->conns, id);
 }
 
+#define CLIENT_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+
+bool ws_client_id_valid(const char *s, size_t n)
+{
+    return n >= 1 && n <= BROKER_CLIENT_ID_MAX && strlen(s) == n && strspn(s, CLIENT_ID_CHARS) == n;
+}
+
+const char *ws_client_id(const struct per_session_data__chat *pss)
+{
+    return pss->client_id[0] ? pss->client_id : pss->id;
+}
+
+const char *ws_client_of(struct per_vhost_data__chat *vhd, const char *conn_id)
+{
+    struct per_session_data__chat *pss = conn_id ? ws_conn(vhd, conn_id) : NULL;
+
+    return pss ? ws_client_id(pss) : conn_id;
+}
+
 void ws_wake(struct per_session_data__chat *pss)
 {
     if (pss->wsi) /* none for the fuzzer's connections */
@@ -276,6 +295,8 @@ int ws_conn_attach(struct per_vhost_data__chat *vhd, struct per_session_data__ch
     vhd->conns_list = pss;
     vhd->n_conns++;
     access_conn_open(vhd, pss);
+    if (!pss->name_given && pss->client_id[0]) /* /ws/{client_id}: as an envelope message's */
+        snprintf(pss->name, sizeof pss->name, "%s", pss->client_id);
     if (!pss->name[0]) /* no ?name= and no key's name */
         name_guest(pss->name, pss->id);
     ev = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "type", "connected", "connection_id",
@@ -367,7 +388,7 @@ static const char *upgrade_refusal(int status)
     case 403:
         return "this Origin is not allowed (--allowed-origin)";
     case 404:
-        return "WebSocket connections are served on /ws";
+        return "WebSocket connections are served on /ws (or /ws/{client_id})";
     case 429:
         return "too many connections from this address (--max-conns-per-ip)";
     default:
@@ -421,13 +442,47 @@ static int send_close(struct per_session_data__chat *pss)
     return 0;
 }
 
-static int ws_path_ok(struct lws *wsi)
-{
-    char uri[64];
+/* What the upgrade asks for (SPEC 3): the path /ws, or /ws/{client_id} (the seed's shape:
+ * that client_id is the connection's, and it speaks the envelope dialect from its first
+ * frame), and ?dialect=envelope or ?dialect=flat (the last one given counts; it wins over
+ * the path's). Fills what it finds in (client_id: BROKER_CLIENT_ID_MAX + 1 bytes, "" for
+ * none; *dialect and *known when the upgrade chose). Returns 0, 404 (not our path) or
+ * 400 with *why. */
+struct upgrade_ask {
+    char client_id[BROKER_CLIENT_ID_MAX + 1];
+    enum dialect dialect;
+    bool known;
+};
 
-    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
-        return 0;
-    return strcmp(uri, "/ws") == 0;
+static int upgrade_target(struct lws *wsi, struct upgrade_ask *ask, const char **why)
+{
+    char uri[256], frag[64];
+    int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+
+    memset(ask, 0, sizeof *ask);
+    if (n <= 0 || strncmp(uri, "/ws", 3) != 0 || (uri[3] != '\0' && uri[3] != '/'))
+        return n < 0 && strncmp(uri, "/ws/", 4) == 0 ? 400 : 404;
+    if (uri[3] == '/') {
+        if (!ws_client_id_valid(uri + 4, strlen(uri + 4))) {
+            *why = "the client_id of /ws/{client_id} must be 1 to 64 of A-Z a-z 0-9 . _ : -";
+            return 400;
+        }
+        memcpy(ask->client_id, uri + 4, strlen(uri + 4) + 1);
+        ask->dialect = DIALECT_ENVELOPE;
+        ask->known = true;
+    }
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++) {
+        if (strncmp(frag, "dialect=", 8) != 0)
+            continue;
+        if (strcmp(frag + 8, "envelope") != 0 && strcmp(frag + 8, "flat") != 0) {
+            *why = "query parameter 'dialect' must be envelope or flat";
+            return 400;
+        }
+        ask->dialect = strcmp(frag + 8, "envelope") == 0 ? DIALECT_ENVELOPE : DIALECT_FLAT;
+        ask->known = true;
+    }
+    return 0;
 }
 
 int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -448,18 +503,25 @@ int ws_callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *us
         break;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         const char *why = NULL;
+        struct upgrade_ask ask;
         int status = vhd && !vhd->stopping ? access_check_upgrade(vhd, wsi, &why) : 503;
-        if (status == 0 && !ws_path_ok(wsi))
-            status = 404;
+        if (status == 0 && (status = upgrade_target(wsi, &ask, &why)) == 404)
+            why = NULL; /* the usual text */
         if (status == 0)
             break;
         return refuse_upgrade(wsi, status, why);
     }
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (!vhd || vhd->stopping || !ws_path_ok(wsi))
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        const char *why;
+        struct upgrade_ask ask;
+        if (!vhd || vhd->stopping || upgrade_target(wsi, &ask, &why) != 0)
             return 1; /* refuse the upgrade */
+        memcpy(pss->client_id, ask.client_id, sizeof pss->client_id);
+        pss->dialect = ask.dialect;
+        pss->dialect_known = ask.known;
         access_conn_filter(vhd, pss, wsi);
         break;
+    }
     case LWS_CALLBACK_ESTABLISHED:
         conn_open(vhd, pss, wsi);
         break;

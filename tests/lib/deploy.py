@@ -506,6 +506,13 @@ def chat_through(t, name, ws_url):
     parley.check_reply(t, "%s: reply to b" % name, b.read_reply(sid), sid, text=text)
     a.close()
     b.close()
+    # the seed's path /ws/{client_id} is routed to the broker too: an envelope from the start
+    e = parley.WsClient(ws_url + "/seed-1", name="e")
+    g = e.expect(type="connected")
+    t.eq("%s: /ws/{client_id} through the proxy: an envelope connected" % name,
+         (g.get("client_id"), g.get("channel"), sorted(g.get("data", {}))),
+         ("seed-1", None, ["connection_id", "message", "server_info"]))
+    e.close()
     return sid
 
 

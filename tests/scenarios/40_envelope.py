@@ -17,6 +17,7 @@ import parley  # noqa: E402
 from parley import SESSION_ID_RE, TS_RE, Broker, Rest, echo_chunks, one_of  # noqa: E402
 
 ENV_KEYS = {"type", "timestamp", "client_id", "channel", "data"}
+ME = "test"  # the client_id every envelope message of this test carries (SPEC 3.3)
 ERROR_CLIENT_IDS = []  # (case, client_id got, receiver's id): checked once at the end
 REPLY_TYPES = one_of("status", "response_start", "llm_chunk", "response_complete")
 FLAT_REPLY = one_of("status", "response_start", "chunk", "response_complete")
@@ -79,16 +80,16 @@ def read_flat_reply(c, sid, timeout=20.0):
     return c.read_reply(sid, timeout=timeout)
 
 
-def check_env_reply(t, name, frames, sid, text, channel, me=None):
+def check_env_reply(t, name, frames, sid, text, channel, me=ME):
     """status, response_start, llm_chunk 1..n (word + whitespace), a final empty llm_chunk
-    is_final true, response_complete; all enveloped with client_id null (the assistant)."""
+    is_final true, response_complete; all enveloped with the requester's client_id (me)."""
     types = [f.get("type") for f in frames]
     t.ok("%s: status, response_start, llm_chunks, response_complete" % name,
          len(types) >= 4 and types[0] == "status" and types[1] == "response_start" and
          all(x == "llm_chunk" for x in types[2:-1]) and types[-1] == "response_complete",
          repr(types))
     for f in frames:
-        check_env(t, "%s: %s framing" % (name, f.get("type")), f, f.get("type"), None, channel)
+        check_env(t, "%s: %s framing" % (name, f.get("type")), f, f.get("type"), me, channel)
     if len(frames) < 4:
         return None
     rid = frames[1].get("data", {}).get("response_id")
@@ -130,7 +131,7 @@ def test_mixed(t, b, r):
     e = env_client(b, "E")
     f = connect(b, "F")
     sub = subscribe(e, "mixed-room")
-    check_env(t, "subscription_success", sub, "subscription_success", e.id, "mixed-room")
+    check_env(t, "subscription_success", sub, "subscription_success", ME, "mixed-room")
     sid = sub["data"].get("session_id")
     t.match("subscription_success: data.session_id 16 hex", sid, SESSION_ID_RE)
     t.eq("subscription_success: data", sub.get("data"),
@@ -149,7 +150,7 @@ def test_mixed(t, b, r):
     e.send(env("chat_message", {"content": "hello from envelope ✓", "thread_id": "th-1"},
                "mixed-room"))
     mine = e.expect(type="chat_message")
-    check_env(t, "chat_message echo to the sender", mine, "chat_message", e.id, "mixed-room")
+    check_env(t, "chat_message echo to the sender", mine, "chat_message", ME, "mixed-room")
     md = mine.get("data", {})
     t.keys("chat_message data keys", md, {"message_id", "seq", "session_id", "role", "content",
                                           "created_at", "thread_id", "author"})
@@ -183,7 +184,7 @@ def test_mixed(t, b, r):
                           "author": {"name": "guest-" + f.id[:4], "connection_id": f.id}})
     ef = read_env_reply(e)
     ff = read_flat_reply(f, sid)
-    check_env_reply(t, "flat chat: envelope member's reply", ef, sid, text, "mixed-room")
+    check_env_reply(t, "flat chat: envelope member's reply", ef, sid, text, "mixed-room", f.id)
     parley.check_reply(t, "flat chat: flat member's reply", ff, sid, text)
     t.eq("same response_id for both dialects", ef[1]["data"].get("response_id"),
          ff[1].get("response_id"))
@@ -194,7 +195,7 @@ def test_mixed(t, b, r):
     ue = e.expect(type="chat_message")
     t.eq("llm_request: stored as a user message, seen by the sender",
          (ue["data"].get("role"), ue["data"].get("content"), ue.get("client_id")),
-         ("user", text2, e.id))
+         ("user", text2, ME))
     fu = f.expect(type="session_update", update_type="message_added")
     t.eq("llm_request: flat member gets message_added",
          (fu["message"].get("role"), fu["message"].get("content"),
@@ -236,7 +237,7 @@ def expect_error(t, c, name, msg, code, field=None, request_type=None):
         t.fail("%s: error %s" % (name, code), str(ex))
         return None
     check_env(t, "%s: error framing" % name, er, "error")
-    ERROR_CLIENT_IDS.append((name, er.get("client_id"), c.id))
+    ERROR_CLIENT_IDS.append((name, er.get("client_id"), ME))
     d = er.get("data", {})
     t.eq("%s: code" % name, d.get("code"), code)
     t.ok("%s: data has code, message (+ request_type)" % name,
@@ -256,7 +257,7 @@ def test_types(t, b, r):
     # auth with no keys configured: success, whatever the key
     a.send(env("auth", {}))
     m = a.expect(type="auth_success")
-    check_env(t, "auth (no api_key, no keys configured)", m, "auth_success", a.id, None)
+    check_env(t, "auth (no api_key, no keys configured)", m, "auth_success", ME, None)
     t.eq("auth_success data is empty", m.get("data"), {})
     a.send(env("auth", {"api_key": "pk_whatever"}))
     m = a.expect(type="auth_success")
@@ -265,18 +266,18 @@ def test_types(t, b, r):
     # ping / pong
     a.send(env("ping"))
     p = a.expect(type="pong")
-    check_env(t, "pong", p, "pong", a.id, None)
+    check_env(t, "pong", p, "pong", ME, None)
     t.keys("pong data: exactly timestamp", p.get("data"), {"timestamp"})
     t.match("pong data.timestamp", p.get("data", {}).get("timestamp"), TS_RE)
 
     # subscribe via data.channel and via the envelope's channel
     s1 = subscribe(a, "alpha")
-    check_env(t, "subscribe alpha", s1, "subscription_success", a.id, "alpha")
+    check_env(t, "subscribe alpha", s1, "subscription_success", ME, "alpha")
     sid1 = s1["data"].get("session_id")
     a.send({"type": "subscribe", "timestamp": None, "client_id": None, "channel": "beta",
             "data": {}})
     s2 = a.expect(type="subscription_success")
-    check_env(t, "subscribe with the envelope's channel", s2, "subscription_success", a.id,
+    check_env(t, "subscribe with the envelope's channel", s2, "subscription_success", ME,
               "beta")
     t.eq("subscribe with the envelope's channel: data.channel", s2["data"].get("channel"), "beta")
     sid2 = s2["data"].get("session_id")
@@ -297,7 +298,7 @@ def test_types(t, b, r):
     a.send(env("chat_message", {"content": "in a thread", "thread_id": "T-42"}, "alpha"))
     for x in (a, c):
         m = x.expect(type="chat_message")
-        check_env(t, "chat_message to %s" % x.name, m, "chat_message", a.id, "alpha")
+        check_env(t, "chat_message to %s" % x.name, m, "chat_message", ME, "alpha")
         t.eq("chat_message to %s: content and thread_id" % x.name,
              (m["data"].get("content"), m["data"].get("thread_id")), ("in a thread", "T-42"))
     a.send(env("chat_message", {"content": "no thread"}, "alpha"))
@@ -314,14 +315,14 @@ def test_types(t, b, r):
     a.send(env("task_update", {"task_id": "job-1", "status": "running"}, "alpha"))
     for x in (a, c):
         m = x.expect(type="task_update")
-        check_env(t, "task_update to %s" % x.name, m, "task_update", a.id, "alpha")
+        check_env(t, "task_update to %s" % x.name, m, "task_update", ME, "alpha")
         d = m.get("data", {})
         t.keys("task_update data keys", d, {"task_id", "status", "message_id"})
         t.eq("task_update data", (d.get("task_id"), d.get("status")), ("job-1", "running"))
     a.send(env("agent_status", {"agent_id": "agent-7", "status": "idle"}, "alpha"))
     for x in (a, c):
         m = x.expect(type="agent_status")
-        check_env(t, "agent_status to %s" % x.name, m, "agent_status", a.id, "alpha")
+        check_env(t, "agent_status to %s" % x.name, m, "agent_status", ME, "alpha")
         d = m.get("data", {})
         t.keys("agent_status data keys", d, {"agent_id", "status", "message_id"})
         t.eq("agent_status data", (d.get("agent_id"), d.get("status")), ("agent-7", "idle"))
@@ -339,7 +340,7 @@ def test_types(t, b, r):
     a.send(env("task_update", {"task_id": "g-1", "status": "queued"}, None))
     for x in (a, c, lone):
         m = x.expect(type="task_update", pred=lambda m: m.get("data", {}).get("task_id") == "g-1")
-        check_env(t, "global task_update to %s" % x.name, m, "task_update", a.id, None)
+        check_env(t, "global task_update to %s" % x.name, m, "task_update", ME, None)
         t.eq("global task_update data to %s" % x.name,
              (m["data"].get("task_id"), m["data"].get("status")), ("g-1", "queued"))
     fm = flat.expect(type="session_update", update_type="message_added")
@@ -355,7 +356,7 @@ def test_types(t, b, r):
     for x in (a, c, lone):
         m = x.expect(type="agent_status", pred=lambda m: m.get("data", {}).get("agent_id") ==
                      "ag-g")
-        check_env(t, "global agent_status to %s" % x.name, m, "agent_status", a.id, None)
+        check_env(t, "global agent_status to %s" % x.name, m, "agent_status", ME, None)
     flat.expect(type="session_update", update_type="message_added")
     glob = [s for s in r.get("/sessions").body.get("sessions", []) if s.get("channel") ==
             "_global"]
@@ -365,7 +366,7 @@ def test_types(t, b, r):
     # unsubscribe, not subscribed, resubscribe
     a.send(env("unsubscribe", {"channel": "beta"}))
     u = a.expect(type="unsubscription_success")
-    check_env(t, "unsubscribe beta", u, "unsubscription_success", a.id, "beta")
+    check_env(t, "unsubscribe beta", u, "unsubscription_success", ME, "beta")
     t.eq("unsubscription_success data", u.get("data"), {"channel": "beta"})
     expect_error(t, a, "unsubscribe a channel not held", env("unsubscribe", {"channel": "beta"}),
                  "not_in_session", request_type="unsubscribe")
@@ -378,7 +379,7 @@ def test_types(t, b, r):
     u = a.expect(type="unsubscription_success")
     t.eq("unsubscribe with the envelope's channel", u.get("data"), {"channel": "alpha"})
     ul = c.expect(type="user_left")
-    check_env(t, "user_left to the other subscriber", ul, "user_left", a.id, "alpha")
+    check_env(t, "user_left to the other subscriber", ul, "user_left", ME, "alpha")
     a.send(env("chat_message", {"content": "after leaving"}, "beta"))
     a.expect(type="chat_message")
     c.send(env("chat_message", {"content": "only C"}, "alpha"))
@@ -427,7 +428,7 @@ def test_types(t, b, r):
     # a flat-looking message on an envelope connection (no data): type still dispatched
     a.send({"type": "ping"})
     p = a.expect(type="pong")
-    check_env(t, "ping without data on an envelope connection", p, "pong", a.id, None)
+    check_env(t, "ping without data on an envelope connection", p, "pong", ME, None)
     t.eq("errors left nothing unexpected", [m for m in a.quiet(0.2) if m.get("type") ==
                                             "error"], [])
     for x in (a, c, lone, flat):

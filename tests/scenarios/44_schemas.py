@@ -18,13 +18,17 @@ FLAGS = {"--rate-limit": "1000", "--rate-burst": "2000"}
 SCHEMAS = {n: schema_check.load(n + ".json") for n in
            ("flat-server", "flat-client", "envelope-server", "envelope-client")}
 SENT = []  # (dialect, message)
+ENV_KEYS = {"type", "timestamp", "client_id", "channel", "data"}
 CLIENTS = []  # (dialect, WsClient)
 
 
-def connect(b, name, dialect):
-    c = b.client(name)
-    c.id = c.expect(type="connected").get("connection_id")
+def connect(b, name, dialect, query=""):
+    """query "?dialect=envelope" (or a /ws/{client_id} path): the greeting is an envelope."""
+    c = parley.WsClient(b.url + query, name=name)
+    g = c.expect(type="connected")
+    c.id = g.get("connection_id") or g.get("data", {}).get("connection_id")
     c.dialect = dialect
+    c.greeting = dialect if query else "flat"
     CLIENTS.append(c)
     return c
 
@@ -81,6 +85,10 @@ def scenario(t, b, r):
     e = connect(b, "E", "envelope")
     send(e, env("auth", {}))
     e.expect(type="auth_success")
+    for q in ("?dialect=envelope", "/seed-client"):  # chosen at the upgrade (SPEC 3)
+        u = connect(b, "U", "envelope", q)
+        send(u, env("ping"))
+        u.expect(type="pong")
     send(e, env("subscribe", {"channel": "schema-room"}))
     csid = e.expect(type="subscription_success").get("data", {}).get("session_id")
     f = connect(b, "F", "flat")
@@ -160,11 +168,26 @@ def main(t):
                 "type": "llm_chunk", "timestamp": "2026-01-01T00:00:00.000Z", "client_id": None,
                 "channel": "c", "data": {"chunk": "", "is_final": "yes", "response_id": "0" * 16,
                                          "chunk_number": 1, "session_id": "0" * 16}}, es),
+            ("envelope pong with client_id null", {
+                "type": "pong", "timestamp": "2026-01-01T00:00:00.000Z", "client_id": None,
+                "channel": None, "data": {"timestamp": "2026-01-01T00:00:00.000Z"}}, es),
+            ("envelope connected with a flat body", {
+                "type": "connected", "timestamp": "2026-01-01T00:00:00.000Z",
+                "client_id": "x", "channel": None, "connection_id": "0" * 12, "data": {}}, es),
             ("flat client chat without message", {"type": "chat"}, SCHEMAS["flat-client"]),
             ("envelope client subscribe with a bad channel",
              env("subscribe", {"channel": "a b"}), SCHEMAS["envelope-client"])):
         t.ok("schema rejects: %s" % name, schema_check.validate(inst, schema) != [],
              "accepted %r" % (inst,))
+    # issue 16: every envelope server message has a string client_id, a timestamp, a
+    # channel (string or null) and a data object
+    for k, d in sorted(es["$defs"].items()):
+        if "client_id" not in d.get("properties", {}):
+            continue
+        t.eq("envelope-server %s: requires type, timestamp, client_id, channel, data" % k,
+             sorted(x for x in d.get("required", []) if x in ENV_KEYS), sorted(ENV_KEYS))
+        t.eq("envelope-server %s: client_id a string" % k,
+             d["properties"]["client_id"].get("type"), "string")
     r = Rest(t)
     b = Broker(t, tmpdir=r.tmpdir, port=r.ws_port, flags=FLAGS)
     with t.section("scenario"):
@@ -173,7 +196,7 @@ def main(t):
     seen = {"flat": {}, "envelope": {}}
     for c in CLIENTS:
         for i, m in enumerate(c.received):
-            d = c.dialect if i > 0 else "flat"  # the connected greeting is always flat
+            d = c.dialect if i > 0 else c.greeting  # flat unless the upgrade chose
             if not isinstance(m, dict):
                 t.fail("%s frame %d is a JSON object" % (c.name, i), repr(m)[:200])
                 continue
@@ -193,7 +216,7 @@ def main(t):
                      "session_update/user_joined", "session_update/user_left",
                      "session_update/history_cleared", "session_update/session_deleted",
                      "session_update/session_changed", "pong", "error"],
-            "envelope": ["auth_success", "subscription_success", "unsubscription_success",
+            "envelope": ["connected", "auth_success", "subscription_success", "unsubscription_success",
                          "chat_message", "task_update", "agent_status", "llm_chunk", "pong",
                          "error", "status", "response_start", "response_complete",
                          "user_joined", "user_left", "user_typing", "history_cleared",
