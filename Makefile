@@ -48,7 +48,7 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 # the router and its handlers, which every front-end links
 ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
 	rest/h_static.c build/gen/openapi_json.c
-REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/main_mhd.c
+REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/ws_relay.c rest/main_mhd.c
 FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
