@@ -141,6 +141,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         rs->seen = true;
         return wsrelay_answer(srv->relay, conn, rs->uri, &rs->ws);
     }
+    if (!rs->seen && wsrelay_is_ws_path(url)) {
+        rs->seen = true;
+        return wsrelay_not_upgrade(conn);
+    }
     if (!rs->seen) {
         /* First call: headers only. Refuse an announced oversize body before reading it. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");

@@ -44,6 +44,9 @@
 #define RELAY_BUF            (64 * 1024)
 #define HANDSHAKE_TIMEOUT_MS 10000
 #define EVENTS_MAX           64
+/* Kernel buffers of both sockets are capped too, so that a client that stops reading
+ * holds at most about this much on each socket (as the broker caps its own). */
+#define SOCK_BUF (64 * 1024)
 
 enum wsr_state {
     WSR_CONNECTING, /* connect() in progress (relay thread) */
@@ -221,6 +224,16 @@ static int build_request(struct wsrelay *r, struct MHD_Connection *conn, const c
 /* ---- answers to the client (MHD worker) ---- */
 
 static enum MHD_Result queue_json_error(struct MHD_Connection *conn, unsigned status,
+                                        const char *code, const char *message);
+
+enum MHD_Result wsrelay_not_upgrade(struct MHD_Connection *conn)
+{
+    return queue_json_error(conn, 400, "bad_request",
+                            "this is the WebSocket endpoint: connect with a WebSocket client "
+                            "(GET with Upgrade: websocket and Connection: Upgrade)");
+}
+
+static enum MHD_Result queue_json_error(struct MHD_Connection *conn, unsigned status,
                                         const char *code, const char *message)
 {
     json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
@@ -363,9 +376,14 @@ static bool has_token(const char *value, const char *token)
     return false;
 }
 
+bool wsrelay_is_ws_path(const char *url)
+{
+    return strncmp(url, "/ws", 3) == 0 && (url[3] == '\0' || url[3] == '/');
+}
+
 bool wsrelay_is_upgrade(struct MHD_Connection *conn, const char *url, const char *method)
 {
-    if (strcmp(method, "GET") != 0 || strncmp(url, "/ws", 3) != 0 || (url[3] && url[3] != '/'))
+    if (strcmp(method, "GET") != 0 || !wsrelay_is_ws_path(url))
         return false;
     return has_token(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade"), "websocket") &&
            has_token(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection"), "upgrade");
@@ -420,6 +438,7 @@ static enum MHD_Result start(struct wsrelay *r, struct MHD_Connection *conn, con
         return queue_json_error(conn, 503, "unavailable", msg);
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &(int){SOCK_BUF}, sizeof(int));
     c->bfd = fd;
     c->state = WSR_CONNECTING;
     c->refs = 2; /* the request's and the relay thread's */
@@ -756,6 +775,7 @@ static void take_pending(struct wsrelay *r, struct wsr_conn **dead)
                 break;
             }
             setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+            setsockopt(c->cfd, SOL_SOCKET, SO_SNDBUF, &(int){SOCK_BUF}, sizeof(int));
             set_state(c, WSR_RELAY);
             c->c_rd = c->c_wr = true;
             pump(c, dead);

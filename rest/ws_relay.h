@@ -34,6 +34,11 @@ void wsrelay_free(struct wsrelay *r);
 /* Whether the request is a WebSocket upgrade on /ws or /ws/...: GET, Upgrade with the
  * token websocket and Connection with the token upgrade (case-insensitive). */
 bool wsrelay_is_upgrade(struct MHD_Connection *conn, const char *url, const char *method);
+/* Whether url is /ws or /ws/...: the broker's paths, relayed. */
+bool wsrelay_is_ws_path(const char *url);
+/* Answers a request on a WebSocket path that is not an upgrade: 400 with the JSON error
+ * body saying how to connect. */
+enum MHD_Result wsrelay_not_upgrade(struct MHD_Connection *conn);
 /* Answers an upgrade request; call on every access-handler call of the request. raw_uri
  * is the request target as sent (path and query). *slot holds the request's relay state
  * between calls (NULL at first); release it with wsrelay_release when the request ends. */
