@@ -263,7 +263,8 @@ BENCH_CFLAGS := -O2 -g $(CSTD) $(WARN)
 BENCH_PROGS := $(BENCH_DIR)/loadgen $(BENCH_DIR)/ceiling
 bench: all $(BENCH_PROGS)
 	@rc=0; sh bench/rest_bench.sh || rc=1; sh bench/broker_bench.sh || rc=1; \
-		sh bench/pg_bench.sh || rc=1; sh bench/relay_bench.sh || rc=1; exit $$rc
+		sh bench/pg_bench.sh || rc=1; sh bench/relay_bench.sh || rc=1; \
+		sh bench/restws_bench.sh || rc=1; exit $$rc
 
 $(BENCH_DIR)/loadgen: bench/loadgen.c | deps
 	@mkdir -p $(@D)
