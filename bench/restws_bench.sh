@@ -13,7 +13,8 @@
 # at least half the direct handshake rate.
 #
 # A benchmark, not a test: it exits non-zero only when it could not run.
-# Environment: BENCH_RUNS (3), BENCH_DURATION (10), BROKER_BIN (bin/parley-broker),
+# Environment: BENCH_RUNS (3), BENCH_DURATION (10), BENCH_REST_CPU (0: parley-rest beside
+# the broker; none: not pinned; or a core number), BROKER_BIN (bin/parley-broker),
 # REST_BIN (bin/parley-rest), BENCH_BIN (build/bench).
 set -u
 
@@ -34,9 +35,14 @@ die() { say "cannot run: $*" >&2; exit 1; }
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
 	PIN_SERVER="taskset -c 0"
 	PIN_LOAD="taskset -c 1"
+	case ${BENCH_REST_CPU:-0} in
+	none) PIN_REST="" ;;
+	*) PIN_REST="taskset -c ${BENCH_REST_CPU:-0}" ;;
+	esac
 else
 	PIN_SERVER=""
 	PIN_LOAD=""
+	PIN_REST=""
 	say "taskset or a second core is missing: nothing is pinned"
 fi
 
@@ -76,7 +82,7 @@ start_pair() {
 		--rate-burst 1000000 >"$TMP/broker-$1.log" 2>&1 &
 	BPID=$!
 	wait_port "$BPORT" "$BPID" parley-broker "$TMP/broker-$1.log"
-	$PIN_SERVER "$REST_BIN" --port "$RPORT" --ws-port "$BPORT" --db "$db" --notify-socket "$sock" \
+	$PIN_REST "$REST_BIN" --port "$RPORT" --ws-port "$BPORT" --db "$db" --notify-socket "$sock" \
 		--log-level warn --ws-relay-max 100000 --max-connections 100000 >"$TMP/rest-$1.log" 2>&1 &
 	RPID=$!
 	wait_port "$RPORT" "$RPID" parley-rest "$TMP/rest-$1.log"

@@ -663,13 +663,17 @@ static void pump(struct wsr_conn *c, struct wsr_conn **dead)
     bool progress = true;
     ssize_t n;
 
+    /* Edge-triggered: a flag says a socket may have data (or room). A short read means
+     * drained and a short write full, for now: epoll reports the next arrival or the next
+     * room as a new edge, so the read or write that would only say EAGAIN is skipped. */
     while (progress) {
         progress = false;
         /* client -> broker */
         if (c->c_rd && !c->c_eof && c2b->end < sizeof c2b->data) {
-            n = recv(c->cfd, c2b->data + c2b->end, sizeof c2b->data - c2b->end, 0);
+            size_t want = sizeof c2b->data - c2b->end;
+            n = recv(c->cfd, c2b->data + c2b->end, want, 0);
             if (n > 0)
-                c2b->end += (size_t)n, progress = true;
+                c2b->end += (size_t)n, progress = true, c->c_rd = (size_t)n == want;
             else if (n == 0)
                 c->c_eof = true, progress = true;
             else if (errno == EAGAIN)
@@ -680,9 +684,10 @@ static void pump(struct wsr_conn *c, struct wsr_conn **dead)
             }
         }
         if (c->b_wr && c2b->start < c2b->end) {
-            n = send(c->bfd, c2b->data + c2b->start, c2b->end - c2b->start, MSG_NOSIGNAL);
+            size_t want = c2b->end - c2b->start;
+            n = send(c->bfd, c2b->data + c2b->start, want, MSG_NOSIGNAL);
             if (n > 0)
-                c2b->start += (size_t)n, progress = true;
+                c2b->start += (size_t)n, progress = true, c->b_wr = (size_t)n == want;
             else if (n < 0 && errno == EAGAIN)
                 c->b_wr = false;
             else if (n < 0 && errno != EINTR) {
@@ -694,9 +699,10 @@ static void pump(struct wsr_conn *c, struct wsr_conn **dead)
             c2b->start = c2b->end = 0;
         /* broker -> client */
         if (c->b_rd && !c->b_eof && b2c->end < sizeof b2c->data) {
-            n = recv(c->bfd, b2c->data + b2c->end, sizeof b2c->data - b2c->end, 0);
+            size_t want = sizeof b2c->data - b2c->end;
+            n = recv(c->bfd, b2c->data + b2c->end, want, 0);
             if (n > 0)
-                b2c->end += (size_t)n, progress = true;
+                b2c->end += (size_t)n, progress = true, c->b_rd = (size_t)n == want;
             else if (n == 0)
                 c->b_eof = true, progress = true;
             else if (errno == EAGAIN)
@@ -707,9 +713,10 @@ static void pump(struct wsr_conn *c, struct wsr_conn **dead)
             }
         }
         if (c->c_wr && b2c->start < b2c->end) {
-            n = send(c->cfd, b2c->data + b2c->start, b2c->end - b2c->start, MSG_NOSIGNAL);
+            size_t want = b2c->end - b2c->start;
+            n = send(c->cfd, b2c->data + b2c->start, want, MSG_NOSIGNAL);
             if (n > 0)
-                b2c->start += (size_t)n, progress = true;
+                b2c->start += (size_t)n, progress = true, c->c_wr = (size_t)n == want;
             else if (n < 0 && errno == EAGAIN)
                 c->c_wr = false;
             else if (n < 0 && errno != EINTR) {
