@@ -57,7 +57,7 @@ enum wsr_state {
     WSR_CLOSED,     /* the relay thread is done with it */
 };
 
-enum wsr_pending { PEND_NONE, PEND_START, PEND_UPGRADE, PEND_CLOSE };
+enum wsr_pending { PEND_NONE, PEND_CLOSE };
 
 struct wsr_buf {
     size_t start, end;
@@ -83,7 +83,7 @@ struct wsr_conn {
     int cfd;                               /* client socket, MHD's: never close()d here */
     struct wsr_side bside, cside;
     bool b_rd, b_wr, c_rd, c_wr, b_eof, c_eof, b_shut, c_shut;
-    bool counted_handshake;
+    bool counted_handshake; /* in r->handshakes {r->lock} */
     int64_t deadline_ms;
     /* the broker's answer (relay thread until WSR_ANSWERED, then the MHD side) */
     int status;
@@ -106,7 +106,7 @@ struct wsrelay {
     struct wsr_conn *pending; /* handed to the relay thread, LIFO {lock} */
     int n;                    /* conns {lock} */
     bool stopping;            /* {lock} */
-    int handshakes;           /* relay thread: conns in CONNECTING or HEAD */
+    int handshakes;           /* conns in CONNECTING or HEAD {lock} */
 };
 
 static const char evfd_tag; /* epoll data of the wake-up eventfd */
@@ -135,15 +135,20 @@ static void unref(struct wsr_conn *c)
 }
 
 /* Hands c to the relay thread with op (any thread). Called with r->lock held. */
-static void pend_locked(struct wsr_conn *c, enum wsr_pending op)
+static void wake(struct wsrelay *r)
 {
     uint64_t one = 1;
 
+    if (write(r->evfd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_warn("ws relay: cannot wake the relay thread: %s", strerror(errno));
+}
+
+static void pend_locked(struct wsr_conn *c, enum wsr_pending op)
+{
     c->pending = op;
     c->pend_next = c->r->pending;
     c->r->pending = c;
-    if (write(c->r->evfd, &one, sizeof one) < 0 && errno != EAGAIN)
-        log_warn("ws relay: cannot wake the relay thread: %s", strerror(errno));
+    wake(c->r);
 }
 
 /* ---- the request to the broker (MHD worker) ---- */
@@ -304,6 +309,7 @@ static void copy_headers(struct wsr_conn *c, struct MHD_Response *res, bool upgr
 static void upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
                      const char *extra_in, size_t extra_in_size, MHD_socket sock,
                      struct MHD_UpgradeResponseHandle *urh);
+static int watch(struct wsrelay *r, int fd, struct wsr_side *side);
 
 static enum MHD_Result queue_answer(struct wsr_conn *c, struct MHD_Connection *conn)
 {
@@ -336,11 +342,25 @@ static void upgraded(void *cls, struct MHD_Connection *connection, void *con_cls
     struct wsrelay *r = c->r;
     bool refuse;
 
+    int fl = fcntl(sock, F_GETFL);
+
     (void)connection;
     (void)con_cls;
+    /* non-blocking before the relay thread may touch it */
+    refuse = fl < 0 || fcntl(sock, F_SETFL, fl | O_NONBLOCK) < 0;
+    setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &(int){SOCK_BUF}, sizeof(int));
     pthread_mutex_lock(&r->lock);
     /* the request was fully sent before the answer came, so c2b is free again */
-    refuse = r->stopping || c->state != WSR_ANSWERED || extra_in_size > sizeof c->c2b.data;
+    refuse = refuse || r->stopping || c->state != WSR_ANSWERED ||
+             extra_in_size > sizeof c->c2b.data;
+    /* straight into the relay's epoll set, no hand-off through its eventfd; under the
+     * lock, which the relay thread takes to read the state, so that it sees this socket
+     * only once it is set up; the first event (writable at once) moves what waits */
+    if (!refuse && watch(r, sock, &c->cside) < 0) {
+        log_warn("ws relay: cannot watch a client socket: %s", strerror(errno));
+        refuse = true;
+    }
     if (!refuse) {
         c->urh = urh;
         c->cfd = sock;
@@ -348,10 +368,11 @@ static void upgraded(void *cls, struct MHD_Connection *connection, void *con_cls
         c->c2b.end = extra_in_size;
         if (extra_in_size)
             memcpy(c->c2b.data, extra_in, extra_in_size);
-        pend_locked(c, PEND_UPGRADE);
+        c->c_rd = c->c_wr = true;
+        c->state = WSR_RELAY; /* the relay thread takes it from here */
     }
     pthread_mutex_unlock(&r->lock);
-    if (refuse)
+    if (refuse) /* the broker side goes with the request (wsrelay_release) */
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
@@ -396,6 +417,7 @@ static enum MHD_Result start(struct wsrelay *r, struct MHD_Connection *conn, con
     struct wsr_conn *c;
     char msg[512];
     int fd = -1, full, stopping;
+    ssize_t n;
 
     pthread_mutex_lock(&r->lock);
     full = r->n >= r->cfg->ws_relay_max;
@@ -441,7 +463,16 @@ static enum MHD_Result start(struct wsrelay *r, struct MHD_Connection *conn, con
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &(int){SOCK_BUF}, sizeof(int));
     c->bfd = fd;
     c->state = WSR_CONNECTING;
+    /* on loopback the connection is often up already: the request goes at once */
+    n = send(fd, c->c2b.data, c->c2b.end, MSG_NOSIGNAL);
+    if (n > 0) {
+        c->c2b.start = (size_t)n;
+        c->state = WSR_HEAD;
+    }
     c->refs = 2; /* the request's and the relay thread's */
+    c->deadline_ms = clock_mono_ms() + HANDSHAKE_TIMEOUT_MS;
+    c->counted_handshake = true;
+    *slot = c;
     /* suspended before the relay thread can resume it */
     MHD_suspend_connection(conn);
     pthread_mutex_lock(&r->lock);
@@ -450,9 +481,25 @@ static enum MHD_Result start(struct wsrelay *r, struct MHD_Connection *conn, con
         r->conns->prev = c;
     r->conns = c;
     r->n++;
-    pend_locked(c, PEND_START);
+    stopping = r->stopping;
+    if (stopping) { /* the relay thread is gone or going: answered 503 from here */
+        c->counted_handshake = false;
+        c->state = WSR_FAILED;
+        c->fail_msg = "is being shut down with parley-rest";
+        c->refs--; /* no relay hold */
+        c->bfd = -1;
+    } else if (++r->handshakes == 1) {
+        wake(r); /* its wait gets the 1 s tick of the handshake deadline */
+    }
     pthread_mutex_unlock(&r->lock);
-    *slot = c;
+    if (stopping) {
+        close(fd);
+        MHD_resume_connection(conn);
+        return MHD_YES;
+    }
+    /* the relay thread watches it from here; if it cannot, the deadline fails it */
+    if (watch(r, fd, &c->bside) < 0)
+        log_warn("ws relay: cannot watch a broker socket: %s", strerror(errno));
     return MHD_YES;
 }
 
@@ -507,10 +554,12 @@ static void set_state(struct wsr_conn *c, enum wsr_state st)
 
 static void handshake_over(struct wsr_conn *c)
 {
+    pthread_mutex_lock(&c->r->lock);
     if (c->counted_handshake) {
         c->counted_handshake = false;
         c->r->handshakes--;
     }
+    pthread_mutex_unlock(&c->r->lock);
 }
 
 /* Ends c for the relay thread: sockets closed (the client's through MHD), its hold
@@ -767,27 +816,6 @@ static void take_pending(struct wsrelay *r, struct wsr_conn **dead)
         c->pending = PEND_NONE;
         pthread_mutex_unlock(&r->lock);
         switch (op) {
-        case PEND_START:
-            c->counted_handshake = true;
-            r->handshakes++;
-            c->deadline_ms = clock_mono_ms() + HANDSHAKE_TIMEOUT_MS;
-            if (watch(r, c->bfd, &c->bside) < 0)
-                fail(c, "could not be watched (epoll)", dead);
-            break;
-        case PEND_UPGRADE: {
-            int fl = fcntl(c->cfd, F_GETFL);
-            if (fl < 0 || fcntl(c->cfd, F_SETFL, fl | O_NONBLOCK) < 0 ||
-                watch(r, c->cfd, &c->cside) < 0) {
-                finish(c, dead);
-                break;
-            }
-            setsockopt(c->cfd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-            setsockopt(c->cfd, SOL_SOCKET, SO_SNDBUF, &(int){SOCK_BUF}, sizeof(int));
-            set_state(c, WSR_RELAY);
-            c->c_rd = c->c_wr = true;
-            pump(c, dead);
-            break;
-        }
         case PEND_CLOSE:
             if (c->state == WSR_ANSWERED && c->bfd >= 0)
                 finish(c, dead);
@@ -802,8 +830,12 @@ static void take_pending(struct wsrelay *r, struct wsr_conn **dead)
 static void on_event(struct wsr_side *side, uint32_t events, struct wsr_conn **dead)
 {
     struct wsr_conn *c = side->c;
+    enum wsr_state st;
 
-    if (c->state == WSR_CLOSED || c->state == WSR_FAILED)
+    pthread_mutex_lock(&c->r->lock); /* the upgrade handler sets WSR_RELAY */
+    st = c->state;
+    pthread_mutex_unlock(&c->r->lock);
+    if (st == WSR_CLOSED || st == WSR_FAILED)
         return; /* closed earlier in this batch */
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         if (side->client)
@@ -817,9 +849,9 @@ static void on_event(struct wsr_side *side, uint32_t events, struct wsr_conn **d
         else
             c->b_wr = true;
     }
-    if (c->state == WSR_CONNECTING || c->state == WSR_HEAD)
+    if (st == WSR_CONNECTING || st == WSR_HEAD)
         handshake_io(c, dead);
-    else if (c->state == WSR_RELAY)
+    else if (st == WSR_RELAY)
         pump(c, dead);
     /* WSR_ANSWERED: the flags wait for the upgrade */
 }
@@ -878,8 +910,13 @@ static void *relay_main(void *arg)
 
     for (;;) {
         struct wsr_conn *dead = NULL;
-        int n = epoll_wait(r->epfd, evs, EVENTS_MAX, r->handshakes ? 1000 : -1);
+        int n, handshakes;
         bool stopping;
+
+        pthread_mutex_lock(&r->lock);
+        handshakes = r->handshakes;
+        pthread_mutex_unlock(&r->lock);
+        n = epoll_wait(r->epfd, evs, EVENTS_MAX, handshakes ? 1000 : -1);
 
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == &evfd_tag)
@@ -887,7 +924,7 @@ static void *relay_main(void *arg)
             else
                 on_event(evs[i].data.ptr, evs[i].events, &dead);
         }
-        if (r->handshakes)
+        if (handshakes)
             expire_handshakes(r, &dead);
         pthread_mutex_lock(&r->lock);
         stopping = r->stopping;
