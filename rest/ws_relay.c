@@ -352,8 +352,8 @@ static void upgraded(void *cls, struct MHD_Connection *connection, void *con_cls
     setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &(int){SOCK_BUF}, sizeof(int));
     pthread_mutex_lock(&r->lock);
     /* the request was fully sent before the answer came, so c2b is free again */
-    refuse = refuse || r->stopping || c->state != WSR_ANSWERED ||
-             extra_in_size > sizeof c->c2b.data;
+    refuse =
+        refuse || r->stopping || c->state != WSR_ANSWERED || extra_in_size > sizeof c->c2b.data;
     /* straight into the relay's epoll set, no hand-off through its eventfd; under the
      * lock, which the relay thread takes to read the state, so that it sees this socket
      * only once it is set up; the first event (writable at once) moves what waits */
