@@ -10,7 +10,8 @@ X-Forwarded-For replaced), X-Forwarded-For from an untrusted peer ignored, a bad
 401, a disallowed Origin 403, the broker down (503 JSON), the broker not answering (503
 after 10 s, REST answering meanwhile), GET /ws without an upgrade (400), GET / still
 naming the broker's port, the CLI through the relay, a relayed connection silent for 35 s
-(past REST's HTTP timeout), SIGTERM with relayed clients."""
+(past REST's HTTP timeout), wss:// through an https parley-rest, SIGTERM with relayed
+clients."""
 
 import base64
 import json
@@ -467,6 +468,26 @@ def test_sigterm(t):
     b.stop()
 
 
+def test_tls(t):
+    """parley-rest on https (--tls-cert): wss://HOST:RESTPORT/ws relayed to a plain broker
+    on loopback (MHD hands the upgraded stream over a socket pair)."""
+    import deploy
+    tmp = parley.make_tmpdir()
+    cert, key, ctx = deploy.self_signed_cert(tmp)
+    b = Broker(t, tmpdir=tmp, llm="echo", flags=ROOMY)
+    rest = deploy.TlsRest(t, ctx, cert, key, tmpdir=tmp, ws_port=b.port)
+    c = parley.WsClient("wss://127.0.0.1:%d/ws" % rest.port, name="wss", ssl=ctx)
+    c.expect(type="connected")
+    sid = c.create_session()
+    c.chat("over wss through the relay")
+    check_reply(t, "wss relay: echo reply streamed", c.read_reply(sid), sid,
+                text="over wss through the relay")
+    t.ok("wss relay: ping answered", c.ping_ok())
+    c.close()
+    rest.stop()
+    b.stop()
+
+
 def main(t):
     rest, b = services(t)
     # held silent past REST's 30 s HTTP connection timeout, checked after the sections below
@@ -488,6 +509,7 @@ def main(t):
     for name, fn in (("a client that stops reading", test_slow_reader),
                      ("per-IP limit", test_per_ip), ("untrusted proxy", test_untrusted),
                      ("refusals", test_refusals), ("broker down", test_broker_down),
+                     ("https REST", test_tls),
                      ("SIGTERM", test_sigterm)):
         with t.section(name):
             fn(t)
