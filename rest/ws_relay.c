@@ -5,12 +5,15 @@
  * the frames; this file only moves bytes. Its steps, per connection:
  *   1. (MHD worker) the upgrade request is written, with X-Forwarded-For replaced by the
  *      client's address, into the client-to-broker buffer; a non-blocking connect to the
- *      broker starts; the MHD connection is suspended; the relay thread takes it over.
- *   2. (relay thread) the request is sent, the broker's answer head read (and the body of
- *      a refusal); the MHD connection is resumed.
+ *      broker starts (and the request goes at once when loopback has connected already);
+ *      the MHD connection is suspended; the broker socket joins the relay's epoll set.
+ *   2. (relay thread) the rest of the request is sent, the broker's answer head read (and
+ *      the body of a refusal); the MHD connection is resumed.
  *   3. (MHD worker) the answer is queued: a 101 as MHD's upgrade response carrying the
  *      broker's headers, anything else as the same status and body.
- *   4. (MHD worker, upgrade handler) the client socket is handed to the relay thread.
+ *   4. (MHD worker, upgrade handler) the client socket joins the relay's epoll set.
+ * The state a thread hands over is set under r->lock, which the relay thread takes to read
+ * a connection's state on each event; the eventfd only wakes it for releases and stop.
  *   5. (relay thread) bytes both ways, edge-triggered epoll, a 64 KiB buffer per direction:
  *      a side is not read while the other side's buffer is full (backpressure), an end of
  *      stream is passed on as a half-close, an error or both ends closed closes both.
