@@ -53,7 +53,7 @@ COMMON_SRC := common/log.c common/clock.c common/perr.c common/config.c common/j
 # the router and its handlers, which every front-end links
 ROUTER_SRC := rest/router.c rest/reply.c rest/h_meta.c rest/h_sessions.c rest/h_messages.c \
 	rest/h_static.c build/gen/openapi_json.c
-REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/main_mhd.c
+REST_SRC := $(ROUTER_SRC) rest/keys_cmd.c rest/ws_relay.c rest/main_mhd.c
 FCGI_SRC := $(ROUTER_SRC) rest/fcgi_params.c rest/main_fcgi.c
 BROKER_SRC := broker/main.c broker/ws.c broker/fanout.c broker/proto.c broker/sessions.c \
 	broker/inbound.c broker/flat.c broker/actions.c broker/templates.c broker/reconcile.c broker/assistant.c broker/asst_echo.c broker/asst_llm.c broker/llm_http.c \
@@ -268,7 +268,8 @@ BENCH_CFLAGS := -O2 -g $(CSTD) $(WARN)
 BENCH_PROGS := $(BENCH_DIR)/loadgen $(BENCH_DIR)/ceiling
 bench: all $(BENCH_PROGS)
 	@rc=0; sh bench/rest_bench.sh || rc=1; sh bench/broker_bench.sh || rc=1; \
-		sh bench/pg_bench.sh || rc=1; sh bench/relay_bench.sh || rc=1; exit $$rc
+		sh bench/pg_bench.sh || rc=1; sh bench/relay_bench.sh || rc=1; \
+		sh bench/restws_bench.sh || rc=1; exit $$rc
 
 $(BENCH_DIR)/loadgen: bench/loadgen.c | deps
 	@mkdir -p $(@D)

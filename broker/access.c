@@ -9,7 +9,11 @@
  * - Each connection has a token bucket of --rate-limit messages a second, --rate-burst
  *   deep. A message over it gets rate_limited; a flood that goes on for another burst's
  *   worth of messages is closed with 1008.
- * - Refusals are logged once per address and reason a minute, never once per message. */
+ * - Refusals are logged once per address and reason a minute, never once per message.
+ * - The client's address (for --max-conns-per-ip and the logs) is the TCP peer's, or,
+ *   when the peer is a trusted proxy (loopback, where parley-rest's GET /ws relay runs, or
+ *   a --trusted-proxy address), the last address of its X-Forwarded-For. */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -303,6 +307,46 @@ static bool origin_allowed(const struct per_vhost_data__chat *vhd, struct lws *w
     return allowed->n == 0 && (loopback_origin(origin) || same_host_origin(wsi, origin));
 }
 
+/* ---- the client's address ---- */
+
+/* Whether the peer ip may speak for its clients: a --trusted-proxy address, or with none
+ * given, loopback (127.0.0.0/8, ::1). */
+static bool trusted_proxy(const struct cfg *cfg, const char *ip)
+{
+    const struct cfg_list *l = &cfg->trusted_proxy;
+
+    if (l->n == 0)
+        return loopback_ipv4(ip, strlen(ip)) || strcmp(ip, "::1") == 0 ||
+               strncmp(ip, "::ffff:127.", 11) == 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], ip) == 0)
+            return true;
+    return false;
+}
+
+/* The client's address into ip (48 bytes): the peer's, or the last X-Forwarded-For entry
+ * when the peer is a trusted proxy and that entry is an IP address. */
+static void client_ip(const struct per_vhost_data__chat *vhd, struct lws *wsi, char ip[48])
+{
+    char xff[512], *last;
+    unsigned char bin[sizeof(struct in6_addr)];
+    size_t n;
+
+    lws_get_peer_simple(wsi, ip, 48);
+    if (!trusted_proxy(vhd->cfg, ip) ||
+        lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) <= 0)
+        return;
+    last = strrchr(xff, ',');
+    last = last ? last + 1 : xff;
+    while (*last == ' ' || *last == '\t')
+        last++;
+    n = strcspn(last, " \t");
+    last[n] = '\0';
+    if (n > 0 && n < 48 &&
+        (inet_pton(AF_INET, last, bin) == 1 || inet_pton(AF_INET6, last, bin) == 1))
+        memcpy(ip, last, n + 1);
+}
+
 /* ---- upgrades and connections ---- */
 
 static int64_t *ip_slot(struct per_vhost_data__chat *vhd, const char *ip, bool create)
@@ -325,7 +369,7 @@ int access_check_upgrade(struct per_vhost_data__chat *vhd, struct lws *wsi, cons
     const char *key;
     int64_t *count;
 
-    lws_get_peer_simple(wsi, ip, sizeof ip);
+    client_ip(vhd, wsi, ip);
     if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) < 0)
         host[0] = '\0';
     /* DNS rebinding: with no key, only loopback and the configured hosts are answered */
@@ -365,7 +409,7 @@ void access_conn_filter(struct per_vhost_data__chat *vhd, struct per_session_dat
     char keybuf[128], namebuf[NAME_URLARG_LEN];
     const char *key = presented_key(wsi, keybuf, sizeof keybuf);
 
-    lws_get_peer_simple(wsi, pss->ip, sizeof pss->ip);
+    client_ip(vhd, wsi, pss->ip);
     if (upgrade_name(wsi, namebuf) > 0) {                /* checked at HTTP_CONFIRM_UPGRADE */
         memcpy(pss->name, namebuf, strlen(namebuf) + 1); /* valid: at most NAME_LEN bytes */
         pss->name_given = true;
@@ -380,6 +424,7 @@ void access_conn_open(struct per_vhost_data__chat *vhd, struct per_session_data_
 
     if (count)
         (*count)++;
+    log_debug("connection %s from %s", pss->id, pss->ip);
     pss->tokens = vhd->cfg->rate_burst;
     pss->refill_mono = clock_mono_ms();
 }

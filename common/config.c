@@ -46,6 +46,13 @@ static const struct cfg_option cfg_options[] = {
      "WebSocket port (0 picks a free one)"},
     {"ws-port", "PARLEY_WS_PORT", NULL, T_INT, OFF(ws_port), "8001", 1, 65535, HTTP, "N",
      "the broker's port, used to build ws_url"},
+    {"broker-url", NULL, NULL, T_STR, OFF(broker_url), NULL, 0, 0, CFG_REST, "URL",
+     "the broker GET /ws is relayed to: ws://HOST:PORT (default ws://127.0.0.1:--ws-port)"},
+    {"ws-relay-max", NULL, NULL, T_INT, OFF(ws_relay_max), "1024", 1, 100000, CFG_REST, "N",
+     "WebSocket connections relayed at once on GET /ws; beyond it, 503"},
+    {"trusted-proxy", NULL, NULL, T_LIST, OFF(trusted_proxy), NULL, 0, 0, CFG_BROKER, "ADDR",
+     "peer address whose X-Forwarded-For is believed (repeatable; default loopback only, as "
+     "parley-rest's GET /ws relay)"},
     {"public-ws-url", NULL, NULL, T_STR, OFF(public_ws_url), NULL, 0, 0, SRV, "URL",
      "ws_url to announce (e.g. wss://chat.example.com/ws behind a proxy)"},
     {"public-url", NULL, NULL, T_STR, OFF(public_url), NULL, 0, 0, SRV, "URL",

@@ -34,7 +34,10 @@ struct cfg {
     char *db_sync; /* normal or full */
     char *bind;
     int port;
-    int ws_port; /* REST: the broker's port, for ws_url */
+    int ws_port;                   /* REST: the broker's port, for ws_url */
+    char *broker_url;              /* REST: where GET /ws is relayed; NULL: 127.0.0.1:ws_port */
+    int ws_relay_max;              /* REST: WebSocket connections relayed at once */
+    struct cfg_list trusted_proxy; /* broker: peers whose X-Forwarded-For counts; empty: loopback */
     char *public_ws_url;
     char *public_url;             /* REST: the service's public base URL */
     struct cfg_list allowed_host; /* Host names answered without API keys (hostcheck.h) */

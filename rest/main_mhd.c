@@ -5,6 +5,8 @@
  * request: the first call allocates the request state, the next ones gather the body up
  * to --max-message-size, the last one answers through the router. Each worker thread
  * opens its own database connection on first use (closed when the thread exits).
+ * A WebSocket upgrade on /ws is not the router's: it is relayed to the broker (ws_relay.c),
+ * like body reading a front-end's job.
  * SIGINT and SIGTERM stop the daemon, finishing requests in flight, and exit 0. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,11 +24,15 @@
 #include "keys_cmd.h"
 #include "log.h"
 #include "router.h"
+#include "ws_relay.h"
 
 #define CONNECTION_TIMEOUT_S 30
 
 /* Per-request state, from the first access-handler call to request completion. */
 struct request_state {
+    char *uri;           /* the request target as sent (path and query) */
+    bool seen;           /* the access handler has been called */
+    struct wsr_conn *ws; /* a relayed WebSocket upgrade's state */
     char *body;
     size_t len;
     bool too_large;
@@ -37,6 +43,7 @@ struct server {
     struct cfg cfg;
     struct router *router;
     pthread_key_t db_key; /* each worker thread's struct db */
+    struct wsrelay *relay;
 };
 
 static void close_thread_db(void *db)
@@ -128,15 +135,21 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     struct request_state *rs = *con_cls;
     size_t max = (size_t)srv->cfg.max_message_size;
 
-    if (!rs) {
+    if (!rs)
+        return MHD_NO; /* uri_logged could not allocate it */
+    if (rs->ws || (!rs->seen && wsrelay_is_upgrade(conn, url, method))) {
+        rs->seen = true;
+        return wsrelay_answer(srv->relay, conn, rs->uri, &rs->ws);
+    }
+    if (!rs->seen && wsrelay_is_ws_path(url)) {
+        rs->seen = true;
+        return wsrelay_not_upgrade(conn);
+    }
+    if (!rs->seen) {
         /* First call: headers only. Refuse an announced oversize body before reading it. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         int64_t announced;
-        rs = calloc(1, sizeof *rs);
-        if (!rs)
-            return MHD_NO;
-        rs->started_ms = clock_mono_ms();
-        *con_cls = rs;
+        rs->seen = true;
         if (cl && cfg_parse_int(cl, 0, INT64_MAX, &announced) == 0 && (uint64_t)announced > max) {
             rs->too_large = true;
             return answer(srv, conn, url, method, rs);
@@ -166,12 +179,34 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     return answer(srv, conn, url, method, rs);
 }
 
+/* MHD_OPTION_URI_LOG_CALLBACK: the first sight of a request, with its target as sent
+ * (the relay passes it on unchanged). Returns the new request state (*con_cls). */
+static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct request_state *rs = calloc(1, sizeof *rs);
+
+    (void)cls;
+    (void)conn;
+    if (rs) {
+        rs->started_ms = clock_mono_ms();
+        rs->uri = strdup(uri ? uri : "/");
+        if (!rs->uri) {
+            free(rs);
+            rs = NULL;
+        }
+    }
+    return rs;
+}
+
 static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                               enum MHD_RequestTerminationCode toe)
 {
+    struct server *srv = cls;
     struct request_state *rs = *con_cls;
 
     if (rs) {
+        wsrelay_release(srv->relay, rs->ws);
+        free(rs->uri);
         free(rs->body);
         free(rs);
     }
@@ -289,18 +324,20 @@ int main(int argc, char **argv)
     if (db_keys_active(db, &keys) != PERR_OK || cfg_check_protected(&srv.cfg, keys) < 0)
         goto out;
     if (pthread_key_create(&srv.db_key, close_thread_db) != 0 ||
-        !(srv.router = router_new(&srv.cfg)))
+        !(srv.router = router_new(&srv.cfg)) || !(srv.relay = wsrelay_new(&srv.cfg)))
         goto out;
     threads =
         srv.cfg.threads > 0 ? (unsigned)srv.cfg.threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-            (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (srv.cfg.tls_cert ? MHD_USE_TLS : 0),
+            (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (srv.cfg.tls_cert ? MHD_USE_TLS : 0) |
+            MHD_ALLOW_UPGRADE | MHD_ALLOW_SUSPEND_RESUME,
         (uint16_t)srv.cfg.port, NULL, NULL, access_handler, &srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv.cfg.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-        request_completed, &srv, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(srv.cfg.max_connections + srv.cfg.ws_relay_max),
+        MHD_OPTION_URI_LOG_CALLBACK, uri_logged, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, request_completed, &srv,
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!d) {
         log_error("cannot listen on %s port %d: is the port in use? choose another with "
                   "--port%s",
@@ -319,8 +356,10 @@ int main(int argc, char **argv)
     log_info("%s received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     rc = 0;
 out:
+    wsrelay_stop(srv.relay); /* first: it resumes the suspended connections MHD would wait on */
     if (d)
         MHD_stop_daemon(d);
+    wsrelay_free(srv.relay);
     router_free(srv.router);
     free(tls[0].ptr_value);
     free(tls[1].ptr_value);
