@@ -252,8 +252,12 @@ def test_origins(t):
         t.eq("default origins: %s -> 403" % origin,
              raw_upgrade(b.port, headers={"Origin": origin}), 403)
     t.eq("default origins: no Origin -> 101", raw_upgrade(b.port), 101)
-    for path in ("/other", "/", "/ws/x", "/wsx"):
+    for path in ("/other", "/", "/wsx", "/ws2/x"):
         t.eq("path %s -> 404" % path, raw_upgrade(b.port, path=path), 404)
+    # /ws/{client_id} chooses the envelope dialect (SPEC 3.3): a bad client_id is 400
+    t.eq("path /ws/x (a client_id) -> 101", raw_upgrade(b.port, path="/ws/x"), 101)
+    for path in ("/ws/x/y", "/ws/a%20b"):
+        t.eq("path %s (not a client_id) -> 400" % path, raw_upgrade(b.port, path=path), 400)
     t.eq("path /ws?x=1 (a query) -> 101", raw_upgrade(b.port, path="/ws?x=1"), 101)
     c = connect(b, "C")
     t.ok("after the refusals the broker serves", c.ping_ok(), "no pong")
