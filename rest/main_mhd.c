@@ -39,6 +39,14 @@ struct request_state {
     int64_t started_ms;
 };
 
+/* A connection's own state (MHD_OPTION_NOTIFY_CONNECTION): the request state uri_logged
+ * made that MHD has not completed yet. MHD calls request_completed only for requests it
+ * handed to access_handler, so one it refused itself after the request line (a malformed
+ * header: 400) is freed here, by the next request's or when the connection closes. */
+struct conn_state {
+    struct request_state *pending;
+};
+
 struct server {
     struct cfg cfg;
     struct router *router;
@@ -181,12 +189,30 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the first sight of a request, with its target as sent
  * (the relay passes it on unchanged). Returns the new request state (*con_cls). */
+static struct conn_state *conn_state_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
+static void free_state(struct server *srv, struct request_state *rs)
+{
+    if (!rs)
+        return;
+    wsrelay_release(srv->relay, rs->ws);
+    free(rs->uri);
+    free(rs->body);
+    free(rs);
+}
+
 static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *conn)
 {
+    struct server *srv = cls;
     struct request_state *rs = calloc(1, sizeof *rs);
+    struct conn_state *cs = conn_state_of(conn);
 
-    (void)cls;
-    (void)conn;
     if (rs) {
         rs->started_ms = clock_mono_ms();
         rs->uri = strdup(uri ? uri : "/");
@@ -195,7 +221,26 @@ static void *uri_logged(void *cls, const char *uri, struct MHD_Connection *conn)
             rs = NULL;
         }
     }
+    if (cs) {
+        free_state(srv, cs->pending); /* an earlier request MHD refused by itself */
+        cs->pending = rs;
+    }
     return rs;
+}
+
+static void connection_notified(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                enum MHD_ConnectionNotificationCode code)
+{
+    struct conn_state *cs = *socket_context;
+
+    (void)conn;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(struct conn_state)); /* NULL: no tracking */
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && cs) {
+        free_state(cls, cs->pending);
+        free(cs);
+        *socket_context = NULL;
+    }
 }
 
 static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -203,13 +248,11 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 {
     struct server *srv = cls;
     struct request_state *rs = *con_cls;
+    struct conn_state *cs = conn_state_of(conn);
 
-    if (rs) {
-        wsrelay_release(srv->relay, rs->ws);
-        free(rs->uri);
-        free(rs->body);
-        free(rs);
-    }
+    if (cs && cs->pending == rs)
+        cs->pending = NULL;
+    free_state(srv, rs);
     *con_cls = NULL;
 }
 
@@ -335,9 +378,10 @@ int main(int argc, char **argv)
         (uint16_t)srv.cfg.port, NULL, NULL, access_handler, &srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(srv.cfg.max_connections + srv.cfg.ws_relay_max),
-        MHD_OPTION_URI_LOG_CALLBACK, uri_logged, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, request_completed, &srv,
-        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, uri_logged, &srv, MHD_OPTION_NOTIFY_CONNECTION,
+        connection_notified, &srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, &srv, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
     if (!d) {
         log_error("cannot listen on %s port %d: is the port in use? choose another with "
                   "--port%s",
