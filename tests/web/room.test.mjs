@@ -176,11 +176,18 @@ async function run(browser) {
     const LONG = Array.from({ length: 120 }, (_, i) => `w${i + 1}`).join(' ');
     await send(A, LONG);
     for (const [n, p] of [['A', A], ['B', B]]) ok(`${n}: the long reply is done`, await repliesAre(p, 4, `${n} 4 replies`));
-    const clicked = await Promise.all([A, B].map((p) => p.evaluate(() => {
-      const b = document.querySelector('#messages button.regen');
-      if (b) b.click();
-      return Boolean(b);
-    })));
+    // each page's button is taken before either is pressed: the first press removes the
+    // other page's button as soon as its message_superseded arrives, which under load can
+    // come before the second press; a removed button still answers its click
+    for (const p of [A, B]) await p.evaluate(() => { window.regenButton = document.querySelector('#messages button.regen'); });
+    const clicked = [];
+    for (const p of [A, B]) {
+      clicked.push(await p.evaluate(() => {
+        const b = window.regenButton;
+        if (b) b.click();
+        return Boolean(b);
+      }));
+    }
     eq('both pages pressed Regenerate', clicked, [true, true]);
     const busyShown = (p) => p.evaluate((want) => !document.getElementById('toast').hidden && document.getElementById('toast').textContent === want, BUSY);
     const refused = async () => (await busyShown(A) ? 1 : 0) + (await busyShown(B) ? 1 : 0);
