@@ -15,6 +15,7 @@ sql(db, query) reads it with the sqlite3 shell or psql, whichever db is.
 """
 
 import atexit
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -675,6 +676,17 @@ def ws_handshake(port, path="/ws", host="127.0.0.1", timeout=5, headers=None, so
     except BaseException:
         sock.close()
         raise
+
+
+def send_upgrade(sock, port, path="/ws", headers=None):
+    """Writes a hand-made WebSocket upgrade request for path on sock (Host 127.0.0.1:port,
+    a fresh key) with the extra headers; the caller reads the answer."""
+    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
+             "Connection: Upgrade",
+             "Sec-WebSocket-Key: %s" % base64.b64encode(os.urandom(16)).decode(),
+             "Sec-WebSocket-Version: 13"]
+    lines += ["%s: %s" % kv for kv in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
 
 
 def ws_frame(opcode, payload=b"", fin=True):

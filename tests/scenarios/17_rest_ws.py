@@ -56,12 +56,7 @@ def raw_status(port, path="/ws", headers=None, source=None, timeout=5):
     if source:
         sock.bind((source, 0))
     sock.connect(("127.0.0.1", port))
-    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
-             "Connection: Upgrade",
-             "Sec-WebSocket-Key: %s" % base64.b64encode(os.urandom(16)).decode(),
-             "Sec-WebSocket-Version: 13"]
-    lines += ["%s: %s" % kv for kv in (headers or {}).items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    parley.send_upgrade(sock, port, path, headers)
     buf = b""
     deadline = time.monotonic() + timeout
     while b"\r\n\r\n" not in buf and time.monotonic() < deadline:

@@ -36,16 +36,10 @@ STATUS_LINES = []  # (case, status line) of every refused upgrade: HTTP/1.1 chec
 
 def raw_upgrade(port, path="/ws", headers=None, timeout=5):
     """A hand-made upgrade request; returns (status line str, status int)."""
-    import base64
     import socket
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
-                 "Connection: Upgrade",
-                 "Sec-WebSocket-Key: %s" % base64.b64encode(os.urandom(16)).decode(),
-                 "Sec-WebSocket-Version: 13"]
-        lines += ["%s: %s" % kv for kv in (headers or {}).items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        parley.send_upgrade(sock, port, path, headers)
         buf = b""
         deadline = time.monotonic() + timeout
         while b"\r\n" not in buf and time.monotonic() < deadline:

@@ -6,7 +6,6 @@ served again after a second; a flood closes 1008 while others keep working),
 --allowed-origin (403) and the default origins, other paths (404), and refusals logged
 once per address and reason. (--ping-interval/--idle-timeout: 25_broker_keepalive.py.)"""
 
-import base64
 import json
 import os
 import re
@@ -33,12 +32,7 @@ def raw_upgrade(port, path="/ws", headers=None, timeout=5):
     """A hand-made upgrade request; returns the HTTP status (101 on success)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
-                 "Connection: Upgrade",
-                 "Sec-WebSocket-Key: %s" % base64.b64encode(os.urandom(16)).decode(),
-                 "Sec-WebSocket-Version: 13"]
-        lines += ["%s: %s" % kv for kv in (headers or {}).items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        parley.send_upgrade(sock, port, path, headers)
         buf = b""
         deadline = time.monotonic() + timeout
         while b"\r\n" not in buf and time.monotonic() < deadline:
